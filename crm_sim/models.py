@@ -1,0 +1,1 @@
+# CrmTask lives here (see the CRM issue).

@@ -1,0 +1,128 @@
+from django.db import models
+from django.db.models import Q
+
+from churnsite.db import TimeStampedModel
+
+
+class Bucket(models.TextChoices):
+    """Time-to-churn buckets, in order of urgency."""
+
+    D7 = "7d", "~7 days"
+    D30 = "30d", "~30 days"
+    D90 = "90d", "~90 days"
+    LATER = "later", "> 90 days"
+
+
+# Lower rank = more urgent; the Live Feed sorts on it.
+BUCKET_URGENCY_RANK = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 2, Bucket.LATER: 3}
+
+
+class ModelVersion(TimeStampedModel):
+    trained_at = models.DateTimeField()
+    window_start = models.DateField()
+    window_end = models.DateField()
+    features = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict)
+    artifact_path = models.CharField(max_length=500)
+    artifact_sha256 = models.CharField(max_length=64)
+    is_active = models.BooleanField(default=False)
+    source = models.CharField(max_length=20, default="database", help_text="database or csv")
+
+    class Meta:
+        ordering = ["-trained_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Model v{self.pk} ({self.trained_at:%Y-%m-%d %H:%M})"
+
+
+class ScoringRun(TimeStampedModel):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="scoring_runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    scored = models.PositiveIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Scoring run {self.pk} ({self.status})"
+
+
+class ScoreFields(models.Model):
+    risk = models.FloatField(help_text="P(churn within 90 days), calibrated")
+    p_7d = models.FloatField()
+    p_30d = models.FloatField()
+    p_90d = models.FloatField()
+    p_later = models.FloatField()
+    bucket = models.CharField(max_length=5, choices=Bucket.choices)
+    drivers = models.JSONField(null=True, blank=True, help_text="Top drivers; null until computed")
+    scored_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+def _probability_checks(prefix: str) -> list[models.CheckConstraint]:
+    return [
+        models.CheckConstraint(
+            condition=Q(**{f"{f}__gte": 0, f"{f}__lte": 1}), name=f"{prefix}_{f}_is_probability"
+        )
+        for f in ("risk", "p_7d", "p_30d", "p_90d", "p_later")
+    ]
+
+
+class RiskScore(ScoreFields):
+    """History: one row per partner per scoring run."""
+
+    partner = models.ForeignKey("retention.Partner", on_delete=models.CASCADE, related_name="risk_scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="scores")
+
+    class Meta:
+        ordering = ["-scored_at"]
+        constraints = _probability_checks("riskscore")
+        indexes = [
+            # Partner page: a partner's risk over time.
+            models.Index(fields=["partner", "scored_at"], name="riskscore_partner_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} risk {self.risk:.0%} at {self.scored_at:%Y-%m-%d %H:%M}"
+
+
+class PartnerScore(ScoreFields):
+    """The current score of each partner, one row, so the Live Feed sorts 100k rows cheaply."""
+
+    partner = models.OneToOneField(
+        "retention.Partner", on_delete=models.CASCADE, primary_key=True, related_name="current_score"
+    )
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    run = models.ForeignKey(ScoringRun, on_delete=models.SET_NULL, null=True, related_name="+")
+    urgency_rank = models.PositiveSmallIntegerField(help_text="0 = ~7 days ... 3 = > 90 days")
+    revenue_at_risk = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = _probability_checks("partnerscore")
+        indexes = [
+            # Live Feed default sort: urgency bucket, then risk.
+            models.Index(fields=["urgency_rank", "-risk"], name="partnerscore_urgency_idx"),
+            # Live Feed sort by risk.
+            models.Index(fields=["-risk"], name="partnerscore_risk_idx"),
+            # Live Feed sort by revenue at risk.
+            models.Index(fields=["-revenue_at_risk"], name="partnerscore_rar_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} risk {self.risk:.0%} ({self.bucket})"

@@ -1,0 +1,231 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from churnsite.db import TimeStampedModel
+
+
+class Partner(TimeStampedModel):
+    class Tier(models.TextChoices):
+        BRONZE = "bronze", "Bronze"
+        SILVER = "silver", "Silver"
+        GOLD = "gold", "Gold"
+        PLATINUM = "platinum", "Platinum"
+
+    class Region(models.TextChoices):
+        NA = "na", "North America"
+        EMEA = "emea", "EMEA"
+        APAC = "apac", "APAC"
+        LATAM = "latam", "LATAM"
+
+    class Segment(models.TextChoices):
+        RESELLER = "reseller", "Reseller"
+        MERCHANT = "merchant", "Merchant"
+        REFERRAL = "referral", "Referral"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        CHURNED = "churned", "Churned"
+
+    external_id = models.CharField(max_length=16, unique=True)
+    name = models.CharField(max_length=200)
+    tier = models.CharField(max_length=10, choices=Tier.choices)
+    region = models.CharField(max_length=10, choices=Region.choices)
+    segment = models.CharField(max_length=10, choices=Segment.choices)
+    monthly_revenue = models.DecimalField(max_digits=12, decimal_places=2)
+    contact_email = models.EmailField()
+    account_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_partners",
+    )
+    joined_on = models.DateField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    churned_on = models.DateField(null=True, blank=True)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["external_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(tier__in=["bronze", "silver", "gold", "platinum"]),
+                name="partner_tier_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "churned"]), name="partner_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(monthly_revenue__gte=0), name="partner_revenue_non_negative"),
+            # A churned partner has a churn date and an active one has none.
+            models.CheckConstraint(
+                condition=Q(status="active", churned_on__isnull=True)
+                | Q(status="churned", churned_on__isnull=False),
+                name="partner_churned_on_matches_status",
+            ),
+        ]
+        indexes = [
+            # Partner list: tier filter + status.
+            models.Index(fields=["tier", "status"], name="partner_tier_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} {self.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class MonthlyActivity(models.Model):
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="activity")
+    month = models.DateField(help_text="First day of the month")
+    transactions = models.PositiveIntegerField()
+    revenue = models.DecimalField(max_digits=12, decimal_places=2)
+    active_users = models.PositiveIntegerField()
+    support_tickets = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["partner", "month"]
+        verbose_name_plural = "monthly activity"
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "month"], name="activity_one_row_per_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} {self.month:%Y-%m}"
+
+
+class Invoice(models.Model):
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="invoices")
+    issued_on = models.DateField()
+    due_on = models.DateField()
+    paid_on = models.DateField(null=True, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        ordering = ["partner", "issued_on"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(due_on__gte=models.F("issued_on")), name="invoice_due_after_issue"
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="invoice_amount_non_negative"),
+        ]
+        indexes = [
+            # Partner page payment chart and feature extraction read a partner's invoices by date.
+            models.Index(fields=["partner", "issued_on"], name="invoice_partner_issued_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Invoice {self.partner_id} {self.issued_on}"
+
+
+class Intervention(TimeStampedModel):
+    """One contact (or deliberate non-contact, for the control group) with a partner."""
+
+    class Action(models.TextChoices):
+        EMAIL_SENT = "email_sent", "Email sent"
+        CALL_SCHEDULED = "call_scheduled", "Call scheduled"
+        MEETING = "meeting", "Meeting"
+        DISCOUNT_OFFERED = "discount_offered", "Discount offered"
+        OTHER = "other", "Other"
+        HOLDOUT = "holdout", "Control group (not contacted)"
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        AGENT = "agent", "Agent"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SAVED = "saved", "Saved ✓"
+        CHURNED = "churned", "Churned ✗"
+
+    class Review(models.TextChoices):
+        NOT_REQUIRED = "not_required", "Not required"
+        AWAITING = "awaiting", "Awaiting approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    class Writer(models.TextChoices):
+        NONE = "", "None"
+        MANUAL = "manual", "Written by a person"
+        TEMPLATE = "template", "Template writer"
+        LLM = "llm", "LLM"
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="interventions")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    review_status = models.CharField(max_length=15, choices=Review.choices, default=Review.NOT_REQUIRED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_interventions",
+    )
+    note = models.TextField(blank=True)
+    # What the desk knew when it acted: kept so the log explains itself later.
+    risk_at_action = models.FloatField(null=True, blank=True)
+    bucket_at_action = models.CharField(max_length=10, blank=True)
+    drivers_at_action = models.JSONField(default=list, blank=True)
+    email_subject = models.CharField(max_length=200, blank=True)
+    email_body = models.TextField(blank=True)
+    writer = models.CharField(max_length=10, choices=Writer.choices, blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    agent_run = models.ForeignKey(
+        "agent.AgentRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="interventions"
+    )
+    outcome_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome_set_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("approve_intervention", "Can approve or reject held interventions"),
+            ("correct_outcome", "Can change an already resolved outcome"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=["pending", "saved", "churned"]), name="intervention_outcome_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=["manual", "agent"]), name="intervention_source_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(review_status__in=["not_required", "awaiting", "approved", "rejected"]),
+                name="intervention_review_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(risk_at_action__isnull=True) | Q(risk_at_action__gte=0, risk_at_action__lte=1),
+                name="intervention_risk_is_probability",
+            ),
+            # The agent never has two open interventions on the same partner.
+            models.UniqueConstraint(
+                fields=["partner"],
+                condition=Q(source="agent", outcome="pending"),
+                name="one_open_agent_intervention_per_partner",
+            ),
+        ]
+        indexes = [
+            # Intervention Log default order and the agent's rolling-hour budget count.
+            models.Index(fields=["source", "created_at"], name="intv_source_created_idx"),
+            # Cooldown check and partner timeline: a partner's interventions by date.
+            models.Index(fields=["partner", "created_at"], name="intv_partner_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} for {self.partner_id} ({self.outcome})"
+
+    @property
+    def is_holdout(self) -> bool:
+        return self.action == self.Action.HOLDOUT
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.outcome != self.Outcome.PENDING

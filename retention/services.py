@@ -1,0 +1,119 @@
+"""Writes for partners and interventions. Views, admin, commands and tasks call these."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agent.audit import audit_record
+from retention.models import Intervention, Partner
+
+_ALLOWED_FROM_PENDING = {Intervention.Outcome.SAVED, Intervention.Outcome.CHURNED}
+
+
+@transaction.atomic
+def intervention_log(
+    *,
+    partner: Partner,
+    action: str,
+    actor: AbstractBaseUser | None,
+    source: str = Intervention.Source.MANUAL,
+    assigned_to: AbstractBaseUser | None = None,
+    note: str = "",
+    email_subject: str = "",
+    email_body: str = "",
+    writer: str = "",
+    risk: float | None = None,
+    bucket: str = "",
+    drivers: list | None = None,
+) -> Intervention:
+    """Record a contact with a partner (manual by default), with the risk known at that moment."""
+    if action not in Intervention.Action.values:
+        raise ValidationError({"action": f"Unknown action {action!r}"})
+    if source == Intervention.Source.MANUAL and action == Intervention.Action.HOLDOUT:
+        raise ValidationError({"action": "Only the agent draws control-group holdouts"})
+    if risk is None:
+        score = getattr(partner, "current_score", None) if _has_score(partner) else None
+        if score is not None:
+            risk, bucket, drivers = score.risk, score.bucket, score.drivers or []
+    intervention = Intervention.objects.create(
+        partner=partner,
+        action=action,
+        source=source,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        assigned_to=assigned_to,
+        note=note,
+        email_subject=email_subject,
+        email_body=email_body,
+        writer=writer,
+        risk_at_action=risk,
+        bucket_at_action=bucket or "",
+        drivers_at_action=drivers or [],
+    )
+    audit_record(
+        event_type="intervention_logged",
+        actor=actor,
+        actor_type="agent" if source == Intervention.Source.AGENT else None,
+        intervention=intervention,
+        payload={"action": action, "source": source, "risk": risk, "writer": writer},
+    )
+    return intervention
+
+
+def _has_score(partner: Partner) -> bool:
+    from ml.models import PartnerScore
+
+    try:
+        partner.current_score  # noqa: B018
+    except PartnerScore.DoesNotExist:
+        return False
+    return True
+
+
+def intervention_set_outcome(
+    *, intervention: Intervention, outcome: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Intervention:
+    """Resolve an intervention: pending -> saved | churned.
+
+    Changing an already resolved outcome is a correction only managers may make
+    (permission `retention.correct_outcome`); every change is audited. `actor=None`
+    means the system (the simulation clock or a CRM sync) resolved it.
+    """
+    if outcome not in Intervention.Outcome.values:
+        raise ValidationError({"outcome": f"Unknown outcome {outcome!r}"})
+    refused = False
+    with transaction.atomic():
+        locked = Intervention.objects.select_for_update().get(pk=intervention.pk)
+        previous = locked.outcome
+        if outcome == previous:
+            return locked
+        if previous == Intervention.Outcome.PENDING:
+            if outcome not in _ALLOWED_FROM_PENDING:
+                raise ValidationError({"outcome": "A pending intervention resolves to saved or churned"})
+        elif actor is None or not actor.has_perm("retention.correct_outcome"):
+            refused = True
+        if refused:
+            # Committed with the refusal, so the attempt stays on record.
+            audit_record(
+                event_type="outcome_change_refused",
+                actor=actor,
+                intervention=locked,
+                payload={"from": previous, "to": outcome},
+            )
+        else:
+            locked.outcome = outcome
+            if outcome == Intervention.Outcome.PENDING:
+                locked.outcome_set_by, locked.outcome_set_at = None, None
+            else:
+                locked.outcome_set_by = actor if actor is not None and actor.is_authenticated else None
+                locked.outcome_set_at = timezone.now()
+            locked.save(update_fields=["outcome", "outcome_set_by", "outcome_set_at", "updated_at"])
+            audit_record(
+                event_type="outcome_set" if previous == Intervention.Outcome.PENDING else "outcome_corrected",
+                actor=actor,
+                intervention=locked,
+                payload={"from": previous, "to": outcome, "reason": reason},
+            )
+    if refused:
+        raise PermissionDenied("Only a manager can change a resolved outcome")
+    return locked

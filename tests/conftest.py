@@ -1,0 +1,82 @@
+import os
+
+import pytest
+
+from tests.factories import PartnerFactory, UserFactory
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def retention_user(db):
+    return UserFactory(username="rita", first_name="Rita", last_name="Retention", groups=["Retention"])
+
+
+@pytest.fixture
+def manager(db):
+    return UserFactory(
+        username="max", first_name="Max", last_name="Manager", is_staff=True, groups=["Managers"]
+    )
+
+
+@pytest.fixture
+def retention_client(client, retention_user):
+    client.force_login(retention_user)
+    return client
+
+
+@pytest.fixture
+def manager_client(client, manager):
+    client.force_login(manager)
+    return client
+
+
+@pytest.fixture
+def partner(db):
+    return PartnerFactory()
+
+
+# Browser tests ---------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One real headless Chromium for the session (Debian's, driven by Playwright)."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests
+    # make beside it are still plain synchronous calls.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def browser_login(page, username: str, password: str = PASSWORD) -> None:
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
