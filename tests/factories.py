@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
 
@@ -71,3 +72,69 @@ class InterventionFactory(factory.django.DjangoModelFactory):
     partner = factory.SubFactory(PartnerFactory)
     action = Intervention.Action.EMAIL_SENT
     source = Intervention.Source.MANUAL
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "ml.ModelVersion"
+
+    trained_at = factory.LazyFunction(timezone.now)
+    window_start = dt.date(2024, 1, 1)
+    window_end = dt.date(2025, 9, 30)
+    features = factory.LazyFunction(lambda: ["days_since_last_payment", "trend_velocity"])
+    metrics = factory.LazyFunction(dict)
+    artifact_path = "models/test.skops"
+    artifact_sha256 = "0" * 64
+    is_active = False
+
+
+class ScoringRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "ml.ScoringRun"
+
+    model_version = factory.SubFactory(ModelVersionFactory)
+    status = "succeeded"
+    started_at = factory.LazyFunction(timezone.now)
+    finished_at = factory.LazyFunction(timezone.now)
+
+
+class PartnerScoreFactory(factory.django.DjangoModelFactory):
+    """A current score, with bucket probabilities that sum to one and agree with the risk."""
+
+    class Meta:
+        model = "ml.PartnerScore"
+
+    class Params:
+        risk_value = 0.9
+
+    partner = factory.SubFactory(PartnerFactory)
+    model_version = factory.SubFactory(ModelVersionFactory)
+    run = None
+    risk = factory.LazyAttribute(lambda o: o.risk_value)
+    p_7d = factory.LazyAttribute(lambda o: round(o.risk_value * 0.5, 6))
+    p_30d = factory.LazyAttribute(lambda o: round(o.risk_value * 0.3, 6))
+    p_90d = factory.LazyAttribute(
+        lambda o: round(o.risk_value - round(o.risk_value * 0.5, 6) - round(o.risk_value * 0.3, 6), 6)
+    )
+    p_later = factory.LazyAttribute(lambda o: round(1 - o.risk_value, 6))
+    bucket = factory.LazyAttribute(lambda o: "7d" if o.risk_value >= 0.5 else "later")
+    urgency_rank = factory.LazyAttribute(lambda o: 0 if o.risk_value >= 0.5 else 3)
+    revenue_at_risk = factory.LazyAttribute(lambda o: o.partner.monthly_revenue * Decimal(str(o.risk_value)))
+    scored_at = factory.LazyFunction(timezone.now)
+    drivers = factory.LazyFunction(
+        lambda: [
+            {"feature": "days_overdue", "text": "Payment 45 days overdue", "value": 45, "points": 18.0},
+            {
+                "feature": "transactions_trend_3m",
+                "text": "Transactions down 38% in 3 months",
+                "value": -0.38,
+                "points": 11.5,
+            },
+            {
+                "feature": "support_tickets_3m",
+                "text": "9 support tickets in 3 months",
+                "value": 9,
+                "points": 4.2,
+            },
+        ]
+    )
