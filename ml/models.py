@@ -126,3 +126,26 @@ class PartnerScore(ScoreFields):
 
     def __str__(self) -> str:
         return f"{self.partner_id} risk {self.risk:.0%} ({self.bucket})"
+
+
+class SimulatedWorld(TimeStampedModel):
+    """The simulator's hidden truth behind the demo data (never read by training features).
+
+    The partner tables hold only what a real company would see; the latent state that
+    drives churn lives in a file under MEDIA_ROOT, so the clock can advance the world
+    later and the model report can compare against the oracle.
+    """
+
+    seed = models.IntegerField()
+    n_partners = models.PositiveIntegerField()
+    months = models.PositiveSmallIntegerField()
+    params = models.JSONField(default=dict)
+    started_on = models.DateField(help_text="Simulated 'today' when the world was seeded")
+    today = models.DateField(help_text="Simulated 'today' now (advanced by simulate_days)")
+    state_path = models.CharField(max_length=500, help_text="Hidden state file, relative to MEDIA_ROOT")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Simulated world seed={self.seed} n={self.n_partners} today={self.today}"
