@@ -92,7 +92,10 @@ class RiskScore(ScoreFields):
 
     class Meta:
         ordering = ["-scored_at"]
-        constraints = _probability_checks("riskscore")
+        constraints = _probability_checks("riskscore") + [
+            # A chunk task delivered twice must not write a second row for the same partner.
+            models.UniqueConstraint(fields=["run", "partner"], name="riskscore_one_per_partner_per_run"),
+        ]
         indexes = [
             # Partner page: a partner's risk over time.
             models.Index(fields=["partner", "scored_at"], name="riskscore_partner_time_idx"),
