@@ -108,6 +108,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {% partialdef %} everywhere without a {% load %}.
+            "builtins": ["template_partials.templatetags.partials"],
         },
     },
 ]
