@@ -1,12 +1,20 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from churnsite.db import TimeStampedModel
+from retention.models import Intervention
+
+
+def default_approval_tiers() -> list[str]:
+    return ["platinum"]
 
 
 class AgentRun(TimeStampedModel):
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        SKIPPED = "skipped", "Skipped (another run was active, or the agent is stopped)"
         FINISHED = "finished", "Finished"
         FAILED = "failed", "Failed"
         STOPPED = "stopped", "Stopped"
@@ -15,9 +23,10 @@ class AgentRun(TimeStampedModel):
         SCHEDULE = "schedule", "Schedule"
         MANUAL = "manual", "Manual"
         COMMAND = "command", "Command"
+        PARTNER = "partner", "Intervene now (one partner)"
 
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     dry_run = models.BooleanField(default=False)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -85,3 +94,127 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit trail is append-only")
+
+
+class AgentConfig(models.Model):
+    """The agent's settings: one row (pk=1), edited on the Agent Control page and in the admin."""
+
+    enabled = models.BooleanField(default=False, help_text="Start/Stop: checked before every partner")
+    risk_threshold = models.FloatField(default=0.85, help_text="Act on partners whose risk is above this")
+    max_per_hour = models.PositiveIntegerField(
+        default=50, help_text="Most agent contacts in any rolling 60 minutes, across all workers"
+    )
+    cooldown_days = models.PositiveIntegerField(
+        default=30, help_text="Skip partners with any intervention in this many days"
+    )
+    follow_up_days = models.PositiveIntegerField(default=7)
+    approval_tiers = models.JSONField(
+        default=default_approval_tiers, blank=True, help_text="Tiers whose emails wait for a manager"
+    )
+    control_fraction = models.FloatField(
+        default=0.10, help_text="Share of eligible partners held out (not contacted) to measure uplift"
+    )
+    llm_model = models.CharField(max_length=100, blank=True, help_text="Blank = OPENAI_MODEL")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "agent configuration"
+        verbose_name_plural = "agent configuration"
+        permissions = [("run_agent", "Can start, stop and run the agent")]
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="agentconfig_single_row"),
+            models.CheckConstraint(
+                condition=Q(risk_threshold__gte=0, risk_threshold__lte=1), name="agentconfig_threshold_prob"
+            ),
+            models.CheckConstraint(
+                condition=Q(control_fraction__gte=0, control_fraction__lte=0.5),
+                name="agentconfig_control_fraction_range",
+            ),
+            models.CheckConstraint(condition=Q(follow_up_days__gte=1), name="agentconfig_follow_up_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return "Agent configuration"
+
+
+class DoNotContact(models.Model):
+    """Partners the agent must never contact (their request, legal, a sensitive negotiation)."""
+
+    partner = models.OneToOneField(
+        "retention.Partner", on_delete=models.CASCADE, related_name="do_not_contact"
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "do-not-contact entry"
+        verbose_name_plural = "do-not-contact list"
+
+    def __str__(self) -> str:
+        return f"Do not contact {self.partner_id}"
+
+
+class PartnerClaim(models.Model):
+    """A partner being worked on by one agent process; the primary key makes the claim exclusive.
+
+    Held only while one partner is processed (the LLM call happens outside any transaction),
+    so overlapping runs and per-partner tasks never draft or act on the same partner twice.
+    A claim older than CLAIM_TTL is stale (its worker died) and may be taken over.
+    """
+
+    partner = models.OneToOneField(
+        "retention.Partner", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    token = models.CharField(max_length=32)
+    claimed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Claim on {self.partner_id}"
+
+
+class FollowUp(TimeStampedModel):
+    """The agent's follow-up check on one contacted partner, mirrored as a CRM task."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ESCALATED = "escalated", "Escalated (call task)"
+        CLOSED = "closed", "Closed (risk improved)"
+
+    intervention = models.OneToOneField(
+        "retention.Intervention", on_delete=models.CASCADE, related_name="agent_follow_up"
+    )
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    crm_task_id = models.CharField(max_length=64, blank=True)
+    escalation_task_id = models.CharField(max_length=64, blank=True)
+    risk_at_check = models.FloatField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "escalated", "closed"]), name="followup_status_valid"
+            ),
+        ]
+        indexes = [
+            # The hourly follow-up check: open follow-ups that are due.
+            models.Index(fields=["status", "due_at"], name="followup_status_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Follow-up on intervention {self.intervention_id} ({self.status})"
+
+
+class InterventionReview(Intervention):
+    """The managers' review queue in the admin: agent interventions that needed approval."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "intervention review"
+        verbose_name_plural = "intervention reviews (approval queue)"
