@@ -1,0 +1,81 @@
+import json
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+
+from ml import simworld
+from ml.models import SimulatedWorld
+from retention.models import Invoice, MonthlyActivity, Partner
+
+pytestmark = pytest.mark.django_db
+
+
+def seed(capsys, *args) -> dict:
+    call_command("seed_demo", *args, "--no-progress")
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+def test_it_seeds_the_simulated_world_and_the_demo_users(capsys, media):
+    summary = seed(capsys, "--partners", "200", "--months", "6", "--seed", "3")
+
+    assert summary["partners"] == Partner.objects.count() == 200
+    assert summary["activity_rows"] == MonthlyActivity.objects.count() > 200
+    assert summary["invoices"] == Invoice.objects.count() > 200
+    assert summary["rows_written"] == 200 + summary["activity_rows"] + summary["invoices"]
+    assert Partner.objects.filter(status="churned").count() == summary["churned"]
+    # Every partner has an owner from the team, and the demo logins work.
+    assert not Partner.objects.filter(account_owner__isnull=True).exists()
+    retention = authenticate(username="retention", password="retention-demo")
+    manager = authenticate(username="manager", password="manager-demo")
+    assert retention is not None and retention.groups.filter(name="Retention").exists()
+    assert manager is not None and manager.groups.filter(name="Managers").exists() and manager.is_staff
+    assert manager.has_perm("retention.approve_intervention")
+    assert not retention.has_perm("retention.approve_intervention")
+
+
+def test_the_hidden_truth_is_kept_out_of_the_partner_tables_and_reloads(capsys, media):
+    seed(capsys, "--partners", "150", "--months", "6", "--seed", "5")
+    record, world = simworld.world_load()
+    assert record.seed == 5 and record.n_partners == 150
+    assert (media / record.state_path).exists()
+    # The reloaded state describes exactly the partners in the database.
+    assert set(world.partners["external_id"]) == set(Partner.objects.values_list("external_id", flat=True))
+    churned_db = set(Partner.objects.filter(status="churned").values_list("external_id", flat=True))
+    assert churned_db == set(world.partners.loc[world.partners["status"] == "churned", "external_id"])
+
+
+# TRUNCATE (the reset) cannot run inside the test's wrapping transaction.
+@pytest.mark.django_db(transaction=True)
+def test_the_same_seed_gives_the_same_partners(capsys, media):
+    seed(capsys, "--partners", "120", "--months", "6", "--seed", "9")
+    first = list(
+        Partner.objects.order_by("external_id").values_list("external_id", "name", "tier", "monthly_revenue")
+    )
+    seed(capsys, "--partners", "120", "--months", "6", "--seed", "9", "--reset")
+    again = list(
+        Partner.objects.order_by("external_id").values_list("external_id", "name", "tier", "monthly_revenue")
+    )
+    assert first == again
+
+
+def test_it_refuses_to_seed_over_existing_data_without_reset(capsys, media):
+    seed(capsys, "--partners", "100", "--months", "6")
+    with pytest.raises(CommandError, match="--reset"):
+        call_command("seed_demo", "--partners", "50", "--months", "6", "--no-progress")
+    assert Partner.objects.count() == 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reset_replaces_the_world(capsys, media):
+    seed(capsys, "--partners", "100", "--months", "6", "--seed", "1")
+    summary = seed(capsys, "--partners", "60", "--months", "6", "--seed", "2", "--reset")
+    assert summary["partners"] == Partner.objects.count() == 60
+    assert SimulatedWorld.objects.count() == 1
+    assert SimulatedWorld.objects.get().seed == 2
