@@ -138,7 +138,7 @@ class Command(BaseCommand):
         with transaction.atomic(), connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 # The audit trail refuses TRUNCATE unless this transaction says it is a demo reset.
-                cursor.execute("SET LOCAL churnsite.allow_audit_purge = 'on'")
+                cursor.execute("SET LOCAL churnsite.allow_audit_truncate = 'on'")
                 existing = set(connection.introspection.table_names(cursor))
                 tables = [t for t in RESET_TABLES if t in existing]
                 cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
