@@ -1,0 +1,60 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from crm_sim import selectors
+from crm_sim.forms import CompleteTaskForm, TaskViewForm
+from crm_sim.models import CrmTask
+from crm_sim.services import crm_task_complete
+
+TEMPLATE = "crm_sim/task_list.html"
+
+
+@require_GET
+@permission_required("crm_sim.view_crmtask", raise_exception=True)
+def task_list(request: HttpRequest) -> HttpResponse:
+    form = TaskViewForm(request.GET or None)
+    view = form.cleaned_data["view"] if form.is_valid() else ""
+    today = timezone.localdate()
+    page = Paginator(selectors.crm_open_tasks(view=view, user=request.user, today=today), 50).get_page(
+        request.GET.get("page")
+    )
+    counts = selectors.crm_view_counts(user=request.user, today=today)
+    context = {
+        "view": view,
+        "views": [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()],
+        "page": page,
+        "closed": selectors.crm_recently_closed(view=view, user=request.user),
+        "today": today,
+        "complete_form": CompleteTaskForm(),
+    }
+    return render(request, TEMPLATE + "#results" if request.htmx else TEMPLATE, context)
+
+
+@require_POST
+@permission_required("crm_sim.change_crmtask", raise_exception=True)
+def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
+    task = get_object_or_404(CrmTask.objects.select_related("partner"), external_id=external_id)
+    form = CompleteTaskForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            task = crm_task_complete(task=task, outcome=form.cleaned_data["outcome"], actor=request.user)
+        except (ValidationError, PermissionDenied) as exc:
+            error = "; ".join(getattr(exc, "messages", None) or [str(exc)])
+    else:
+        error = "Choose an outcome."
+    if request.htmx:
+        task = CrmTask.objects.select_related("partner", "assigned_to").get(pk=task.pk)
+        context = {"task": task, "error": error, "today": timezone.localdate(), "complete_form": form}
+        return render(request, TEMPLATE + "#task_row", context)
+    if error:
+        messages.error(request, f"{task.external_id}: {error}")
+    else:
+        messages.success(request, f"{task.external_id} completed: {task.get_outcome_display()}")
+    return redirect("crm_sim:task_list")

@@ -1,0 +1,45 @@
+"""The CRM flow in a real browser: complete a task as Saved, see the intervention Saved."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from retention.models import Intervention
+from tests.conftest import browser_login
+from tests.factories import PartnerFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_completing_a_task_as_saved_resolves_the_intervention(page, retention_user, make_task):
+    due = timezone.localdate() + dt.timedelta(days=2)
+    task = make_task(
+        partner=PartnerFactory(external_id="P18477"),
+        title="Retention Call",
+        due_on=due,
+        assigned_to=retention_user,
+        intervention=True,
+    )
+    browser_login(page, "rita")
+
+    page.goto("/crm/")
+    expect(page.locator(".crm-banner")).to_contain_text("Simulation Mode")
+    expect(page.locator(".crm-banner")).to_contain_text("In production, this syncs with the CRM API")
+    row = page.locator(f"#task-{task.external_id}")
+    expect(row).to_contain_text(f"☐ P18477 - Retention Call - Due: {due.month}/{due.day}")
+
+    row.get_by_label("Outcome for P18477").select_option("saved")
+    row.get_by_role("button", name="Complete").click()
+
+    # Swapped in place by htmx: no page load, the row now reads as a completed CRM task.
+    expect(row).to_contain_text("✓ P18477 - Completed - Saved")
+    assert page.url.endswith("/crm/")
+    intervention = Intervention.objects.get(pk=task.intervention_id)
+    assert intervention.outcome == "saved"
+    assert intervention.outcome_set_by_id == retention_user.pk
+
+    page.get_by_role("link", name="Mine").click()
+    expect(page.locator("#open-tasks")).to_contain_text("No open tasks in this view.")
+    expect(page.locator("#closed-tasks")).to_contain_text("P18477 - Completed - Saved")
