@@ -210,6 +210,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL") or None
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 20.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
+# The one link retention emails may carry (the LLM may repeat it, never invent others).
+RETENTION_BOOKING_URL = env_str("RETENTION_BOOKING_URL")
 
 # Email
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
