@@ -229,3 +229,44 @@ class Intervention(TimeStampedModel):
     @property
     def is_resolved(self) -> bool:
         return self.outcome != self.Outcome.PENDING
+
+
+class RoiAssumptions(TimeStampedModel):
+    """The business assumptions behind the ROI figures: one row, edited by managers (audited)."""
+
+    SINGLETON_PK = 1
+
+    months_of_revenue_saved = models.PositiveSmallIntegerField(
+        default=6, help_text="Months of a saved partner's revenue counted as retained"
+    )
+    assumed_save_rate = models.FloatField(
+        default=0.3, help_text="Share of at-risk partners an intervention is expected to save (predicted ROI)"
+    )
+    cost_email_sent = models.DecimalField(max_digits=10, decimal_places=2, default=25)
+    cost_call_scheduled = models.DecimalField(max_digits=10, decimal_places=2, default=150)
+    cost_meeting = models.DecimalField(max_digits=10, decimal_places=2, default=400)
+    cost_discount_offered = models.DecimalField(max_digits=10, decimal_places=2, default=500)
+    cost_other = models.DecimalField(max_digits=10, decimal_places=2, default=50)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "ROI assumptions"
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="roi_assumptions_singleton"),
+            models.CheckConstraint(
+                condition=Q(assumed_save_rate__gte=0, assumed_save_rate__lte=1),
+                name="roi_assumed_save_rate_is_probability",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "ROI assumptions"
+
+    def cost_of(self, action: str):
+        """Cost of one intervention of this action type (holdouts cost nothing)."""
+        return getattr(self, f"cost_{action}", 0) or 0
+
+    def action_costs(self) -> dict:
+        return {a: self.cost_of(a) for a in Intervention.Action.values if a != Intervention.Action.HOLDOUT}

@@ -12,6 +12,7 @@ RETENTION_PERMISSIONS = [
     "retention.view_intervention",
     "retention.add_intervention",
     "retention.change_intervention",
+    "retention.view_roiassumptions",
     "ml.view_modelversion",
     "ml.view_riskscore",
     "agent.view_agentrun",
@@ -24,6 +25,7 @@ RETENTION_PERMISSIONS = [
 MANAGER_PERMISSIONS = RETENTION_PERMISSIONS + [
     "retention.approve_intervention",
     "retention.correct_outcome",
+    "retention.change_roiassumptions",
     "retention.change_partner",
     "ml.change_modelversion",
 ]

@@ -1,8 +1,36 @@
 """Reads for partners and interventions."""
 
-from django.db.models import Q, QuerySet
+import datetime as dt
+import math
+from decimal import Decimal
+from functools import cached_property
 
-from retention.models import Partner
+from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    FloatField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce, TruncMonth, TruncWeek
+from django.shortcuts import get_object_or_404
+
+from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
+from retention.models import Intervention, Invoice, MonthlyActivity, Partner, RoiAssumptions
+from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
+
+Outcome = Intervention.Outcome
+HOLDOUT = Intervention.Action.HOLDOUT
 
 
 def partner_list(*, search: str = "", tier: str = "", status: str = "") -> QuerySet[Partner]:
@@ -14,3 +42,399 @@ def partner_list(*, search: str = "", tier: str = "", status: str = "") -> Query
     if status:
         qs = qs.filter(status=status)
     return qs.order_by("external_id")
+
+
+# Live Feed ------------------------------------------------------------------------
+
+# Each sort walks one PartnerScore index (see ml.models.PartnerScore.Meta.indexes) so the
+# first page of 100k partners is read from the top of an index, not sorted in full.
+FEED_SORTS = {
+    "urgency": ("current_score__urgency_rank", "-current_score__risk", "pk"),
+    "risk": ("-current_score__risk", "pk"),
+    "revenue": ("-current_score__revenue_at_risk", "pk"),
+}
+FEED_PAGE_SIZE = 50
+# Counting every match of a loose filter over 100k rows costs more than the page itself;
+# past this many the feed says "10,000+" (nobody pages that far).
+FEED_COUNT_CAP = 10_000
+
+
+def partner_live_feed(
+    *,
+    sort: str = "urgency",
+    tier: str = "",
+    bucket: str = "",
+    owner: int | None = None,
+    not_contacted: bool = False,
+    search: str = "",
+) -> QuerySet[Partner]:
+    """Active, scored partners for the Live Feed, with their last intervention; one query per page."""
+    last = Intervention.objects.filter(partner=OuterRef("pk")).order_by("-created_at", "-pk")
+    qs = (
+        Partner.objects.filter(status=Partner.Status.ACTIVE, current_score__isnull=False)
+        .select_related("current_score", "account_owner")
+        .annotate(
+            last_action=Subquery(last.values("action")[:1]),
+            last_intervention_at=Subquery(last.values("created_at")[:1]),
+        )
+    )
+    if tier:
+        qs = qs.filter(tier=tier)
+    if bucket:
+        # urgency_rank is the leading column of the urgency index; bucket has none.
+        qs = qs.filter(current_score__urgency_rank=BUCKET_URGENCY_RANK[bucket])
+    if owner:
+        qs = qs.filter(account_owner_id=owner)
+    if not_contacted:
+        qs = qs.filter(~Exists(Intervention.objects.filter(partner=OuterRef("pk"))))
+    search = search.strip()
+    if search:
+        if search[:1] in "pP" and search[1:].isdigit():
+            qs = qs.filter(external_id=search.upper())
+        else:
+            qs = qs.filter(Q(name__icontains=search) | Q(external_id__iexact=search))
+    return qs.order_by(*FEED_SORTS.get(sort, FEED_SORTS["urgency"]))
+
+
+class CappedPaginator(Paginator):
+    """A paginator whose count stops at `cap` (then `capped` is True)."""
+
+    def __init__(self, object_list, per_page, cap: int | None = None, **kwargs):
+        self.cap = cap if cap is not None else FEED_COUNT_CAP
+        super().__init__(object_list, per_page, **kwargs)
+
+    @cached_property
+    def count(self) -> int:
+        # values("pk") drops the select_related joins and the subquery annotations.
+        return self.object_list.order_by().values("pk")[: self.cap + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.cap
+
+
+def latest_scoring_run_id() -> int | None:
+    """The newest finished scoring run: the Live Feed re-renders when it changes."""
+    return (
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def team_members() -> QuerySet:
+    """People an intervention can be assigned to, and Live Feed owners."""
+    return (
+        get_user_model()
+        .objects.filter(is_active=True, groups__name__in=[RETENTION_GROUP, MANAGERS_GROUP])
+        .distinct()
+        .order_by("first_name", "username")
+    )
+
+
+# Partner page ----------------------------------------------------------------------
+
+
+def partner_for_page(*, external_id: str) -> Partner:
+    return get_object_or_404(
+        Partner.objects.select_related("account_owner", "current_score"), external_id=external_id
+    )
+
+
+def partner_current_score(*, partner: Partner):
+    try:
+        from ml.selectors import partner_current_score as ml_current_score
+    except ImportError:  # the ML selectors are not there yet: read the row directly
+        return getattr(partner, "current_score", None) if _has_score(partner) else None
+    return ml_current_score(partner=partner)
+
+
+def partner_drivers(*, partner: Partner) -> list[dict]:
+    """The partner's top drivers in words (ML computes missing ones on demand)."""
+    try:
+        from ml.selectors import partner_drivers as ml_partner_drivers
+    except ImportError:
+        score = getattr(partner, "current_score", None) if _has_score(partner) else None
+        return list(score.drivers or []) if score is not None else []
+    return list(ml_partner_drivers(partner=partner) or [])
+
+
+def _has_score(partner: Partner) -> bool:
+    from ml.models import PartnerScore
+
+    try:
+        partner.current_score  # noqa: B018
+    except PartnerScore.DoesNotExist:
+        return False
+    return True
+
+
+def partner_risk_history(*, partner: Partner, limit: int = 60) -> list[RiskScore]:
+    rows = list(
+        RiskScore.objects.filter(partner=partner)
+        .order_by("-scored_at")
+        .only("risk", "bucket", "scored_at")[:limit]
+    )
+    return rows[::-1]
+
+
+def partner_activity(*, partner: Partner, months: int = 24) -> list[MonthlyActivity]:
+    rows = list(MonthlyActivity.objects.filter(partner=partner).order_by("-month")[:months])
+    return rows[::-1]
+
+
+def partner_payments(*, partner: Partner, limit: int = 24, today: dt.date | None = None) -> list[dict]:
+    """Recent invoices with how late each was paid (or is, if still open)."""
+    today = today or dt.date.today()
+    rows = list(Invoice.objects.filter(partner=partner).order_by("-issued_on")[:limit])[::-1]
+    out = []
+    for inv in rows:
+        end = inv.paid_on or today
+        out.append(
+            {"invoice": inv, "days_late": max(0, (end - inv.due_on).days), "open": inv.paid_on is None}
+        )
+    return out
+
+
+def partner_timeline(*, partner: Partner) -> QuerySet[Intervention]:
+    return (
+        Intervention.objects.filter(partner=partner)
+        .select_related("created_by", "assigned_to", "outcome_set_by")
+        .order_by("-created_at", "-pk")
+    )
+
+
+# Intervention Log ------------------------------------------------------------------
+
+
+def intervention_list(
+    *,
+    action: str = "",
+    source: str = "",
+    outcome: str = "",
+    tier: str = "",
+    assigned_to: int | None = None,
+    search: str = "",
+) -> QuerySet[Intervention]:
+    qs = Intervention.objects.select_related("partner", "assigned_to", "created_by", "outcome_set_by")
+    if action:
+        qs = qs.filter(action=action)
+    if source:
+        qs = qs.filter(source=source)
+    if outcome:
+        qs = qs.filter(outcome=outcome)
+    if tier:
+        qs = qs.filter(partner__tier=tier)
+    if assigned_to:
+        qs = qs.filter(assigned_to_id=assigned_to)
+    search = search.strip()
+    if search:
+        qs = qs.filter(Q(partner__external_id__iexact=search) | Q(partner__name__icontains=search))
+    return qs.order_by("-created_at", "-pk")
+
+
+def outcome_summary(**filters) -> dict:
+    """Saved / churned / pending counts of the (filtered) log and the save rate.
+
+    Control-group holdouts are left out (they were not contacted), unless the filter
+    asks for them explicitly.
+    """
+    qs = intervention_list(**filters)
+    if filters.get("action") != HOLDOUT:
+        qs = qs.exclude(action=HOLDOUT)
+    counts = qs.aggregate(
+        saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
+        churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
+        pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
+    )
+    resolved = counts["saved"] + counts["churned"]
+    counts["total"] = resolved + counts["pending"]
+    counts["save_rate"] = counts["saved"] / resolved if resolved else None
+    return counts
+
+
+# Outcomes & ROI --------------------------------------------------------------------
+
+
+def roi_assumptions() -> RoiAssumptions:
+    assumptions, _ = RoiAssumptions.objects.get_or_create(pk=RoiAssumptions.SINGLETON_PK)
+    return assumptions
+
+
+def _money(value) -> Decimal:
+    return Decimal(value or 0).quantize(Decimal("0.01"))
+
+
+def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
+    """Per group: counts, value retained by saved partners, predicted value and cost."""
+    months = assumptions.months_of_revenue_saved
+    revenue = F("partner__monthly_revenue")
+    rows = (
+        Intervention.objects.exclude(action=HOLDOUT)
+        .values(group_by, "action")
+        .annotate(
+            n=Count("pk"),
+            saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
+            churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
+            pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
+            saved_revenue=Coalesce(
+                Sum(revenue, filter=Q(outcome=Outcome.SAVED)), Value(0), output_field=DecimalField()
+            ),
+            # Expected revenue lost without action: risk at the time times monthly revenue.
+            revenue_at_risk=Coalesce(
+                Sum(Coalesce("risk_at_action", Value(0.0)) * Cast(revenue, FloatField())),
+                Value(0.0),
+                output_field=FloatField(),
+            ),
+        )
+        .order_by(group_by, "action")
+    )
+    groups: dict[str, dict] = {}
+    for row in rows:
+        g = groups.setdefault(
+            row[group_by],
+            {"key": row[group_by], "n": 0, "saved": 0, "churned": 0, "pending": 0, "value": Decimal(0)}
+            | {"cost": Decimal(0), "predicted_value": 0.0},
+        )
+        for k in ("n", "saved", "churned", "pending"):
+            g[k] += row[k]
+        g["value"] += Decimal(row["saved_revenue"]) * months
+        g["cost"] += Decimal(assumptions.cost_of(row["action"])) * row["n"]
+        g["predicted_value"] += row["revenue_at_risk"] * months * assumptions.assumed_save_rate
+    out = []
+    for g in groups.values():
+        resolved = g["saved"] + g["churned"]
+        g["save_rate"] = g["saved"] / resolved if resolved else None
+        g["value"], g["cost"] = _money(g["value"]), _money(g["cost"])
+        g["predicted_value"] = _money(g["predicted_value"])
+        g["roi"] = float(g["value"] / g["cost"]) if g["cost"] else None
+        g["predicted_roi"] = float(g["predicted_value"] / g["cost"]) if g["cost"] else None
+        out.append(g)
+    return out
+
+
+def roi_breakdown(*, by: str, assumptions: RoiAssumptions | None = None) -> list[dict]:
+    """ROI rows by "tier" or "action", labelled for display."""
+    assumptions = assumptions or roi_assumptions()
+    if by == "tier":
+        rows = _group_figures(group_by="partner__tier", assumptions=assumptions)
+        labels, order = dict(Partner.Tier.choices), list(Partner.Tier.values)
+    else:
+        rows = _group_figures(group_by="action", assumptions=assumptions)
+        labels, order = dict(Intervention.Action.choices), list(Intervention.Action.values)
+    for row in rows:
+        row["label"] = labels.get(row["key"], row["key"])
+    return sorted(rows, key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
+
+
+def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
+    """Realized ROI (value retained by saved partners over cost) next to the predicted ROI."""
+    assumptions = assumptions or roi_assumptions()
+    rows = _group_figures(group_by="action", assumptions=assumptions)
+    total = {k: sum((r[k] for r in rows), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
+    total |= {k: sum(r[k] for r in rows) for k in ("n", "saved", "churned", "pending")}
+    resolved = total["saved"] + total["churned"]
+    total["save_rate"] = total["saved"] / resolved if resolved else None
+    total["roi"] = float(total["value"] / total["cost"]) if total["cost"] else None
+    total["predicted_roi"] = float(total["predicted_value"] / total["cost"]) if total["cost"] else None
+    total["net"] = total["value"] - total["cost"]
+    return total
+
+
+def outcomes_over_time(*, since: dt.datetime | None = None) -> dict:
+    """Contacted interventions per week (or month, over long spans) by current outcome."""
+    qs = Intervention.objects.exclude(action=HOLDOUT)
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    span = qs.aggregate(first=Min("created_at"), last=Max("created_at"))
+    if span["first"] is None:
+        return {"labels": [], "saved": [], "churned": [], "pending": [], "unit": "week"}
+    monthly = (span["last"] - span["first"]).days > 26 * 7
+    trunc = TruncMonth if monthly else TruncWeek
+    rows = (
+        qs.annotate(period=trunc("created_at"))
+        .values("period")
+        .annotate(
+            saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
+            churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
+            pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
+        )
+        .order_by("period")
+    )
+    fmt = "%Y-%m" if monthly else "%d %b"
+    return {
+        "labels": [r["period"].strftime(fmt) for r in rows],
+        "saved": [r["saved"] for r in rows],
+        "churned": [r["churned"] for r in rows],
+        "pending": [r["pending"] for r in rows],
+        "unit": "month" if monthly else "week",
+    }
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.959964) -> dict:
+    """Churn of treated vs held-out partners among resolved agent interventions.
+
+    uplift = control_rate - treated_rate (positive: interventions save partners), with a
+    95% interval by Newcombe's hybrid score method (Wilson intervals per arm), which,
+    unlike the plain Wald interval, stays sensible with small arms and rates near 0 or 1.
+    Treated is intent-to-treat: every non-holdout agent intervention, including ones a
+    manager later rejected, because dropping those would compare a hand-picked group
+    with a random one.
+    incremental_revenue = uplift x the treated partners' monthly revenue x the months of
+    revenue counted as saved (RoiAssumptions).
+    """
+    qs = Intervention.objects.filter(
+        source=Intervention.Source.AGENT, outcome__in=[Outcome.SAVED, Outcome.CHURNED]
+    )
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    arm = Q(action=HOLDOUT)
+    churned = Q(outcome=Outcome.CHURNED)
+    agg = qs.aggregate(
+        control_n=Count("pk", filter=arm),
+        control_churned=Count("pk", filter=arm & churned),
+        treated_n=Count("pk", filter=~arm),
+        treated_churned=Count("pk", filter=~arm & churned),
+        treated_revenue=Sum("partner__monthly_revenue", filter=~arm),
+    )
+    tn, tk, cn, ck = agg["treated_n"], agg["treated_churned"], agg["control_n"], agg["control_churned"]
+    treated_rate = tk / tn if tn else None
+    control_rate = ck / cn if cn else None
+    result = {
+        "treated_n": tn,
+        "treated_churned": tk,
+        "control_n": cn,
+        "control_churned": ck,
+        "treated_rate": treated_rate,
+        "control_rate": control_rate,
+        "uplift": None,
+        "ci_low": None,
+        "ci_high": None,
+        "incremental_partners": None,
+        "incremental_revenue": None,
+    }
+    if not tn or not cn:
+        return result
+    uplift = control_rate - treated_rate
+    lc, uc = _wilson(ck, cn, z)
+    lt, ut = _wilson(tk, tn, z)
+    result["uplift"] = uplift
+    result["ci_low"] = uplift - math.sqrt((control_rate - lc) ** 2 + (ut - treated_rate) ** 2)
+    result["ci_high"] = uplift + math.sqrt((uc - control_rate) ** 2 + (treated_rate - lt) ** 2)
+    months = roi_assumptions().months_of_revenue_saved
+    result["incremental_partners"] = uplift * tn
+    result["incremental_revenue"] = _money(
+        Decimal(str(uplift)) * Decimal(agg["treated_revenue"] or 0) * months
+    )
+    return result

@@ -117,3 +117,93 @@ def intervention_set_outcome(
     if refused:
         raise PermissionDenied("Only a manager can change a resolved outcome")
     return locked
+
+
+# Partner page: drafting and sending a retention email -------------------------------
+
+
+def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseUser | None):
+    """Draft a retention email with the agent's writer and audit how it was written.
+
+    Returns the writer's `EmailDraft`. Raises ImportError while `agent.emails` is missing.
+    """
+    from agent.emails import draft_retention_email
+
+    draft = draft_retention_email(partner=partner, drivers=drivers)
+    audit_record(
+        event_type="email_drafted",
+        actor=actor,
+        partner=partner,
+        payload={
+            "writer": draft.writer,
+            "attempts": getattr(draft, "attempts", None),
+            "fallback_reason": getattr(draft, "fallback_reason", ""),
+            "prompt": getattr(draft, "prompt", ""),
+            "subject": draft.subject,
+            "via": "partner_page",
+        },
+    )
+    return draft
+
+
+def intervention_email_send(*, intervention: Intervention, actor: AbstractBaseUser | None) -> bool:
+    """Send a logged intervention's email to the partner's contact through Django's email backend.
+
+    Sent outside any transaction (a slow mail server must not hold row locks); the result,
+    sent or failed, is audited either way. Returns whether it was sent.
+    """
+    from django.conf import settings
+    from django.core.mail import send_mail
+
+    partner = intervention.partner
+    try:
+        send_mail(
+            intervention.email_subject,
+            intervention.email_body,
+            settings.DEFAULT_FROM_EMAIL,
+            [partner.contact_email],
+        )
+    except Exception as exc:  # noqa: BLE001 - any transport error is reported and audited
+        audit_record(
+            event_type="email_send_failed",
+            actor=actor,
+            intervention=intervention,
+            payload={"error": str(exc)[:300]},
+        )
+        return False
+    with transaction.atomic():
+        Intervention.objects.filter(pk=intervention.pk).update(sent_at=timezone.now())
+        audit_record(
+            event_type="email_sent",
+            actor=actor,
+            intervention=intervention,
+            payload={"to": partner.contact_email, "subject": intervention.email_subject},
+        )
+    intervention.refresh_from_db(fields=["sent_at"])
+    return True
+
+
+# Outcomes page: ROI assumptions ----------------------------------------------------
+
+
+@transaction.atomic
+def roi_assumptions_update(*, actor: AbstractBaseUser, changes: dict):
+    """Change the ROI assumptions (managers only); the audit event keeps old and new values."""
+    from retention.models import RoiAssumptions
+
+    if not actor.has_perm("retention.change_roiassumptions"):
+        raise PermissionDenied("Only a manager can change the ROI assumptions")
+    assumptions, _ = RoiAssumptions.objects.select_for_update().get_or_create(pk=RoiAssumptions.SINGLETON_PK)
+    before, after = {}, {}
+    for field, value in changes.items():
+        old = getattr(assumptions, field)
+        if old != value:
+            before[field], after[field] = str(old), str(value)
+            setattr(assumptions, field, value)
+    assumptions.updated_by = actor
+    assumptions.full_clean()
+    assumptions.save()
+    audit_record(
+        event_type="roi_assumptions_changed", actor=actor, payload={"before": before, "after": after}
+    )
+    return assumptions

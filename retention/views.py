@@ -1,13 +1,29 @@
+import csv
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
-from retention import selectors
-from retention.forms import PartnerFilterForm
+from retention import charts, selectors, services
+from retention.forms import (
+    DraftEmailForm,
+    FeedFilterForm,
+    InterventionFilterForm,
+    InterventionForm,
+    OutcomeForm,
+    PartnerFilterForm,
+    RoiAssumptionsForm,
+)
+from retention.models import Intervention
 
 
 @login_not_required
@@ -40,3 +56,359 @@ def partner_list(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         template += "#results"
     return render(request, template, {"form": form, "page": page})
+
+
+# Live Feed ------------------------------------------------------------------------
+
+
+def _feed_context(request: HttpRequest) -> dict:
+    form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
+    partners = selectors.partner_live_feed(**form.selector_kwargs())
+    paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return {"form": form, "page": page, "run_id": selectors.latest_scoring_run_id()}
+
+
+def live_feed(request: HttpRequest) -> HttpResponse:
+    template = "retention/live_feed.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#results"
+    return render(request, template, _feed_context(request))
+
+
+@require_GET
+def live_feed_poll(request: HttpRequest) -> HttpResponse:
+    """Polled by the feed: 204 (nothing to do) until a new scoring run lands, then the fresh rows."""
+    latest = selectors.latest_scoring_run_id()
+    if str(latest or "") == request.GET.get("run", ""):
+        return HttpResponse(status=204)
+    response = render(request, "retention/live_feed.html#results", _feed_context(request))
+    return trigger_client_event(response, "scoring-run-landed", {"run": latest})
+
+
+# Partner page ----------------------------------------------------------------------
+
+
+def _draft_available() -> bool:
+    try:
+        from agent.emails import draft_retention_email  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _workspace_context(request: HttpRequest, partner, form=None, notice: str = "") -> dict:
+    members = list(selectors.team_members())
+    return {
+        "partner": partner,
+        "timeline": selectors.partner_timeline(partner=partner),
+        "log_form": form or InterventionForm(members=members),
+        "draft_available": _draft_available(),
+        "notice": notice,
+    }
+
+
+def partner_detail(request: HttpRequest, external_id: str) -> HttpResponse:
+    partner = selectors.partner_for_page(external_id=external_id)
+    if request.htmx and request.htmx.target == "workspace":
+        return render(
+            request, "retention/partner_detail.html#workspace", _workspace_context(request, partner)
+        )
+    score = selectors.partner_current_score(partner=partner)
+    history = selectors.partner_risk_history(partner=partner)
+    activity = selectors.partner_activity(partner=partner)
+    payments = selectors.partner_payments(partner=partner)
+    pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
+    context = _workspace_context(request, partner) | {
+        "score": score,
+        "drivers": selectors.partner_drivers(partner=partner),
+        "history": history[-8:][::-1],
+        "risk_chart": charts.line_chart(
+            [s.scored_at.strftime("%d %b") for s in history],
+            {"Risk within 90 days": [s.risk for s in history]},
+            title=f"Risk over time for {partner.external_id}",
+            y_max=1,
+            y_format=pct,
+        ),
+        "transactions_chart": charts.bar_chart(
+            [a.month.strftime("%b %y") for a in activity],
+            {"Transactions": [a.transactions for a in activity]},
+            title="Transactions per month",
+        ),
+        "revenue_chart": charts.line_chart(
+            [a.month.strftime("%b %y") for a in activity],
+            {"Revenue": [float(a.revenue) for a in activity]},
+            title="Revenue per month",
+            y_format=lambda v: f"${v:,.0f}",
+        ),
+        "payments_chart": charts.bar_chart(
+            [p["invoice"].issued_on.strftime("%b %y") for p in payments],
+            {
+                "Days late (paid)": [0 if p["open"] else p["days_late"] for p in payments],
+                "Days overdue (open)": [p["days_late"] if p["open"] else 0 for p in payments],
+            },
+            title="Days each invoice was paid late",
+            colours=["#d98a00", "#c62828"],
+        ),
+        "payments": payments,
+    }
+    return render(request, "retention/partner_detail.html", context)
+
+
+@require_POST
+def partner_log_intervention(request: HttpRequest, external_id: str) -> HttpResponse:
+    partner = selectors.partner_for_page(external_id=external_id)
+    form = InterventionForm(request.POST, members=list(selectors.team_members()))
+    notice = ""
+    if form.is_valid():
+        data = form.cleaned_data
+        intervention = services.intervention_log(
+            partner=partner,
+            action=data["action"],
+            actor=request.user,
+            assigned_to=data["assigned_to"],
+            note=data["note"],
+        )
+        notice = f"Logged: {intervention.get_action_display()}"
+        form = None
+    if not request.htmx:
+        messages.info(request, notice or "The intervention was not logged: check the form")
+        return redirect("retention:partner_detail", external_id=partner.external_id)
+    return render(
+        request, "retention/partner_detail.html#workspace", _workspace_context(request, partner, form, notice)
+    )
+
+
+@require_POST
+def partner_draft_email(request: HttpRequest, external_id: str) -> HttpResponse:
+    partner = selectors.partner_for_page(external_id=external_id)
+    context = {"partner": partner, "draft_available": _draft_available()}
+    if context["draft_available"]:
+        drivers = selectors.partner_drivers(partner=partner)
+        draft = services.partner_email_draft(partner=partner, drivers=drivers, actor=request.user)
+        context["draft"] = draft
+        context["draft_form"] = DraftEmailForm(
+            initial={
+                "subject": draft.subject,
+                "body": draft.body,
+                "writer": draft.writer,
+                "original_body": draft.body,
+                "send": True,
+            }
+        )
+    return render(request, "retention/partner_detail.html#draft", context)
+
+
+@require_POST
+def partner_send_email(request: HttpRequest, external_id: str) -> HttpResponse:
+    """Log the (possibly edited) draft as an "email sent" intervention, and send it if asked."""
+    partner = selectors.partner_for_page(external_id=external_id)
+    form = DraftEmailForm(request.POST)
+    if not form.is_valid():
+        return render(
+            request,
+            "retention/partner_detail.html#draft",
+            {"partner": partner, "draft_available": True, "draft_form": form},
+        )
+    data = form.cleaned_data
+    edited = data["body"].strip() != data["original_body"].strip()
+    intervention = services.intervention_log(
+        partner=partner,
+        action=Intervention.Action.EMAIL_SENT,
+        actor=request.user,
+        email_subject=data["subject"],
+        email_body=data["body"],
+        # A person's edits make it their text, whatever wrote the first draft.
+        writer=Intervention.Writer.MANUAL if edited else data["writer"],
+    )
+    notice = "Logged the email"
+    if data["send"]:
+        sent = services.intervention_email_send(intervention=intervention, actor=request.user)
+        notice = f"Sent to {partner.contact_email} and logged" if sent else "Logged, but sending failed"
+    if not request.htmx:
+        messages.info(request, notice)
+        return redirect("retention:partner_detail", external_id=partner.external_id)
+    return render(
+        request, "retention/partner_detail.html#workspace", _workspace_context(request, partner, None, notice)
+    )
+
+
+# Intervention Log ------------------------------------------------------------------
+
+
+def _log_filters(request: HttpRequest) -> InterventionFilterForm:
+    return InterventionFilterForm(request.GET or None, members=list(selectors.team_members()))
+
+
+def intervention_list(request: HttpRequest) -> HttpResponse:
+    form = _log_filters(request)
+    filters = form.selector_kwargs()
+    context = {"form": form, "summary": selectors.outcome_summary(**filters)}
+    if request.htmx and request.htmx.target == "summary":
+        return render(request, "retention/intervention_list.html#summary", context)
+    context["page"] = Paginator(selectors.intervention_list(**filters), 50).get_page(request.GET.get("page"))
+    context["outcome_choices"] = Intervention.Outcome.choices
+    template = "retention/intervention_list.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#results"
+    return render(request, template, context)
+
+
+@require_POST
+def intervention_outcome(request: HttpRequest, pk: int) -> HttpResponse:
+    intervention = get_object_or_404(Intervention.objects.select_related("partner"), pk=pk)
+    form = OutcomeForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = "Choose pending, saved or churned"
+    else:
+        try:
+            intervention = services.intervention_set_outcome(
+                intervention=intervention, outcome=form.cleaned_data["outcome"], actor=request.user
+            )
+        except PermissionDenied as exc:
+            error = str(exc)
+        except ValidationError as exc:
+            error = "; ".join(exc.messages)
+    if not request.htmx:
+        messages.add_message(request, messages.ERROR if error else messages.SUCCESS, error or "Outcome saved")
+        return redirect(request.POST.get("next") or reverse("retention:intervention_list"))
+    intervention = Intervention.objects.select_related(
+        "partner", "assigned_to", "created_by", "outcome_set_by"
+    ).get(pk=pk)
+    response = render(
+        request,
+        "retention/intervention_list.html#row",
+        {"intervention": intervention, "row_error": error, "outcome_choices": Intervention.Outcome.choices},
+    )
+    if not error:
+        trigger_client_event(response, "outcome-changed", {"id": pk, "outcome": intervention.outcome})
+    return response
+
+
+def _csv_cell(value) -> str:
+    """Neutralise spreadsheet formulas: notes and names are user (or LLM) text."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+CSV_COLUMNS = [
+    "partner_id",
+    "partner_name",
+    "tier",
+    "timestamp",
+    "action",
+    "source",
+    "status",
+    "assigned_to",
+    "outcome_date",
+    "outcome_set_by",
+    "risk_at_action",
+    "bucket_at_action",
+    "note",
+]
+
+
+@require_GET
+def intervention_export(request: HttpRequest) -> HttpResponse:
+    """The filtered Intervention Log as CSV (all rows, not just the page on screen)."""
+    rows = selectors.intervention_list(**_log_filters(request).selector_kwargs())
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="interventions-{stamp}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(CSV_COLUMNS)
+    for i in rows.iterator(chunk_size=2000):
+        writer.writerow(
+            [
+                _csv_cell(v)
+                for v in (
+                    i.partner.external_id,
+                    i.partner.name,
+                    i.partner.tier,
+                    i.created_at.isoformat(),
+                    i.action,
+                    i.source,
+                    i.outcome,
+                    i.assigned_to.username if i.assigned_to else "",
+                    i.outcome_set_at.date().isoformat() if i.outcome_set_at else "",
+                    i.outcome_set_by.username if i.outcome_set_by else "",
+                    "" if i.risk_at_action is None else f"{i.risk_at_action:.4f}",
+                    i.bucket_at_action,
+                    i.note,
+                )
+            ]
+        )
+    return response
+
+
+# Outcomes & ROI --------------------------------------------------------------------
+
+
+def _outcomes_context(request: HttpRequest, form=None) -> dict:
+    assumptions = selectors.roi_assumptions()
+    over_time = selectors.outcomes_over_time()
+    uplift = selectors.control_group_uplift()
+    totals = selectors.roi_totals(assumptions=assumptions)
+    by_tier = selectors.roi_breakdown(by="tier", assumptions=assumptions)
+    by_action = selectors.roi_breakdown(by="action", assumptions=assumptions)
+    can_edit = request.user.has_perm("retention.change_roiassumptions")
+    pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
+    arms = [
+        r
+        for r in (("Treated", uplift["treated_rate"]), ("Control", uplift["control_rate"]))
+        if r[1] is not None
+    ]
+    return {
+        "assumptions": assumptions,
+        "totals": totals,
+        "uplift": uplift,
+        "by_tier": by_tier,
+        "by_action": by_action,
+        "can_edit": can_edit,
+        "form": form or (RoiAssumptionsForm(instance=assumptions) if can_edit else None),
+        "over_time_chart": charts.bar_chart(
+            over_time["labels"],
+            {"Saved": over_time["saved"], "Churned": over_time["churned"], "Pending": over_time["pending"]},
+            title=f"Interventions per {over_time['unit']} by outcome",
+            colours=["#2e7d32", "#c62828", "#9ca3af"],
+        ),
+        "arms_chart": charts.bar_chart(
+            [a[0] for a in arms],
+            {"Churn rate": [a[1] for a in arms]},
+            title="Churn rate: treated vs control group",
+            y_format=pct,
+            height=150,
+        ),
+        "tier_chart": charts.bar_chart(
+            [r["label"] for r in by_tier],
+            {"Saved": [r["saved"] for r in by_tier], "Churned": [r["churned"] for r in by_tier]}
+            | {"Pending": [r["pending"] for r in by_tier]},
+            title="Outcomes by tier",
+            colours=["#2e7d32", "#c62828", "#9ca3af"],
+            height=150,
+        ),
+    }
+
+
+def outcomes(request: HttpRequest) -> HttpResponse:
+    template = "retention/outcomes.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#figures"
+    return render(request, template, _outcomes_context(request))
+
+
+@require_POST
+def outcomes_assumptions(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("retention.change_roiassumptions"):
+        raise PermissionDenied("Only a manager can change the ROI assumptions")
+    form = RoiAssumptionsForm(request.POST, instance=selectors.roi_assumptions())
+    if form.is_valid():
+        services.roi_assumptions_update(actor=request.user, changes=form.cleaned_data)
+        if not request.htmx:
+            messages.success(request, "ROI assumptions saved")
+            return redirect("retention:outcomes")
+        return render(request, "retention/outcomes.html#figures", _outcomes_context(request))
+    if not request.htmx:
+        messages.error(request, "The ROI assumptions were not saved: check the values")
+    return render(request, "retention/outcomes.html#figures", _outcomes_context(request, form))

@@ -1,0 +1,198 @@
+import re
+from decimal import Decimal
+
+import pytest
+
+from ml.models import PartnerScore
+from retention.models import Intervention
+from tests.factories import InterventionFactory, PartnerScoreFactory, ScoringRunFactory, UserFactory
+from tests.retention.conftest import scored_partner
+
+pytestmark = pytest.mark.django_db
+
+
+def feed_ids(html: str) -> list[str]:
+    return re.findall(r'data-partner="(P\d+)"', html)
+
+
+def test_the_feed_puts_the_most_urgent_partners_first_then_the_riskiest(retention_client):
+    scored_partner(external_id="P1", risk=0.95, bucket="30d")
+    scored_partner(external_id="P2", risk=0.70, bucket="7d")
+    scored_partner(external_id="P3", risk=0.90, bucket="7d")
+    scored_partner(external_id="P4", risk=0.20, bucket="later")
+
+    html = retention_client.get("/").content.decode()
+
+    assert feed_ids(html) == ["P3", "P2", "P1", "P4"]
+
+
+def test_a_feed_row_reads_like_the_desk_talks(retention_client):
+    scored_partner(external_id="P18477", risk=0.94, bucket="7d", tier="gold", monthly_revenue=Decimal("4200"))
+
+    html = retention_client.get("/").content.decode()
+
+    assert "🔴 P18477 • Risk: 94% • Churn in: ~7 days" in html
+    assert "Payment 45 days overdue" in html  # the top driver
+    assert "$4,200" in html and "Gold" in html
+    assert 'class="urgency-7d"' in html
+
+
+def test_the_feed_sorts_by_risk_and_by_revenue_at_risk(retention_client):
+    scored_partner(external_id="P1", risk=0.95, bucket="30d", monthly_revenue=Decimal("100"))
+    scored_partner(external_id="P2", risk=0.60, bucket="7d", monthly_revenue=Decimal("90000"))
+    scored_partner(external_id="P3", risk=0.80, bucket="7d", monthly_revenue=Decimal("1000"))
+
+    assert feed_ids(retention_client.get("/", {"sort": "risk"}).content.decode()) == ["P1", "P3", "P2"]
+    assert feed_ids(retention_client.get("/", {"sort": "revenue"}).content.decode()) == ["P2", "P3", "P1"]
+
+
+def test_the_feed_filters_by_tier_bucket_owner_and_not_yet_contacted(retention_client):
+    owner = UserFactory(username="olga", groups=["Retention"])
+    scored_partner(external_id="P1", risk=0.9, bucket="7d", tier="gold", account_owner=owner)
+    contacted = scored_partner(external_id="P2", risk=0.8, bucket="30d", tier="gold")
+    scored_partner(external_id="P3", risk=0.7, bucket="7d", tier="bronze")
+    InterventionFactory(partner=contacted, action="call_scheduled")
+
+    get = lambda **q: feed_ids(retention_client.get("/", q).content.decode())  # noqa: E731
+    assert get(tier="gold") == ["P1", "P2"]
+    assert get(bucket="7d") == ["P1", "P3"]
+    assert get(owner=owner.pk) == ["P1"]
+    assert get(not_contacted="on") == ["P1", "P3"]
+    assert get(tier="gold", not_contacted="on") == ["P1"]
+
+
+def test_the_feed_searches_by_id_or_name(retention_client):
+    scored_partner(external_id="P18477", name="Northwind Traders", risk=0.9)
+    scored_partner(external_id="P10342", name="Contoso Retail", risk=0.8)
+
+    assert feed_ids(retention_client.get("/", {"q": "p18477"}).content.decode()) == ["P18477"]
+    assert feed_ids(retention_client.get("/", {"q": "contoso"}).content.decode()) == ["P10342"]
+
+
+def test_the_feed_leaves_out_churned_and_unscored_partners(retention_client):
+    from tests.factories import PartnerFactory
+
+    scored_partner(external_id="P1", risk=0.9)
+    scored_partner(external_id="P2", risk=0.9, status="churned", churned_on="2026-01-01")
+    PartnerFactory(external_id="P3")
+
+    assert feed_ids(retention_client.get("/").content.decode()) == ["P1"]
+
+
+def test_the_feed_shows_each_partners_last_intervention(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9)
+    first = InterventionFactory(partner=partner, action="email_sent")
+    InterventionFactory(partner=partner, action="meeting")
+    Intervention.objects.filter(pk=first.pk).update(created_at="2020-01-01T00:00Z")
+
+    html = retention_client.get("/").content.decode()
+    row = html.split('data-partner="P1"')[1].split("</tr>")[0]
+    assert "Meeting" in row and "Email sent" not in row
+
+
+def test_the_feed_paginates_fifty_rows_a_page_keeping_the_filters(retention_client):
+    for n in range(55):
+        scored_partner(external_id=f"P{n:03d}", risk=0.5 + n / 200, tier="gold")
+
+    first = retention_client.get("/", {"tier": "gold"}).content.decode()
+    second = retention_client.get("/", {"tier": "gold", "page": 2}).content.decode()
+
+    assert len(feed_ids(first)) == 50 and len(feed_ids(second)) == 5
+    assert "?tier=gold&amp;page=2" in first
+    assert "55 scored partners" in first
+
+
+def test_the_feed_count_stops_at_its_cap(retention_client, monkeypatch):
+    monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 3)
+    for n in range(5):
+        scored_partner(external_id=f"P{n}", risk=0.9)
+
+    html = retention_client.get("/").content.decode()
+
+    assert "3+ scored partners" in html
+    # The page shows what was counted (cap + 1 rows here), never an error.
+    assert len(feed_ids(html)) == 4
+
+
+def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
+    scored_partner(external_id="P1", risk=0.9)
+
+    html = retention_client.get("/", {"sort": "risk"}, headers={"HX-Request": "true"}).content.decode()
+
+    assert html.lstrip().startswith('<div id="results">')
+    assert "P1" in html and '<nav class="mainnav"' not in html
+
+
+def test_the_full_page_has_the_layout_filters_and_poller(retention_client):
+    html = retention_client.get("/").content.decode()
+
+    assert 'class="mainnav"' in html and 'id="feed-filters"' in html
+    assert 'hx-trigger="every 30s"' in html and 'hx-include="#feed-filters"' in html
+
+
+def test_the_poll_answers_204_until_a_new_scoring_run_lands(retention_client):
+    scored_partner(external_id="P1", risk=0.9)
+    run = ScoringRunFactory()
+
+    unchanged = retention_client.get("/feed/poll/", {"run": run.pk}, headers={"HX-Request": "true"})
+    assert unchanged.status_code == 204
+
+    newer = ScoringRunFactory(model_version=run.model_version)
+    fresh = retention_client.get(
+        "/feed/poll/", {"run": run.pk, "tier": "silver"}, headers={"HX-Request": "true"}
+    )
+    html = fresh.content.decode()
+    assert fresh.status_code == 200
+    assert html.lstrip().startswith('<div id="results">') and "P1" in html
+    assert f'"run": "{newer.pk}"' in html  # the next poll compares with the new run
+    assert "scoring-run-landed" in fresh["HX-Trigger"]
+
+
+def test_the_poll_keeps_the_filters_it_is_sent(retention_client):
+    scored_partner(external_id="P1", risk=0.9, tier="gold")
+    scored_partner(external_id="P2", risk=0.9, tier="bronze")
+    ScoringRunFactory()
+
+    html = retention_client.get("/feed/poll/", {"run": "", "tier": "gold"}).content.decode()
+
+    assert feed_ids(html) == ["P1"]
+
+
+def test_a_failed_scoring_run_does_not_refresh_the_feed(retention_client):
+    run = ScoringRunFactory()
+    ScoringRunFactory(model_version=run.model_version, status="failed")
+
+    assert retention_client.get("/feed/poll/", {"run": run.pk}).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"sort": "risk"},
+        {"sort": "revenue", "tier": "gold"},
+        {"bucket": "7d", "not_contacted": "on"},
+        {"q": "acme", "owner": "OWNER"},
+        {"q": "P10001", "page": "2"},
+    ],
+)
+def test_the_feed_runs_a_constant_number_of_queries(retention_client, django_assert_max_num_queries, query):
+    owner = UserFactory(username="olga", groups=["Retention"])
+    for n in range(60):
+        partner = scored_partner(
+            external_id=f"P{10000 + n}",
+            name=f"Acme {n}",
+            risk=0.3 + n / 100,
+            tier="gold",
+            account_owner=owner,
+        )
+        if n % 3 == 0:
+            InterventionFactory(partner=partner, assigned_to=owner)
+    ScoringRunFactory()
+    query = {k: (owner.pk if v == "OWNER" else v) for k, v in query.items()}
+
+    with django_assert_max_num_queries(10):
+        response = retention_client.get("/", query)
+    assert response.status_code == 200
+    assert PartnerScore.objects.count() == 60
+    PartnerScoreFactory  # noqa: B018 - imported for the fixtures above
