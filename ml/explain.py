@@ -1,0 +1,165 @@
+"""SHAP contributions -> drivers in words (no Django).
+
+A driver is ``{"feature", "text", "value", "points"}``: ``points`` is the signed push on the
+displayed risk in percentage points. One-hot columns are summed back into the attribute
+they encode (a partner "is a reseller"; it is not "not a merchant" and "not a referral").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ml.features import REGIONS, SEGMENTS, TIERS
+
+_REGION_NAMES = {"na": "North America", "emea": "EMEA", "apac": "APAC", "latam": "LATAM"}
+
+
+def group_contributions(model, points: np.ndarray, values) -> list[dict]:
+    features = model.features
+    if model.kind == "csv":
+        return _csv_contributions(model, points, values)
+    by_name = dict(zip(features, values, strict=True))
+    grouped: dict[str, dict] = {}
+    for j, name in enumerate(features):
+        if name.startswith("segment_"):
+            g = grouped.setdefault("segment", {"feature": "segment", "value": None, "points": 0.0})
+            g["points"] += float(points[j])
+            if by_name[name] >= 0.5:
+                g["value"] = name.removeprefix("segment_")
+        elif name.startswith("region_"):
+            g = grouped.setdefault("region", {"feature": "region", "value": None, "points": 0.0})
+            g["points"] += float(points[j])
+            if by_name[name] >= 0.5:
+                g["value"] = name.removeprefix("region_")
+        else:
+            grouped[name] = {"feature": name, "value": float(by_name[name]), "points": float(points[j])}
+    if "historical_churn_speed" in grouped:
+        grouped["historical_churn_speed"]["rate"] = by_name.get("historical_churn_rate")
+    return list(grouped.values())
+
+
+def _csv_contributions(model, points, row) -> list[dict]:
+    onehot = model.schema.get("onehot", {})
+    grouped: dict[str, dict] = {}
+    for j, name in enumerate(model.features):
+        value = row[name]
+        if name in onehot:
+            column, category = onehot[name]
+            g = grouped.setdefault(column, {"feature": column, "value": None, "points": 0.0})
+            g["points"] += float(points[j])
+            if value >= 0.5:
+                g["value"] = category
+        else:
+            v = float(value) if value == value else None
+            grouped[name] = {"feature": name, "value": v, "points": float(points[j])}
+    return list(grouped.values())
+
+
+def _pct(v: float) -> str:
+    return f"{abs(v) * 100:.0f}%"
+
+
+def _trend_text(what: str, v: float) -> str:
+    if abs(v) < 0.005:
+        return f"{what} flat over 3 months"
+    return f"{what} {'down' if v < 0 else 'up'} {_pct(v)} in 3 months"
+
+
+def _text(feature: str, v, c: dict) -> str:
+    match feature:
+        case "days_overdue":
+            return f"Payment {v:.0f} days overdue" if v > 0 else "No overdue payment"
+        case "overdue_invoices":
+            return f"{v:.0f} invoice{'s' if v != 1 else ''} overdue" if v > 0 else "No overdue invoices"
+        case "days_since_last_payment":
+            return f"Last payment {v:.0f} days ago"
+        case "late_share_12m":
+            return f"{_pct(v)} of invoices paid late (12 months)"
+        case "avg_days_late_12m":
+            return f"Invoices paid {v:.0f} days late on average" if v >= 0.5 else "Invoices paid on time"
+        case "transactions_trend_3m":
+            return _trend_text("Transactions", v)
+        case "revenue_trend_3m":
+            return _trend_text("Revenue", v)
+        case "active_users_trend_3m":
+            return _trend_text("Active users", v)
+        case "trend_velocity":
+            if abs(v) < 0.005:
+                return "Activity steady month to month"
+            return f"Activity {'declining' if v > 0 else 'growing'} {_pct(v)} a month"
+        case "support_tickets_3m":
+            return f"{v:.0f} support ticket{'s' if v != 1 else ''} in 3 months"
+        case "tickets_per_user_3m":
+            return f"{v:.1f} support tickets per active user in 3 months"
+        case "tenure_days":
+            months = v / 30.44
+            return f"Partner for {months:.0f} month{'s' if round(months) != 1 else ''}"
+        case "tier_rank":
+            return f"{TIERS[int(round(v))].title()} tier" if 0 <= v < len(TIERS) else "Tier"
+        case "segment":
+            return f"{v.title()} segment" if v in SEGMENTS else "Segment"
+        case "region":
+            return f"{_REGION_NAMES.get(v, v)} region" if v in REGIONS else "Region"
+        case "monthly_revenue":
+            return f"Plan revenue ${v:,.0f} a month"
+        case "revenue_vs_plan_1m":
+            return f"Last month's revenue at {v * 100:.0f}% of plan"
+        case "revenue_vs_plan_3m":
+            return f"Revenue at {v * 100:.0f}% of plan (last 3 months)"
+        case "revenue_vs_plan_12m":
+            return f"Revenue at {v * 100:.0f}% of plan (last 12 months)"
+        case "revenue_vs_plan_ewm":
+            return f"Recent revenue at {math.exp(v) * 100:.0f}% of plan (weighted)"
+        case "transactions_1m":
+            return f"{v:,.0f} transactions last month"
+        case "transactions_log_trend_1v3" | "transactions_log_trend_3v3":
+            return _trend_text("Transactions", math.exp(v) - 1).replace(
+                "in 3 months", "last month" if feature.endswith("1v3") else "in 3 months"
+            )
+        case "active_users_1m":
+            return f"{v:.0f} active users last month"
+        case "support_tickets_1m":
+            return f"{v:.0f} support ticket{'s' if v != 1 else ''} last month"
+        case "months_of_history":
+            return f"{v:.0f} months of activity on record"
+        case "late_max_90d":
+            return f"Latest invoices up to {v:.0f} days late" if v >= 0.5 else "Recent invoices paid on time"
+        case "revenue_vs_plan_change_1m":
+            return f"Revenue {'down' if v < 0 else 'up'} {abs(v) * 100:.0f} pts of plan last month"
+        case "late_days_90d":
+            return (
+                f"Recent invoices {v:.0f} days late on average"
+                if v >= 0.5
+                else "Recent invoices paid on time"
+            )
+        case "revenue_3m":
+            return f"Revenue ${v:,.0f} a month (last 3 months)"
+        case "transactions_3m":
+            return f"{v:,.0f} transactions a month"
+        case "active_users_3m":
+            return f"{v:.0f} active users"
+        case "historical_churn_rate":
+            return f"Similar partners (same tier and segment): {_pct(v)} churn within 90 days"
+        case "historical_churn_speed":
+            return f"Similar partners who churned went in ~{v:.0f} days"
+    if v is None:
+        return f"{feature}: missing"
+    if isinstance(v, float):
+        return f"{feature} = {v:,.4g}"
+    return f"{feature} = {v}"
+
+
+def describe(c: dict) -> dict:
+    value = c["value"]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, float):
+        value = round(value, 4)
+    return {
+        "feature": c["feature"],
+        "text": _text(c["feature"], c["value"], c),
+        "value": value,
+        "points": round(float(c["points"]), 1),
+    }

@@ -1,0 +1,379 @@
+"""Point-in-time features for churn models (pure pandas/numpy, no Django).
+
+Every feature is computed *as of the end of a cutoff day* from a partner's history, and
+only from what was known by then (the simulator's oracle uses the same convention):
+
+- monthly activity counts only for complete months (the month ended on or before the cutoff);
+- an invoice is known once issued (``issued_on <= cutoff``), and counts as paid only if
+  ``paid_on <= cutoff``; a payment made after the cutoff is still "unpaid" here;
+- a partner is scored at a cutoff when it had joined and had not yet churned
+  (``joined_on <= cutoff`` and ``churned_on`` missing or ``> cutoff``).
+
+Windows are bounded (12 months of activity, 365 days of invoices), so feeding more (older
+or later) history never changes a feature, and scoring reads only those windows from the
+database. The label at a cutoff is "churned within 90 days": ``churned_on - cutoff`` in
+1..90 days; the urgency bucket splits it into 1-7, 8-30 and 31-90 days (or "later").
+Training cutoffs are month ends, when a month's activity has just become final.
+
+Frames use the simulator's / the database's column names:
+partners(key, tier, region, segment, monthly_revenue, joined_on, churned_on), activity(key, month,
+transactions, revenue, active_users, support_tickets), invoices(key, issued_on, due_on,
+paid_on, amount), where ``key`` is ``external_id`` (or ``partner_id`` when scoring from
+the database).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+import numpy as np
+import pandas as pd
+
+HORIZON_DAYS = 90
+ACTIVITY_MONTHS = 12  # the partner's own revenue level is estimated over a year
+INVOICE_DAYS = 365
+BUCKETS = ("7d", "30d", "90d", "later")
+BUCKET_LIMITS = (7, 30, 90)  # upper bounds (inclusive) of days-to-churn for 7d, 30d, 90d
+
+TIERS = ("bronze", "silver", "gold", "platinum")
+SEGMENTS = ("reseller", "merchant", "referral")
+REGIONS = ("na", "emea", "apac", "latam")
+
+# The model's inputs, in order. Categoricals are encoded here (tier as its rank, segment and
+# region one-hot) because shap's TreeExplainer mis-explains HistGradientBoosting's native
+# categorical splits.
+FEATURES = [
+    "tenure_days",
+    "tier_rank",
+    *[f"segment_{s}" for s in SEGMENTS],
+    *[f"region_{r}" for r in REGIONS],
+    "monthly_revenue",
+    "revenue_3m",
+    "revenue_vs_plan_1m",
+    "revenue_vs_plan_3m",
+    "revenue_vs_plan_12m",
+    "revenue_vs_plan_ewm",
+    "revenue_vs_plan_change_1m",
+    "transactions_1m",
+    "transactions_3m",
+    "transactions_log_trend_1v3",
+    "transactions_log_trend_3v3",
+    "active_users_1m",
+    "support_tickets_1m",
+    "months_of_history",
+    "active_users_3m",
+    "transactions_trend_3m",
+    "revenue_trend_3m",
+    "active_users_trend_3m",
+    "trend_velocity",
+    "support_tickets_3m",
+    "tickets_per_user_3m",
+    "days_since_last_payment",
+    "days_overdue",
+    "overdue_invoices",
+    "late_days_90d",
+    "late_max_90d",
+    "late_share_12m",
+    "avg_days_late_12m",
+    "historical_churn_rate",
+    "historical_churn_speed",
+]
+
+
+def _days(values) -> np.ndarray:
+    """Dates (any pandas/py form) to int64 days since the epoch; missing -> INT64 min."""
+    arr = pd.to_datetime(pd.Series(values), errors="coerce").to_numpy(dtype="datetime64[ns]")
+    out = arr.astype("datetime64[D]").astype(np.int64)
+    out[np.isnat(arr)] = np.iinfo(np.int64).min
+    return out
+
+
+def _day(value) -> int:
+    return int(np.datetime64(pd.Timestamp(value).date(), "D").astype(np.int64))
+
+
+def _month_ordinal(values) -> np.ndarray:
+    ts = pd.to_datetime(pd.Series(values))
+    return (ts.dt.year * 12 + ts.dt.month - 1).to_numpy(dtype=np.int64)
+
+
+def last_complete_month(cutoff) -> int:
+    """Ordinal (year*12 + month-1) of the last month that ended on or before ``cutoff``."""
+    c = pd.Timestamp(cutoff) + pd.Timedelta(days=1)
+    return c.year * 12 + c.month - 1 - 1
+
+
+def active_at(partners: pd.DataFrame, cutoff, key: str = "external_id") -> pd.DataFrame:
+    c = _day(cutoff)
+    joined = _days(partners["joined_on"])
+    churned = _days(partners["churned_on"])
+    missing = churned == np.iinfo(np.int64).min
+    mask = (joined <= c) & (missing | (churned > c))
+    return partners.loc[mask]
+
+
+def labels_at(partners: pd.DataFrame, cutoff, key: str = "external_id") -> pd.DataFrame:
+    """Label and bucket for partners active at ``cutoff`` (uses the future: training only)."""
+    active = active_at(partners, cutoff, key)
+    churned = _days(active["churned_on"])
+    missing = churned == np.iinfo(np.int64).min
+    days = np.where(missing, 10**6, churned - _day(cutoff))
+    bucket = np.select(
+        [days <= BUCKET_LIMITS[0], days <= BUCKET_LIMITS[1], days <= BUCKET_LIMITS[2]],
+        list(BUCKETS[:3]),
+        default=BUCKETS[3],
+    )
+    return pd.DataFrame(
+        {"label": (days <= HORIZON_DAYS).astype(np.int8), "bucket": bucket, "days_to_churn": days},
+        index=pd.Index(active[key].to_numpy(), name=key),
+    )
+
+
+def _window(activity: pd.DataFrame, keys: pd.Index, anchor: int, column: str, key: str) -> np.ndarray:
+    """(n_partners, ACTIVITY_MONTHS) array of a metric over the months ending at ``anchor``;
+    NaN where a partner has no row (not yet joined, or gone)."""
+    out = np.full((len(keys), ACTIVITY_MONTHS), np.nan)
+    ords = activity["_ord"].to_numpy()
+    sel = (ords > anchor - ACTIVITY_MONTHS) & (ords <= anchor)
+    rows = keys.get_indexer(activity[key].to_numpy()[sel])
+    ok = rows >= 0
+    cols = ords[sel][ok] - (anchor - ACTIVITY_MONTHS + 1)
+    out[rows[ok], cols] = activity[column].to_numpy(dtype=float)[sel][ok]
+    return out
+
+
+def _trend(window: np.ndarray) -> np.ndarray:
+    """Relative change of the last 3 months' mean over the 3 months before (0 if unknown)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows -> 0 below
+        recent = np.nanmean(window[:, 3:], axis=1)
+        prior = np.nanmean(window[:, :3], axis=1)
+        trend = np.where(prior > 0, recent / prior - 1.0, 0.0)
+    return np.nan_to_num(trend, nan=0.0)
+
+
+def _slope(window: np.ndarray) -> np.ndarray:
+    """Least-squares slope per month of the series divided by its mean (fraction per month)."""
+    t = np.arange(window.shape[1], dtype=float)[None, :]
+    valid = ~np.isnan(window)
+    n = valid.sum(axis=1)
+    with np.errstate(all="ignore"):
+        y = np.where(valid, window, 0.0)
+        tt = np.where(valid, t, 0.0)
+        tbar = tt.sum(axis=1) / n
+        ybar = y.sum(axis=1) / n
+        cov = (np.where(valid, (t - tbar[:, None]) * (window - ybar[:, None]), 0.0)).sum(axis=1)
+        var = (np.where(valid, (t - tbar[:, None]) ** 2, 0.0)).sum(axis=1)
+        slope = np.where((n >= 2) & (var > 0) & (ybar > 0), cov / var / ybar, 0.0)
+    return np.nan_to_num(slope, nan=0.0)
+
+
+def prepare(activity: pd.DataFrame, invoices: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add integer day/month columns once, so many cutoffs can reuse them cheaply."""
+    activity = activity.copy()
+    activity["_ord"] = _month_ordinal(activity["month"])
+    invoices = invoices.copy()
+    for col in ("issued_on", "due_on", "paid_on"):
+        invoices[f"_{col}"] = _days(invoices[col])
+    return activity, invoices
+
+
+def build_features(
+    partners: pd.DataFrame,
+    activity: pd.DataFrame,
+    invoices: pd.DataFrame,
+    cutoff,
+    *,
+    churn_table: dict | None = None,
+    key: str = "external_id",
+    prepared: bool = False,
+) -> pd.DataFrame:
+    """Features of the partners active at ``cutoff``, indexed by ``key``, columns FEATURES.
+
+    ``churn_table`` (from :func:`fit_churn_table`, training data only) supplies
+    historical_churn_rate / historical_churn_speed; without it they are NaN-free defaults.
+    """
+    if not prepared:
+        activity, invoices = prepare(activity, invoices)
+    c = _day(cutoff)
+    active = active_at(partners, cutoff, key)
+    keys = pd.Index(active[key].to_numpy(), name=key)
+    f = pd.DataFrame(index=keys)
+
+    tenure = c - _days(active["joined_on"])
+    f["tenure_days"] = tenure.astype(float)
+    tiers = active["tier"].astype(str).str.lower().to_numpy()
+    f["tier_rank"] = pd.Series(tiers).map({t: i for i, t in enumerate(TIERS)}).fillna(0).to_numpy()
+    segments = active["segment"].astype(str).str.lower().to_numpy()
+    for s in SEGMENTS:
+        f[f"segment_{s}"] = (segments == s).astype(float)
+    regions = active["region"].astype(str).str.lower().to_numpy()
+    for r in REGIONS:
+        f[f"region_{r}"] = (regions == r).astype(float)
+
+    anchor = last_complete_month(cutoff)
+    rev12 = _window(activity, keys, anchor, "revenue", key)
+    tx12 = _window(activity, keys, anchor, "transactions", key)
+    # Most features look at the last 6 months (columns 0..5, 5 = the last complete month).
+    tx, rev = tx12[:, -6:], rev12[:, -6:]
+    users = _window(activity, keys, anchor, "active_users", key)[:, -6:]
+    tickets = _window(activity, keys, anchor, "support_tickets", key)[:, -6:]
+    plan = pd.to_numeric(active["monthly_revenue"], errors="coerce").to_numpy(dtype=float)
+    f["monthly_revenue"] = np.nan_to_num(plan, nan=0.0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # partners without recent months
+        f["revenue_3m"] = np.nan_to_num(np.nanmean(rev[:, 3:], axis=1), nan=0.0)
+        # Recent revenue against the partner's stated monthly revenue: the clearest view of
+        # its current health (1.0 = on plan); 1.0 when unknown.
+        f["revenue_vs_plan_1m"] = np.nan_to_num(np.where(plan > 0, rev[:, 5] / plan, 1.0), nan=1.0)
+        f["revenue_vs_plan_3m"] = np.where(plan > 0, f["revenue_3m"].to_numpy() / plan, 1.0)
+        # The partner's own level over 6 months, and last month against the month before:
+        # latent health mean-reverts to its level, so both say where it is heading.
+        f["revenue_vs_plan_12m"] = np.nan_to_num(
+            np.where(plan > 0, np.nanmean(rev12, axis=1) / plan, 1.0), nan=1.0
+        )
+        # Exponentially weighted log revenue/plan (weight 0.85 per month of age): a filtered
+        # estimate of current health that forgets at the rate health mean-reverts.
+        logr = np.log(np.where(plan[:, None] > 0, (rev12 + 1.0) / (plan[:, None] + 1.0), np.nan))
+        w = np.where(np.isnan(logr), 0.0, 0.85 ** np.arange(ACTIVITY_MONTHS)[::-1][None, :])
+        f["revenue_vs_plan_ewm"] = np.nan_to_num(np.nansum(logr * w, axis=1) / w.sum(axis=1), nan=0.0)
+        f["transactions_1m"] = np.nan_to_num(tx[:, 5], nan=0.0)
+        prev3 = np.nanmean(tx[:, :3], axis=1)
+        f["transactions_log_trend_1v3"] = np.nan_to_num(np.log((tx[:, 5] + 1) / (prev3 + 1)), nan=0.0)
+        f["transactions_log_trend_3v3"] = np.nan_to_num(
+            np.log((np.nanmean(tx[:, 3:], axis=1) + 1) / (prev3 + 1)), nan=0.0
+        )
+        f["active_users_1m"] = np.nan_to_num(users[:, 5], nan=0.0)
+        f["support_tickets_1m"] = np.nan_to_num(tickets[:, 5], nan=0.0)
+        f["months_of_history"] = np.isfinite(rev12).sum(axis=1).astype(float)
+        f["revenue_vs_plan_change_1m"] = np.nan_to_num(
+            np.where(plan > 0, (rev[:, 5] - rev[:, 4]) / plan, 0.0), nan=0.0
+        )
+        f["transactions_3m"] = np.nan_to_num(np.nanmean(tx[:, 3:], axis=1), nan=0.0)
+        f["active_users_3m"] = np.nan_to_num(np.nanmean(users[:, 3:], axis=1), nan=0.0)
+    f["transactions_trend_3m"] = _trend(tx)
+    f["revenue_trend_3m"] = _trend(rev)
+    f["active_users_trend_3m"] = _trend(users)
+    # Positive = declining: the average monthly rate of decline of transactions and revenue.
+    f["trend_velocity"] = -(_slope(tx) + _slope(rev)) / 2.0
+    f["support_tickets_3m"] = np.nansum(tickets[:, 3:], axis=1)
+    f["tickets_per_user_3m"] = f["support_tickets_3m"] / np.maximum(f["active_users_3m"], 1.0)
+
+    f = f.join(_invoice_features(invoices, keys, c, key))
+    f["days_since_last_payment"] = f["days_since_last_payment"].fillna(
+        pd.Series(np.minimum(tenure, INVOICE_DAYS).astype(float), index=keys)
+    )
+    f = f.fillna(
+        {
+            "days_overdue": 0.0,
+            "overdue_invoices": 0.0,
+            "late_share_12m": 0.0,
+            "late_days_90d": 0.0,
+            "late_max_90d": 0.0,
+        }
+    )
+    f["avg_days_late_12m"] = f["avg_days_late_12m"].fillna(0.0)
+
+    rate, speed = apply_churn_table(churn_table, tiers, segments)
+    f["historical_churn_rate"] = rate
+    f["historical_churn_speed"] = speed
+    return f[FEATURES].astype(float)
+
+
+def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) -> pd.DataFrame:
+    issued = invoices["_issued_on"].to_numpy()
+    sel = (issued <= c) & (issued > c - INVOICE_DAYS)
+    inv = invoices.loc[sel, [key, "_due_on", "_paid_on"]]
+    inv = inv[inv[key].isin(keys)]
+    due = inv["_due_on"].to_numpy()
+    paid = inv["_paid_on"].to_numpy()
+    paid_known = paid <= c  # NaT is INT64 min, so mask it separately
+    paid_known &= paid != np.iinfo(np.int64).min
+    is_due = due <= c
+    unpaid_overdue = is_due & ~paid_known
+    settled = np.where(paid_known, paid, c)
+    days_late = np.where(is_due, np.maximum(settled - due, 0), np.nan)
+    late = np.where(is_due, (days_late > 0).astype(float), np.nan)
+    frame = pd.DataFrame(
+        {
+            key: inv[key].to_numpy(),
+            "last_paid": np.where(paid_known, paid, np.nan),
+            "overdue_days": np.where(unpaid_overdue, c - due, np.nan),
+            "overdue": unpaid_overdue.astype(float),
+            "late": late,
+            "days_late": days_late,
+            # Mean lateness of invoices due in the last 90 days (open ones: late so far).
+            "late_90d": np.where(is_due & (due > c - 90), days_late, np.nan),
+        }
+    )
+    g = frame.groupby(key, sort=False)
+    out = pd.DataFrame(
+        {
+            "days_since_last_payment": c - g["last_paid"].max(),
+            "days_overdue": g["overdue_days"].max(),
+            "overdue_invoices": g["overdue"].sum(),
+            "late_share_12m": g["late"].mean(),
+            "avg_days_late_12m": g["days_late"].mean(),
+            "late_days_90d": g["late_90d"].mean(),
+            "late_max_90d": g["late_90d"].max(),
+        }
+    )
+    return out.reindex(keys)
+
+
+def fit_churn_table(table: pd.DataFrame, *, prior_weight: float = 50.0) -> dict:
+    """How fast similar partners (same tier and segment) churned in the training rows.
+
+    ``table`` has columns tier, segment, label, days_to_churn (training rows only). Rates are
+    shrunk toward the overall figure so thin groups don't produce extreme values.
+    """
+    overall_rate = float(table["label"].mean()) if len(table) else 0.0
+    churners = table[table["label"] == 1]
+    overall_speed = float(churners["days_to_churn"].mean()) if len(churners) else float(HORIZON_DAYS)
+    groups = {}
+    for (tier, segment), g in table.groupby(["tier", "segment"]):
+        n = len(g)
+        k = int(g["label"].sum())
+        rate = (k + prior_weight * overall_rate) / (n + prior_weight)
+        days = g.loc[g["label"] == 1, "days_to_churn"]
+        speed = (days.sum() + 10 * overall_speed) / (len(days) + 10)
+        groups[f"{tier}|{segment}"] = [float(rate), float(speed)]
+    return {"overall": [overall_rate, overall_speed], "groups": groups}
+
+
+def apply_churn_table(table: dict | None, tiers, segments) -> tuple[np.ndarray, np.ndarray]:
+    n = len(tiers)
+    if not table:
+        return np.zeros(n), np.full(n, float(HORIZON_DAYS))
+    default = table["overall"]
+    pairs = [table["groups"].get(f"{t}|{s}", default) for t, s in zip(tiers, segments, strict=True)]
+    arr = np.asarray(pairs, dtype=float).reshape(n, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def monthly_cutoffs(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Month ends from ``first`` to ``last`` inclusive."""
+    return [d.date() for d in pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="ME")]
+
+
+def build_training_table(
+    partners: pd.DataFrame,
+    activity: pd.DataFrame,
+    invoices: pd.DataFrame,
+    cutoffs: list[dt.date],
+    *,
+    key: str = "external_id",
+) -> pd.DataFrame:
+    """One row per (partner active at cutoff, cutoff): FEATURES (without the churn table),
+    plus key, cutoff, tier, segment, label, bucket, days_to_churn."""
+    activity, invoices = prepare(activity, invoices)
+    meta = partners.set_index(key)[["tier", "segment"]]
+    parts = []
+    for cutoff in cutoffs:
+        feats = build_features(partners, activity, invoices, cutoff, key=key, prepared=True)
+        labels = labels_at(partners, cutoff, key)
+        part = feats.join(labels).join(meta)
+        part["cutoff"] = pd.Timestamp(cutoff)
+        parts.append(part.reset_index())
+    return pd.concat(parts, ignore_index=True)

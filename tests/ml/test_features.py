@@ -1,0 +1,131 @@
+"""Point-in-time features, tested on hand-made frames and a small simulated world (no database)."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+
+from ml import features as F
+
+CUTOFF = dt.date(2026, 3, 31)
+
+
+def frames():
+    partners = pd.DataFrame(
+        {
+            "external_id": ["P1", "P2", "P3", "P4"],
+            "tier": ["gold", "bronze", "silver", "silver"],
+            "region": ["na", "emea", "apac", "na"],
+            "segment": ["reseller", "merchant", "referral", "merchant"],
+            "monthly_revenue": [10_000.0, 1_000.0, 2_000.0, 2_000.0],
+            "joined_on": pd.to_datetime(["2024-01-10", "2025-06-01", "2026-04-02", "2024-02-01"]),
+            "churned_on": pd.to_datetime([None, "2026-04-20", None, "2026-03-15"]),
+        }
+    )
+    months = pd.date_range("2025-10-01", "2026-04-01", freq="MS")
+    activity = pd.DataFrame(
+        [
+            {"external_id": "P1", "month": m, "transactions": 100 - 10 * i, "revenue": 10_000.0 - 1000 * i,
+             "active_users": 8, "support_tickets": i}
+            for i, m in enumerate(months)
+        ]
+        + [
+            {"external_id": "P2", "month": m, "transactions": 20, "revenue": 1_000.0, "active_users": 3,
+             "support_tickets": 0}
+            for m in months
+        ]
+    )  # fmt: skip
+    invoices = pd.DataFrame(
+        {
+            "external_id": ["P1", "P1", "P2", "P2"],
+            "issued_on": pd.to_datetime(["2026-01-01", "2026-02-01", "2026-02-01", "2026-03-01"]),
+            "due_on": pd.to_datetime(["2026-01-31", "2026-03-03", "2026-03-03", "2026-03-31"]),
+            # P1's February invoice is paid after the cutoff: unpaid as of the cutoff.
+            "paid_on": pd.to_datetime(["2026-01-20", "2026-04-10", "2026-02-20", "2026-03-25"]),
+            "amount": [9_000.0, 8_000.0, 1_000.0, 1_000.0],
+        }
+    )
+    return partners, activity, invoices
+
+
+def test_it_scores_only_partners_active_at_the_end_of_the_cutoff():
+    p, a, i = frames()
+    f = F.build_features(p, a, i, CUTOFF)
+    # P3 joins after the cutoff and P4 churned before it.
+    assert list(f.index) == ["P1", "P2"]
+    assert list(f.columns) == F.FEATURES
+    assert np.isfinite(f.to_numpy()).all()
+
+
+def test_a_payment_after_the_cutoff_still_counts_as_overdue():
+    p, a, i = frames()
+    f = F.build_features(p, a, i, CUTOFF)
+    assert f.loc["P1", "days_overdue"] == (CUTOFF - dt.date(2026, 3, 3)).days
+    assert f.loc["P1", "overdue_invoices"] == 1
+    assert f.loc["P1", "days_since_last_payment"] == (CUTOFF - dt.date(2026, 1, 20)).days
+    assert f.loc["P2", "days_overdue"] == 0
+    assert f.loc["P2", "days_since_last_payment"] == (CUTOFF - dt.date(2026, 3, 25)).days
+
+
+def test_declining_activity_shows_as_positive_trend_velocity_and_a_negative_trend():
+    p, a, i = frames()
+    f = F.build_features(p, a, i, CUTOFF)
+    # Only complete months count: October..March (April is after the cutoff).
+    assert f.loc["P1", "transactions_trend_3m"] < -0.3
+    assert f.loc["P1", "trend_velocity"] > 0.05
+    assert f.loc["P2", "trend_velocity"] == 0
+    assert f.loc["P1", "support_tickets_3m"] == 3 + 4 + 5
+    assert f.loc["P1", "tier_rank"] == 2 and f.loc["P1", "segment_reseller"] == 1
+
+
+def test_labels_and_buckets_follow_days_to_churn_after_the_cutoff():
+    p, _, _ = frames()
+    labels = F.labels_at(p, CUTOFF)
+    assert labels.loc["P2", "label"] == 1
+    assert labels.loc["P2", "bucket"] == "30d"  # 20 days after the cutoff
+    assert labels.loc["P1", "label"] == 0 and labels.loc["P1", "bucket"] == "later"
+
+
+def truncate(world, cutoff: dt.date):
+    """The history exactly as it was known at the end of ``cutoff``."""
+    c = pd.Timestamp(cutoff)
+    p = world.partners[world.partners["joined_on"] <= c].copy()
+    later = p["churned_on"] > c
+    p.loc[later, "churned_on"] = pd.NaT
+    p.loc[later, "status"] = "active"
+    a = world.activity[world.activity["month"] + pd.offsets.MonthBegin(1) <= c + pd.Timedelta(days=1)]
+    i = world.invoices[world.invoices["issued_on"] <= c].copy()
+    i.loc[i["paid_on"] > c, "paid_on"] = pd.NaT
+    return p, a, i
+
+
+def test_features_at_a_cutoff_do_not_change_when_later_history_is_added(small_world):
+    cutoff = dt.date(2025, 12, 31)
+    full = F.build_features(small_world.partners, small_world.activity, small_world.invoices, cutoff)
+    known = F.build_features(*truncate(small_world, cutoff), cutoff)
+    assert len(full) > 500
+    pdt.assert_frame_equal(full.sort_index(), known.sort_index())
+    # And the comparison has teeth: a later cutoff does see the added history.
+    later = F.build_features(
+        small_world.partners, small_world.activity, small_world.invoices, dt.date(2026, 3, 31)
+    )
+    common = full.index.intersection(later.index)
+    assert not np.allclose(full.loc[common, "revenue_3m"], later.loc[common, "revenue_3m"])
+
+
+def test_historical_churn_speed_comes_from_the_training_rows_only():
+    table = pd.DataFrame(
+        {
+            "tier": ["gold"] * 4 + ["bronze"] * 4,
+            "segment": ["reseller"] * 8,
+            "label": [1, 1, 0, 0, 0, 0, 0, 0],
+            "days_to_churn": [10, 30, 10**6, 10**6, 10**6, 10**6, 10**6, 10**6],
+        }
+    )
+    t = F.fit_churn_table(table, prior_weight=0.0)
+    assert t["groups"]["gold|reseller"][0] == 0.5
+    assert t["groups"]["bronze|reseller"][0] == 0.0
+    rate, speed = F.apply_churn_table(t, ["gold", "platinum"], ["reseller", "referral"])
+    assert rate[0] == 0.5 and rate[1] == t["overall"][0]  # unseen group -> overall
+    assert speed[0] < F.HORIZON_DAYS
