@@ -1,5 +1,6 @@
 import pytest
 
+from tests.agent.helpers import agent_on, owner  # noqa: F401 - the agent engineer's fixtures
 from tests.openai_server import TEST_API_KEY, OpenAIServer
 
 # The local OpenAI-compatible server ------------------------------------------------
