@@ -377,7 +377,9 @@ def draft_retention_email(*, partner, drivers: list[dict] | None, model: str | N
     reason = retry_reason = ""
     for round_no in (1, 2):
         try:
-            reply = chat_complete(messages=messages, model=model)
+            # The second round is one request, without transport retries, so a draft takes at
+            # most (OPENAI_MAX_RETRIES + 2) x OPENAI_TIMEOUT plus the client's backoff.
+            reply = chat_complete(messages=messages, model=model, max_retries=None if round_no == 1 else 0)
             attempts += reply.attempts
             subject, body = parse_reply(reply.text)
             validate_email(subject=subject, body=body, allowed=allowed)

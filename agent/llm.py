@@ -106,9 +106,16 @@ def chat_complete(
     model: str | None = None,
     temperature: float = 0.4,
     max_tokens: int = 800,
+    max_retries: int | None = None,
 ) -> LlmReply:
-    """One chat completion; returns the assistant's text or raises LlmError."""
+    """One chat completion; returns the assistant's text or raises LlmError.
+
+    Worst case it takes (retries + 1) x OPENAI_TIMEOUT plus the client's backoff (0.5 s, 1 s, ...).
+    `max_retries` overrides OPENAI_MAX_RETRIES for this call.
+    """
     client = get_client()
+    if max_retries is not None:
+        client = client.with_options(max_retries=max_retries)
     model_name = model or settings.OPENAI_MODEL
     started = time.monotonic()
     try:

@@ -370,3 +370,13 @@ def test_the_default_good_reply_of_the_test_server_passes_validation(llm_setting
         GOOD_REPLY["subject"],
         GOOD_REPLY["body"],
     )
+
+
+def test_the_retry_after_a_bad_reply_is_a_single_request(llm_settings, openai_server):
+    """Bounded time: the second round does not get the client's transport retries again."""
+    openai_server.queue(Reply(content="not json"), openai_server.fail(5))
+
+    draft = draft_retention_email(partner=PartnerFactory(), drivers=DRIVERS)
+
+    assert (draft.writer, draft.fallback_reason, draft.attempts) == (WRITER_TEMPLATE, "server_error", 2)
+    assert len(openai_server.chat_requests) == 2
