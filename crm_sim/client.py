@@ -16,7 +16,9 @@ Contract every backend (a real Salesforce/HubSpot adapter included) must meet
   Changes only the fields given (None = leave alone) on an OPEN task; `status="cancelled"`
   cancels it. Completion is not an update.
 - `complete_task(external_id, *, outcome, actor=None) -> CrmTaskRecord`
-  outcome is "saved" | "churned" | "none". Completing again with the same outcome is a no-op.
+  outcome is "saved" | "churned" | "none". Completing again with the same outcome is a no-op,
+  and "none" on a task that is already closed returns it unchanged (closing it is done);
+  another outcome on a closed task is an "invalid" error.
   A saved/churned outcome on a task linked to an intervention resolves that intervention
   through `retention.services.intervention_set_outcome` (a real adapter does this when the
   CRM reports the completion: webhook or sync job).

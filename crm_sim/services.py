@@ -152,7 +152,8 @@ def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | 
     outcome service as the Intervention Log. If the intervention was already resolved
     differently and the actor may not correct it, the task stays open and the refusal
     stays on record (PermissionDenied is raised after the refusal audit commits).
-    Completing an already completed task with the same outcome is a no-op (retries).
+    Completing an already completed task with the same outcome is a no-op (retries), and so
+    is outcome "none" on any closed task (closing what a person already closed).
     """
     if outcome not in CrmTask.Outcome.values:
         raise ValidationError({"outcome": f"Unknown outcome {outcome!r}"})
@@ -162,6 +163,9 @@ def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | 
             CrmTask.objects.select_for_update(of=("self",)).select_related("intervention").get(pk=task.pk)
         )
         if locked.status == CrmTask.Status.COMPLETED and locked.outcome == outcome:
+            return locked
+        if not locked.is_open and outcome == CrmTask.Outcome.NONE:
+            # "Close it" (the agent's follow-up check) is already done if someone closed it first.
             return locked
         if not locked.is_open:
             raise ValidationError(

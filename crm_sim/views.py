@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from crm_sim import selectors
 from crm_sim.forms import CompleteTaskForm, TaskViewForm
@@ -25,9 +26,12 @@ def task_list(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     counts = selectors.crm_view_counts(user=request.user, today=today)
+    views = [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()]
+    if request.htmx and request.GET.get("part") == "nav":
+        return render(request, TEMPLATE + "#views_nav", {"view": view, "views": views})
     context = {
         "view": view,
-        "views": [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()],
+        "views": views,
         "page": page,
         "closed": selectors.crm_recently_closed(view=view, user=request.user),
         "today": today,
@@ -52,7 +56,11 @@ def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
     if request.htmx:
         task = CrmTask.objects.select_related("partner", "assigned_to").get(pk=task.pk)
         context = {"task": task, "error": error, "today": timezone.localdate(), "complete_form": form}
-        return render(request, TEMPLATE + "#task_row", context)
+        response = render(request, TEMPLATE + "#task_row", context)
+        if not error:
+            # The filter counts above the list listen for this and refresh themselves.
+            trigger_client_event(response, "crm-task-completed")
+        return response
     if error:
         messages.error(request, f"{task.external_id}: {error}")
     else:

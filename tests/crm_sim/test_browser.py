@@ -27,6 +27,7 @@ def test_completing_a_task_as_saved_resolves_the_intervention(page, retention_us
     page.goto("/crm/")
     expect(page.locator(".crm-banner")).to_contain_text("Simulation Mode")
     expect(page.locator(".crm-banner")).to_contain_text("In production, this syncs with the CRM API")
+    expect(page.locator("#crm-views")).to_contain_text("All open 1")
     row = page.locator(f"#task-{task.external_id}")
     expect(row).to_contain_text(f"☐ P18477 - Retention Call - Due: {due.month}/{due.day}")
 
@@ -35,6 +36,7 @@ def test_completing_a_task_as_saved_resolves_the_intervention(page, retention_us
 
     # Swapped in place by htmx: no page load, the row now reads as a completed CRM task.
     expect(row).to_contain_text("✓ P18477 - Completed - Saved")
+    expect(page.locator("#crm-views")).to_contain_text("All open 0")
     assert page.url.endswith("/crm/")
     intervention = Intervention.objects.get(pk=task.intervention_id)
     assert intervention.outcome == "saved"

@@ -182,6 +182,18 @@ def test_completing_again_is_a_no_op_but_a_different_outcome_is_refused(db, rete
     assert Intervention.objects.get().outcome == "churned"
 
 
+def test_closing_a_task_a_person_already_completed_keeps_their_outcome(db, retention_user, make_task):
+    # The agent's follow-up check closes its task with "none"; the team may have been first.
+    task = make_task(intervention=True)
+    client = get_crm_client()
+    client.complete_task(task.external_id, outcome="saved", actor=retention_user)
+
+    closed = client.complete_task(task.external_id, outcome="none")
+
+    assert (closed.status, closed.outcome) == ("completed", "saved")
+    assert Intervention.objects.get().outcome == "saved"
+
+
 def test_a_task_whose_intervention_was_resolved_otherwise_stays_open_and_the_refusal_is_kept(
     db, retention_user, make_task
 ):

@@ -67,7 +67,7 @@ def test_a_filter_request_from_htmx_gets_only_the_results_partial(
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and "Simulation Mode" not in html
-    assert html.lstrip().startswith('<div id="results">')
+    assert html.lstrip().startswith('<div id="results" hx-swap="outerHTML">')
     assert "P18477" in html and "P55555" not in html
     assert 'aria-current="true">Mine <span class="badge">1</span>' in html
 
@@ -86,6 +86,7 @@ def test_completing_inline_returns_the_completed_row_and_resolves_the_interventi
     assert html.lstrip().startswith(f'<li class="crm-task crm-closed" id="task-{open_task.external_id}"')
     assert "✓" in html and "crm-outcome-saved" in html
     assert "<html" not in html
+    assert response["HX-Trigger"] == '{"crm-task-completed": {}}'
     intervention = Intervention.objects.get(pk=open_task.intervention_id)
     assert (intervention.outcome, intervention.outcome_set_by) == ("saved", retention_user)
     event = AuditEvent.objects.get(event_type="crm_task_completed", intervention=intervention)
@@ -134,3 +135,13 @@ def test_completing_needs_a_post_and_the_crm_permission(client, retention_client
     assert client.get("/crm/").status_code == 403
     assert client.post(url, {"outcome": "saved"}).status_code == 403
     assert CrmTask.objects.get(external_id=open_task.external_id).status == "open"
+
+
+def test_the_filter_counts_refresh_as_their_own_partial(retention_client, two_tasks):
+    response = retention_client.get("/crm/?view=week&part=nav", **HTMX)
+
+    html = response.content.decode()
+    assert html.lstrip().startswith('<nav class="filters crm-views" id="crm-views"')
+    assert html.rstrip().endswith("</nav>")
+    assert 'All open <span class="badge">1</span>' in html
+    assert 'hx-trigger="crm-task-completed from:body"' in html
