@@ -60,6 +60,7 @@ def main() -> None:
     print(f"rows / s            {summary['rows_written'] / summary['seconds']:>12,.0f}")
     print(f"peak RSS (MB)       {peak_mb:>12,.0f}")
     print(f"cores               {os.cpu_count():>12}   load avg {os.getloadavg()[0]:.1f}")
+    print(f"stages (s)          {summary.get('stages')}")
     print(
         json.dumps(
             {"seed_seconds": summary["seconds"], "rows": summary["rows_written"], "peak_mb": round(peak_mb)}

@@ -9,10 +9,11 @@ and fall back to bulk_create on SQLite.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -67,50 +68,54 @@ def world_load(record: SimulatedWorld | None = None) -> tuple[SimulatedWorld, si
 # -- bulk writing -----------------------------------------------------------------------
 
 
-def _fmt_date(values: pd.Series) -> list[str | None]:
+def _dates(values: pd.Series) -> pd.Series:
     out = pd.to_datetime(values).dt.strftime("%Y-%m-%d")
-    return [None if isinstance(v, float) or v is None else v for v in out.where(out.notna(), None)]
+    return out.astype(object).where(out.notna(), None)
 
 
-def _copy_rows(table: str, columns: list[str], rows: Iterable[tuple], progress: Progress) -> None:
-    """COPY rows into table on PostgreSQL, in chunks so the progress bar moves."""
-    cols = ", ".join(columns)
+def _money(values) -> pd.Series:
+    return pd.Series(np.round(np.asarray(values, dtype=float), 2))
+
+
+def _write_frame(
+    model, frame: pd.DataFrame, *, nullable: tuple[str, ...] = (), progress: Progress = _noop
+) -> int:
+    """Insert a frame whose columns are the model's column names.
+
+    PostgreSQL: COPY in CSV format, written by pandas in chunks (about 10x faster than
+    row-by-row writes); quoted empty strings stay empty, `nullable` columns turn "" into NULL.
+    SQLite: bulk_create.
+    """
+    if frame.empty:
+        return 0
+    if connection.vendor != "postgresql":
+        fields = list(frame.columns)
+        for lo in range(0, len(frame), 5_000):
+            chunk = frame.iloc[lo : lo + 5_000]
+            model.objects.bulk_create(
+                [model(**dict(zip(fields, row, strict=True))) for row in chunk.itertuples(index=False)]
+            )
+            progress(len(chunk))
+        return len(frame)
+    table = model._meta.db_table
+    options = "FORMAT csv" + (f", FORCE_NULL ({', '.join(nullable)})" if nullable else "")
+    sql = f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN WITH ({options})"
     with connection.cursor() as cursor:
         raw = cursor.cursor  # the psycopg 3 cursor underneath Django's wrapper
-        batch: list[tuple] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= CHUNK_ROWS:
-                with raw.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                    for r in batch:
-                        copy.write_row(r)
-                progress(len(batch))
-                batch = []
-        if batch:
-            with raw.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                for r in batch:
-                    copy.write_row(r)
-            progress(len(batch))
+        for lo in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[lo : lo + CHUNK_ROWS]
+            text = chunk.to_csv(header=False, index=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="")
+            with raw.copy(sql) as copy:
+                copy.write(text)
+            progress(len(chunk))
+    return len(frame)
 
 
-def _bulk_create(model, objs: Iterable, progress: Progress) -> None:
-    batch = []
-    for obj in objs:
-        batch.append(obj)
-        if len(batch) >= 5_000:
-            model.objects.bulk_create(batch)
-            progress(len(batch))
-            batch = []
-    if batch:
-        model.objects.bulk_create(batch)
-        progress(len(batch))
-
-
-def _owner_ids(n: int, owner_ids: list[int], seed: int) -> np.ndarray:
+def _owner_ids(n: int, owner_ids: list[int], seed: int) -> pd.Series:
     if not owner_ids:
-        return np.full(n, None, dtype=object)
+        return pd.Series([None] * n, dtype=object)
     rng = np.random.default_rng([seed, 7])
-    return np.asarray(owner_ids, dtype=object)[rng.integers(0, len(owner_ids), size=n)]
+    return pd.Series(np.asarray(owner_ids, dtype=np.int64)[rng.integers(0, len(owner_ids), size=n)])
 
 
 def write_partners(
@@ -118,103 +123,58 @@ def write_partners(
 ) -> dict[str, int]:
     """Insert partners; returns external_id -> primary key."""
     now = timezone.now()
-    owners = _owner_ids(len(partners), owner_ids, seed)
-    joined = _fmt_date(partners["joined_on"])
-    churned = _fmt_date(partners["churned_on"])
-    revenue = np.round(partners["monthly_revenue"].to_numpy(dtype=float), 2)
-    columns = [
-        "external_id",
-        "name",
-        "tier",
-        "region",
-        "segment",
-        "monthly_revenue",
-        "contact_email",
-        "account_owner_id",
-        "joined_on",
-        "status",
-        "churned_on",
-        "notes",
-        "created_at",
-        "updated_at",
-    ]
-    rows = (
-        (
-            ext,
-            name,
-            tier,
-            region,
-            segment,
-            f"{rev:.2f}",
-            email,
-            owner,
-            j,
-            status,
-            c,
-            notes or "",
-            now,
-            now,
-        )
-        for ext, name, tier, region, segment, rev, email, owner, j, status, c, notes in zip(
-            partners["external_id"],
-            partners["name"],
-            partners["tier"],
-            partners["region"],
-            partners["segment"],
-            revenue,
-            partners["contact_email"],
-            owners,
-            joined,
-            partners["status"],
-            churned,
-            partners["notes"],
-            strict=True,
-        )
+    p = partners.reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "external_id": p["external_id"].astype(str),
+            "name": p["name"].astype(str),
+            "tier": p["tier"].astype(str),
+            "region": p["region"].astype(str),
+            "segment": p["segment"].astype(str),
+            "monthly_revenue": _money(p["monthly_revenue"]),
+            "contact_email": p["contact_email"].astype(str),
+            "account_owner_id": _owner_ids(len(p), owner_ids, seed),
+            "joined_on": _dates(p["joined_on"]),
+            "status": p["status"].astype(str),
+            "churned_on": _dates(p["churned_on"]),
+            "notes": p["notes"].fillna("").astype(str),
+            "created_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+        }
     )
-    if connection.vendor == "postgresql":
-        _copy_rows(Partner._meta.db_table, columns, rows, progress)
-    else:
-        _bulk_create(Partner, (Partner(**dict(zip(columns, r, strict=True))) for r in rows), progress)
+    if connection.vendor != "postgresql":
+        frame["created_at"] = frame["updated_at"] = now
+    _write_frame(Partner, frame, nullable=("account_owner_id", "churned_on"), progress=progress)
     return dict(Partner.objects.values_list("external_id", "id"))
 
 
 def write_activity(activity: pd.DataFrame, *, ids: dict[str, int], progress: Progress = _noop) -> int:
-    partner_ids = activity["external_id"].map(ids).to_numpy()
-    months = _fmt_date(activity["month"])
-    columns = ["partner_id", "month", "transactions", "revenue", "active_users", "support_tickets"]
-    rows = zip(
-        partner_ids.tolist(),
-        months,
-        activity["transactions"].astype(int).tolist(),
-        [f"{v:.2f}" for v in activity["revenue"].to_numpy(dtype=float)],
-        activity["active_users"].astype(int).tolist(),
-        activity["support_tickets"].astype(int).tolist(),
-        strict=True,
+    a = activity.reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "partner_id": a["external_id"].map(ids).astype(np.int64),
+            "month": _dates(a["month"]),
+            "transactions": a["transactions"].astype(np.int64),
+            "revenue": _money(a["revenue"]),
+            "active_users": a["active_users"].astype(np.int64),
+            "support_tickets": a["support_tickets"].astype(np.int64),
+        }
     )
-    if connection.vendor == "postgresql":
-        _copy_rows(MonthlyActivity._meta.db_table, columns, rows, progress)
-    else:
-        _bulk_create(
-            MonthlyActivity, (MonthlyActivity(**dict(zip(columns, r, strict=True))) for r in rows), progress
-        )
-    return len(activity)
+    return _write_frame(MonthlyActivity, frame, progress=progress)
 
 
 def write_invoices(invoices: pd.DataFrame, *, ids: dict[str, int], progress: Progress = _noop) -> int:
-    columns = ["partner_id", "issued_on", "due_on", "paid_on", "amount"]
-    rows = zip(
-        invoices["external_id"].map(ids).tolist(),
-        _fmt_date(invoices["issued_on"]),
-        _fmt_date(invoices["due_on"]),
-        _fmt_date(invoices["paid_on"]),
-        [f"{v:.2f}" for v in invoices["amount"].to_numpy(dtype=float)],
-        strict=True,
+    i = invoices.reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "partner_id": i["external_id"].map(ids).astype(np.int64),
+            "issued_on": _dates(i["issued_on"]),
+            "due_on": _dates(i["due_on"]),
+            "paid_on": _dates(i["paid_on"]),
+            "amount": _money(i["amount"]),
+        }
     )
-    if connection.vendor == "postgresql":
-        _copy_rows(Invoice._meta.db_table, columns, rows, progress)
-    else:
-        _bulk_create(Invoice, (Invoice(**dict(zip(columns, r, strict=True))) for r in rows), progress)
-    return len(invoices)
+    return _write_frame(Invoice, frame, nullable=("paid_on",), progress=progress)
 
 
 def world_record(*, world: simulator.World, seed: int, months: int, state_path: str) -> SimulatedWorld:
@@ -243,15 +203,15 @@ def apply_delta(delta: simulator.WorldDelta) -> dict[str, int]:
     }
     for ext, issued, paid in zip(
         delta.payments["external_id"],
-        _fmt_date(delta.payments["issued_on"]),
-        _fmt_date(delta.payments["paid_on"]),
+        _dates(delta.payments["issued_on"]),
+        _dates(delta.payments["paid_on"]),
         strict=True,
     ):
         written["payments"] += Invoice.objects.filter(
             partner_id=ids[ext], issued_on=issued, paid_on__isnull=True
         ).update(paid_on=paid)
     for ext, churned_on in zip(
-        delta.churn_events["external_id"], _fmt_date(delta.churn_events["churned_on"]), strict=True
+        delta.churn_events["external_id"], _dates(delta.churn_events["churned_on"]), strict=True
     ):
         written["churned"] += Partner.objects.filter(id=ids[ext], status=Partner.Status.ACTIVE).update(
             status=Partner.Status.CHURNED, churned_on=churned_on, updated_at=timezone.now()

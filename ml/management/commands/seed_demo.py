@@ -73,19 +73,33 @@ class Command(BaseCommand):
 
         total = len(world.partners) + len(world.activity) + len(world.invoices)
         bar = tqdm(total=total, unit="rows", disable=opts["no_progress"], file=self.stderr._out)
+        stages = {"simulate": round(t_sim, 2)}
+
+        def lap(name: str, since: float) -> float:
+            now = time.perf_counter()
+            stages[name] = round(now - since, 2)
+            return now
+
         with transaction.atomic():
+            t = time.perf_counter()
             users = self._users()
             owners = [users[u].pk for u, *_ in TEAM] + [users["retention"].pk]
             ids = simworld.write_partners(world.partners, owner_ids=owners, seed=seed, progress=bar.update)
+            t = lap("partners", t)
             n_activity = simworld.write_activity(world.activity, ids=ids, progress=bar.update)
+            t = lap("activity", t)
             n_invoices = simworld.write_invoices(world.invoices, ids=ids, progress=bar.update)
+            t = lap("invoices", t)
             state_path = simworld.world_state_save(state=world.state)
             record = simworld.world_record(world=world, seed=seed, months=months, state_path=state_path)
+            t = lap("hidden_state", t)
+        t = lap("commit", t)
         bar.close()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 # Fresh statistics, so the first Live Feed query plans well.
                 cursor.execute("ANALYZE retention_partner, retention_monthlyactivity, retention_invoice")
+            lap("analyze", t)
 
         churned = int((world.partners["status"] == "churned").sum())
         self.stdout.write(
@@ -107,6 +121,7 @@ class Command(BaseCommand):
             "simulated_today": record.today.isoformat(),
             "simulate_seconds": round(t_sim, 2),
             "seconds": round(time.perf_counter() - started, 2),
+            "stages": stages,
         }
         self.stdout.write(json.dumps(summary))
 
