@@ -222,6 +222,8 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Partner Success <retention@churnsite.example>")
+# For EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (tests count mail across workers).
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "media" / "outbox"))
 
 # CRM
 CRM_BACKEND = env_str("CRM_BACKEND", "crm_sim.client.SimulatedCrmBackend")
