@@ -1,4 +1,4 @@
-"""The CRM flow in a real browser: complete a task as Saved, see the intervention Saved."""
+"""The CRM flow in a real browser: complete a task as Saved, see it Saved in the Intervention Log."""
 
 import datetime as dt
 
@@ -13,7 +13,9 @@ from tests.factories import PartnerFactory
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_completing_a_task_as_saved_resolves_the_intervention(page, retention_user, make_task):
+def test_a_task_completed_as_saved_in_the_crm_shows_saved_in_the_intervention_log(
+    page, retention_user, make_task
+):
     due = timezone.localdate() + dt.timedelta(days=2)
     task = make_task(
         partner=PartnerFactory(external_id="P18477"),
@@ -38,10 +40,16 @@ def test_completing_a_task_as_saved_resolves_the_intervention(page, retention_us
     expect(row).to_contain_text("✓ P18477 - Completed - Saved")
     expect(page.locator("#crm-views")).to_contain_text("All open 0")
     assert page.url.endswith("/crm/")
-    intervention = Intervention.objects.get(pk=task.intervention_id)
-    assert intervention.outcome == "saved"
-    assert intervention.outcome_set_by_id == retention_user.pk
 
     page.get_by_role("link", name="Mine").click()
     expect(page.locator("#open-tasks")).to_contain_text("No open tasks in this view.")
     expect(page.locator("#closed-tasks")).to_contain_text("P18477 - Completed - Saved")
+
+    # The same outcome, seen where the team tracks interventions.
+    page.get_by_role("link", name="Interventions").click()
+    log_row = page.locator(f"#intervention-{task.intervention_id}")
+    expect(log_row.get_by_label("Status of P18477")).to_have_value("saved")
+    expect(log_row).to_contain_text("Rita Retention")
+    expect(page.locator('[data-stat="saved"]')).to_have_text("1")
+    intervention = Intervention.objects.get(pk=task.intervention_id)
+    assert (intervention.outcome, intervention.outcome_set_by_id) == ("saved", retention_user.pk)
