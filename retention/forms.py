@@ -134,7 +134,7 @@ class RoiAssumptionsForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        for name, value in data.items():
+        for name, value in list(data.items()):
             if name.startswith("cost_") and value is not None and value < 0:
                 self.add_error(name, "A cost cannot be negative")
         return data

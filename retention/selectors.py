@@ -1,6 +1,7 @@
 """Reads for partners and interventions."""
 
 import datetime as dt
+import logging
 import math
 from decimal import Decimal
 from functools import cached_property
@@ -29,6 +30,7 @@ from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner, RoiAssumptions
 from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
 
+log = logging.getLogger(__name__)
 Outcome = Intervention.Outcome
 HOLDOUT = Intervention.Action.HOLDOUT
 
@@ -157,7 +159,12 @@ def partner_drivers(*, partner: Partner) -> list[dict]:
     except ImportError:
         score = getattr(partner, "current_score", None) if _has_score(partner) else None
         return list(score.drivers or []) if score is not None else []
-    return list(ml_partner_drivers(partner=partner) or [])
+    try:
+        return list(ml_partner_drivers(partner=partner) or [])
+    except Exception:  # noqa: BLE001 - an explanation failing must not take the partner page down
+        log.exception("Drivers for %s could not be computed", partner.external_id)
+        score = getattr(partner, "current_score", None) if _has_score(partner) else None
+        return list(score.drivers or []) if score is not None else []
 
 
 def _has_score(partner: Partner) -> bool:

@@ -134,14 +134,7 @@ def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseU
         event_type="email_drafted",
         actor=actor,
         partner=partner,
-        payload={
-            "writer": draft.writer,
-            "attempts": getattr(draft, "attempts", None),
-            "fallback_reason": getattr(draft, "fallback_reason", ""),
-            "prompt": getattr(draft, "prompt", ""),
-            "subject": draft.subject,
-            "via": "partner_page",
-        },
+        payload=draft.audit_payload() | {"prompt": draft.prompt, "via": "partner_page"},
     )
     return draft
 

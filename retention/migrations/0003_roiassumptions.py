@@ -6,31 +6,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('retention', '0002_groups'),
+        ("retention", "0002_groups"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RoiAssumptions',
+            name="RoiAssumptions",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('months_of_revenue_saved', models.PositiveSmallIntegerField(default=6, help_text="Months of a saved partner's revenue counted as retained")),
-                ('assumed_save_rate', models.FloatField(default=0.3, help_text='Share of at-risk partners an intervention is expected to save (predicted ROI)')),
-                ('cost_email_sent', models.DecimalField(decimal_places=2, default=25, max_digits=10)),
-                ('cost_call_scheduled', models.DecimalField(decimal_places=2, default=150, max_digits=10)),
-                ('cost_meeting', models.DecimalField(decimal_places=2, default=400, max_digits=10)),
-                ('cost_discount_offered', models.DecimalField(decimal_places=2, default=500, max_digits=10)),
-                ('cost_other', models.DecimalField(decimal_places=2, default=50, max_digits=10)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "months_of_revenue_saved",
+                    models.PositiveSmallIntegerField(
+                        default=6, help_text="Months of a saved partner's revenue counted as retained"
+                    ),
+                ),
+                (
+                    "assumed_save_rate",
+                    models.FloatField(
+                        default=0.3,
+                        help_text="Share of at-risk partners an intervention is expected to save (predicted ROI)",
+                    ),
+                ),
+                ("cost_email_sent", models.DecimalField(decimal_places=2, default=25, max_digits=10)),
+                ("cost_call_scheduled", models.DecimalField(decimal_places=2, default=150, max_digits=10)),
+                ("cost_meeting", models.DecimalField(decimal_places=2, default=400, max_digits=10)),
+                ("cost_discount_offered", models.DecimalField(decimal_places=2, default=500, max_digits=10)),
+                ("cost_other", models.DecimalField(decimal_places=2, default=50, max_digits=10)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'ROI assumptions',
-                'constraints': [models.CheckConstraint(condition=models.Q(('id', 1)), name='roi_assumptions_singleton'), models.CheckConstraint(condition=models.Q(('assumed_save_rate__gte', 0), ('assumed_save_rate__lte', 1)), name='roi_assumed_save_rate_is_probability')],
+                "verbose_name_plural": "ROI assumptions",
+                "constraints": [
+                    models.CheckConstraint(condition=models.Q(("id", 1)), name="roi_assumptions_singleton"),
+                    models.CheckConstraint(
+                        condition=models.Q(("assumed_save_rate__gte", 0), ("assumed_save_rate__lte", 1)),
+                        name="roi_assumed_save_rate_is_probability",
+                    ),
+                ],
             },
         ),
     ]

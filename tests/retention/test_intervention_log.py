@@ -1,0 +1,188 @@
+import csv
+import io
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from agent.models import AuditEvent
+from retention.services import intervention_set_outcome
+from tests.factories import InterventionFactory, PartnerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def htmx(**extra):
+    return {"HX-Request": "true", **extra}
+
+
+# The outcome service -----------------------------------------------------------------
+
+
+def test_a_pending_intervention_resolves_to_saved_with_who_and_when(retention_user):
+    intervention = InterventionFactory()
+
+    resolved = intervention_set_outcome(intervention=intervention, outcome="saved", actor=retention_user)
+
+    assert resolved.outcome == "saved"
+    assert resolved.outcome_set_by == retention_user and resolved.outcome_set_at is not None
+    event = AuditEvent.objects.get(intervention=intervention, event_type="outcome_set")
+    assert event.payload["from"] == "pending" and event.payload["to"] == "saved"
+    assert event.actor_user == retention_user
+
+
+def test_a_resolved_outcome_is_changed_only_by_a_manager(retention_user, manager):
+    intervention = InterventionFactory(outcome="churned")
+
+    with pytest.raises(PermissionDenied):
+        intervention_set_outcome(intervention=intervention, outcome="saved", actor=retention_user)
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert AuditEvent.objects.filter(intervention=intervention, event_type="outcome_change_refused").exists()
+
+    corrected = intervention_set_outcome(intervention=intervention, outcome="saved", actor=manager)
+    assert corrected.outcome == "saved" and corrected.outcome_set_by == manager
+    assert AuditEvent.objects.filter(intervention=intervention, event_type="outcome_corrected").exists()
+
+
+def test_an_unknown_outcome_is_refused(retention_user):
+    with pytest.raises(ValidationError):
+        intervention_set_outcome(intervention=InterventionFactory(), outcome="maybe", actor=retention_user)
+
+
+# The Intervention Log page ----------------------------------------------------------
+
+
+def test_the_log_lists_interventions_with_action_time_member_source_and_status(retention_client):
+    member = UserFactory(username="carl", first_name="Carl", last_name="Case", groups=["Retention"])
+    InterventionFactory(partner=PartnerFactory(external_id="P1"), action="meeting", assigned_to=member)
+    InterventionFactory(partner=PartnerFactory(external_id="P2"), source="agent", action="email_sent")
+
+    html = retention_client.get("/interventions/").content.decode()
+
+    assert 'class="mainnav"' in html and "P1" in html and "P2" in html
+    assert "Meeting" in html and "Carl Case" in html and "Agent" in html and "Manual" in html
+    assert '<option value="saved" >Saved ✓</option>' in html
+
+
+def test_the_summary_counts_saved_churned_pending_and_the_save_rate(retention_client):
+    InterventionFactory.create_batch(3, outcome="saved")
+    InterventionFactory(outcome="churned")
+    InterventionFactory.create_batch(2)
+    InterventionFactory(action="holdout", source="agent", outcome="churned")  # control group: not counted
+
+    html = retention_client.get("/interventions/").content.decode()
+
+    assert "3 saved, 1 churned, 2 pending" in html
+    assert '<div class="stat" data-stat="save-rate">75%</div>' in html
+
+
+def test_the_log_filters_and_the_summary_follows_the_filters(retention_client):
+    InterventionFactory(partner=PartnerFactory(external_id="P1", tier="gold"), outcome="saved")
+    InterventionFactory(partner=PartnerFactory(external_id="P2", tier="bronze"))
+    InterventionFactory(partner=PartnerFactory(external_id="P3", tier="gold"), source="agent")
+
+    html = retention_client.get("/interventions/", {"tier": "gold"}).content.decode()
+    assert "P1" in html and "P3" in html and "P2" not in html
+    assert "1 saved, 0 churned, 1 pending" in html
+
+    html = retention_client.get("/interventions/", {"source": "agent", "outcome": "pending"}).content.decode()
+    assert "P3" in html and "P1" not in html and "P2" not in html
+
+
+def test_the_log_htmx_partials_are_the_results_and_the_summary(retention_client):
+    InterventionFactory(partner=PartnerFactory(external_id="P1"), outcome="saved")
+
+    results = retention_client.get("/interventions/", headers=htmx()).content.decode()
+    summary = retention_client.get(
+        "/interventions/", headers=htmx(**{"HX-Target": "summary"})
+    ).content.decode()
+
+    assert results.lstrip().startswith('<div id="results">') and "P1" in results
+    assert summary.lstrip().startswith('<div id="summary"') and "1 saved" in summary and "P1" not in summary
+
+
+def test_setting_saved_inline_saves_it_and_tells_the_page_to_refresh_its_stats(
+    retention_client, retention_user
+):
+    intervention = InterventionFactory()
+
+    response = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved"}, headers=htmx()
+    )
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "saved" and intervention.outcome_set_by == retention_user
+    html = response.content.decode()
+    assert html.lstrip().startswith(f'<tr id="intervention-{intervention.pk}"')
+    assert "outcome-changed" in response["HX-Trigger"]
+    # A resolved outcome is locked for a non-manager.
+    assert "disabled" in html
+
+
+def test_a_non_manager_cannot_reopen_a_resolved_outcome_from_the_log(retention_client):
+    intervention = InterventionFactory(outcome="churned")
+
+    response = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved"}, headers=htmx()
+    )
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert "Only a manager can change a resolved outcome" in response.content.decode()
+    assert "HX-Trigger" not in response
+
+
+def test_a_manager_corrects_a_resolved_outcome_from_the_log(manager_client, manager):
+    intervention = InterventionFactory(outcome="churned")
+
+    manager_client.post(f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved"}, headers=htmx())
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "saved" and intervention.outcome_set_by == manager
+
+
+def test_the_outcome_form_works_without_javascript(retention_client):
+    intervention = InterventionFactory()
+
+    response = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/",
+        {"outcome": "churned", "next": "/interventions/?tier=gold"},
+    )
+
+    assert response.status_code == 302 and response["Location"] == "/interventions/?tier=gold"
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+
+
+def test_the_csv_export_has_the_filtered_rows_and_neutralises_formulas(retention_client, retention_user):
+    member = UserFactory(username="carl", groups=["Retention"])
+    saved = InterventionFactory(
+        partner=PartnerFactory(external_id="P1", name="=HYPERLINK(1)", tier="gold"),
+        action="meeting",
+        assigned_to=member,
+        risk_at_action=0.91,
+        bucket_at_action="7d",
+        note="+1 call back",
+    )
+    InterventionFactory(partner=PartnerFactory(external_id="P2", tier="bronze"))
+    from retention.services import intervention_set_outcome
+
+    intervention_set_outcome(intervention=saved, outcome="saved", actor=retention_user)
+
+    response = retention_client.get("/interventions/export.csv", {"tier": "gold"})
+
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["partner_id"] == "P1" and row["partner_name"] == "'=HYPERLINK(1)"
+    assert row["action"] == "meeting" and row["status"] == "saved" and row["assigned_to"] == "carl"
+    assert row["outcome_set_by"] == "rita" and row["outcome_date"] != ""
+    assert row["risk_at_action"] == "0.9100" and row["bucket_at_action"] == "7d"
+    assert row["note"] == "'+1 call back" and row["source"] == "manual"
+
+
+def test_the_log_links_to_the_export_with_the_same_filters(retention_client):
+    html = retention_client.get("/interventions/", {"tier": "gold", "page": "1"}).content.decode()
+    assert "/interventions/export.csv?tier=gold" in html

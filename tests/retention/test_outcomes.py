@@ -1,0 +1,200 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from agent.models import AuditEvent
+from retention.models import Intervention, Partner, RoiAssumptions
+from retention.selectors import control_group_uplift, roi_breakdown, roi_totals
+from tests.factories import InterventionFactory, PartnerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def make_arm(
+    *, n: int, churned: int, holdout: bool, tier: str = "silver", revenue: str = "2500.00", start: int = 0
+):
+    """n resolved agent interventions (holdouts for the control arm), `churned` of them churned."""
+    partners = Partner.objects.bulk_create(
+        [
+            Partner(
+                external_id=f"P{start + i}",
+                name=f"Partner {start + i}",
+                tier=tier,
+                region="na",
+                segment="reseller",
+                monthly_revenue=Decimal(revenue),
+                contact_email=f"p{start + i}@x.example",
+                joined_on=dt.date(2023, 1, 1),
+            )
+            for i in range(n)
+        ]
+    )
+    Intervention.objects.bulk_create(
+        [
+            Intervention(
+                partner=p,
+                action="holdout" if holdout else "email_sent",
+                source="agent",
+                outcome="churned" if i < churned else "saved",
+                risk_at_action=0.8,
+            )
+            for i, p in enumerate(partners)
+        ]
+    )
+
+
+def test_uplift_is_control_churn_minus_treated_churn_with_newcombes_interval():
+    # Newcombe (1998), example (a): 56/70 vs 48/80, hybrid score interval 0.0524 to 0.3339.
+    make_arm(n=70, churned=56, holdout=True, start=0)
+    make_arm(n=80, churned=48, holdout=False, start=1000)
+
+    result = control_group_uplift()
+
+    assert (result["control_n"], result["control_churned"]) == (70, 56)
+    assert (result["treated_n"], result["treated_churned"]) == (80, 48)
+    assert result["control_rate"] == pytest.approx(0.8) and result["treated_rate"] == pytest.approx(0.6)
+    assert result["uplift"] == pytest.approx(0.2)
+    assert result["ci_low"] == pytest.approx(0.0524, abs=5e-4)
+    assert result["ci_high"] == pytest.approx(0.3339, abs=5e-4)
+    # 0.2 x 80 treated partners x $2,500 a month x 6 months
+    assert result["incremental_partners"] == pytest.approx(16)
+    assert result["incremental_revenue"] == Decimal("240000.00")
+
+
+def test_the_interval_stays_inside_minus_one_to_one_with_extreme_small_arms():
+    make_arm(n=3, churned=3, holdout=True, start=0)
+    make_arm(n=4, churned=0, holdout=False, start=100)
+
+    result = control_group_uplift()
+
+    assert result["uplift"] == pytest.approx(1.0)
+    assert -1 <= result["ci_low"] < 1 and result["ci_high"] <= 1
+    assert result["ci_low"] > 0
+
+
+def test_uplift_ignores_pending_manual_and_old_interventions():
+    make_arm(n=10, churned=5, holdout=True, start=0)
+    make_arm(n=10, churned=2, holdout=False, start=100)
+    InterventionFactory(source="agent", action="holdout")  # pending: not counted
+    InterventionFactory(source="manual", outcome="churned")  # the desk's own: not in the experiment
+    old = InterventionFactory(source="agent", action="email_sent", outcome="churned")
+    Intervention.objects.filter(pk=old.pk).update(created_at="2020-01-01T00:00Z")
+
+    assert control_group_uplift()["treated_n"] == 11
+    since = control_group_uplift(since=dt.datetime(2021, 1, 1, tzinfo=dt.UTC))
+    assert (since["treated_n"], since["control_n"]) == (10, 10)
+    assert since["uplift"] == pytest.approx(0.3)
+
+
+def test_no_uplift_without_both_arms():
+    make_arm(n=5, churned=1, holdout=False)
+
+    result = control_group_uplift()
+
+    assert result["uplift"] is None and result["ci_low"] is None and result["treated_rate"] == 0.2
+
+
+def test_realized_roi_is_value_retained_over_cost_and_predicted_roi_uses_the_assumptions():
+    partner = PartnerFactory(monthly_revenue=Decimal("1000"), tier="gold")
+    InterventionFactory(partner=partner, action="meeting", outcome="saved", risk_at_action=0.5)
+    InterventionFactory(action="email_sent", outcome="churned", risk_at_action=0.9)  # revenue 2500
+    InterventionFactory(action="holdout", source="agent", outcome="saved")  # no cost, no value
+
+    totals = roi_totals()
+
+    # saved: 1000 x 6 months; cost: meeting 400 + email 25
+    assert totals["value"] == Decimal("6000.00") and totals["cost"] == Decimal("425.00")
+    assert totals["roi"] == pytest.approx(6000 / 425)
+    # predicted: (0.5 x 1000 + 0.9 x 2500) x 6 months x 0.3 save rate
+    assert totals["predicted_value"] == Decimal("4950.00")
+    assert totals["predicted_roi"] == pytest.approx(4950 / 425)
+    by_tier = {r["key"]: r for r in roi_breakdown(by="tier")}
+    assert by_tier["gold"]["saved"] == 1 and by_tier["silver"]["churned"] == 1
+    by_action = {r["key"]: r for r in roi_breakdown(by="action")}
+    assert set(by_action) == {"meeting", "email_sent"} and by_action["meeting"]["cost"] == Decimal("400.00")
+
+
+def test_the_outcomes_page_shows_roi_uplift_and_breakdowns(retention_client):
+    make_arm(n=20, churned=10, holdout=True, start=0, tier="gold")
+    make_arm(n=20, churned=4, holdout=False, start=100, tier="gold")
+
+    html = retention_client.get("/outcomes/").content.decode()
+
+    assert 'class="mainnav"' in html and "Outcomes &amp; ROI" in html
+    assert "Uplift: +30.0 pts" in html and "95% interval" in html
+    assert 'id="incremental-revenue">$90,000' in html  # 0.3 x 20 x 2500 x 6
+    assert "Breakdown by tier" in html and "Breakdown by action type" in html
+    assert html.count("<svg") >= 3
+    # Not a manager: assumptions are shown, not editable.
+    assert 'name="months_of_revenue_saved"' not in html and "Managers can change these" in html
+
+
+def test_the_outcomes_page_explains_when_there_is_no_control_group_yet(retention_client):
+    InterventionFactory(outcome="saved")
+
+    html = retention_client.get("/outcomes/").content.decode()
+
+    assert "No control-group comparison yet" in html
+
+
+def test_the_outcomes_htmx_partial_is_the_figures(retention_client):
+    html = retention_client.get("/outcomes/", headers={"HX-Request": "true"}).content.decode()
+    assert html.lstrip().startswith('<div id="figures">') and 'class="mainnav"' not in html
+
+
+def test_a_manager_edits_the_assumptions_and_the_change_is_audited(manager_client, manager):
+    InterventionFactory(action="meeting", outcome="saved")  # revenue 2500
+
+    response = manager_client.post(
+        "/outcomes/assumptions/",
+        {
+            "months_of_revenue_saved": 12,
+            "assumed_save_rate": 0.25,
+            "cost_email_sent": 10,
+            "cost_call_scheduled": 100,
+            "cost_meeting": 500,
+            "cost_discount_offered": 300,
+            "cost_other": 20,
+        },
+        headers={"HX-Request": "true"},
+    )
+
+    assumptions = RoiAssumptions.objects.get()
+    assert assumptions.months_of_revenue_saved == 12 and assumptions.cost_meeting == Decimal("500")
+    assert assumptions.updated_by == manager
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="figures">')
+    assert 'id="realized-roi">60.00x' in html  # 2500 x 12 / 500
+    event = AuditEvent.objects.get(event_type="roi_assumptions_changed")
+    assert event.actor_user == manager
+    assert event.payload["before"]["months_of_revenue_saved"] == "6"
+    assert event.payload["after"]["months_of_revenue_saved"] == "12"
+
+
+def test_a_bad_assumption_is_refused_with_a_message(manager_client):
+    response = manager_client.post(
+        "/outcomes/assumptions/",
+        {
+            "months_of_revenue_saved": 6,
+            "assumed_save_rate": 1.5,
+            "cost_email_sent": -1,
+            "cost_call_scheduled": 100,
+            "cost_meeting": 500,
+            "cost_discount_offered": 300,
+            "cost_other": 20,
+        },
+        headers={"HX-Request": "true"},
+    )
+
+    html = response.content.decode()
+    assert "A cost cannot be negative" in html
+    assert RoiAssumptions.objects.get().assumed_save_rate == 0.3
+    assert not AuditEvent.objects.filter(event_type="roi_assumptions_changed").exists()
+
+
+def test_the_retention_team_cannot_change_the_assumptions(retention_client):
+    response = retention_client.post("/outcomes/assumptions/", {"months_of_revenue_saved": 60})
+
+    assert response.status_code == 403
+    assert RoiAssumptions.objects.filter(months_of_revenue_saved=60).count() == 0

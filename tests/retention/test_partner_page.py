@@ -1,0 +1,185 @@
+import datetime as dt
+
+import pytest
+from django.core import mail
+
+from agent.models import AuditEvent
+from retention.charts import bar_chart, line_chart
+from retention.models import Intervention
+from tests.factories import (
+    InterventionFactory,
+    InvoiceFactory,
+    MonthlyActivityFactory,
+    PartnerScoreFactory,
+    UserFactory,
+)
+from tests.retention.conftest import scored_partner
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_partner_page_shows_risk_bucket_drivers_charts_and_timeline(retention_client):
+    partner = scored_partner(external_id="P18477", name="Northwind", risk=0.94, bucket="7d")
+    MonthlyActivityFactory(partner=partner, month=dt.date(2026, 1, 1), transactions=120)
+    MonthlyActivityFactory(partner=partner, month=dt.date(2026, 2, 1), transactions=70)
+    InvoiceFactory(partner=partner, issued_on=dt.date(2026, 1, 1), due_on=dt.date(2026, 1, 31), paid_on=None)
+    InterventionFactory(partner=partner, action="meeting", note="Met the CFO")
+
+    html = retention_client.get("/partners/P18477/").content.decode()
+
+    assert 'id="risk-now">94%' in html and "~7 days" in html
+    assert "Payment 45 days overdue" in html and "Transactions down 38% in 3 months" in html
+    assert html.count("<svg") >= 4  # risk, transactions, revenue, payments
+    assert "Transactions Jan 26: 120" in html  # a bar's tooltip
+    assert "Met the CFO" in html and "Meeting" in html
+    assert "Open invoice 2026-01-01" in html
+
+
+def test_the_partner_page_htmx_partial_is_just_the_workspace(retention_client):
+    scored_partner(external_id="P1", risk=0.9)
+
+    html = retention_client.get(
+        "/partners/P1/", headers={"HX-Request": "true", "HX-Target": "workspace"}
+    ).content.decode()
+
+    assert html.lstrip().startswith('<div id="workspace"')
+    assert "Log intervention" in html and 'class="mainnav"' not in html and "<svg" not in html
+
+
+def test_an_unknown_partner_is_a_404(retention_client):
+    assert retention_client.get("/partners/P404/").status_code == 404
+
+
+def test_logging_an_intervention_through_htmx_records_it_with_the_risk_of_the_moment(
+    retention_client, retention_user
+):
+    partner = scored_partner(external_id="P1", risk=0.9)
+    colleague = UserFactory(username="carl", first_name="Carl", groups=["Retention"])
+
+    response = retention_client.post(
+        "/partners/P1/interventions/",
+        {"action": "call_scheduled", "assigned_to": colleague.pk, "note": "Call on Friday"},
+        headers={"HX-Request": "true"},
+    )
+
+    html = response.content.decode()
+    intervention = Intervention.objects.get(partner=partner)
+    assert (intervention.action, intervention.source, intervention.outcome) == (
+        "call_scheduled",
+        "manual",
+        "pending",
+    )
+    assert intervention.assigned_to == colleague and intervention.created_by == retention_user
+    assert intervention.risk_at_action == 0.9 and intervention.bucket_at_action == "7d"
+    assert intervention.drivers_at_action[0]["feature"] == "days_overdue"
+    assert html.lstrip().startswith('<div id="workspace"') and "Logged: Call scheduled" in html
+    assert "Call on Friday" in html
+    assert AuditEvent.objects.filter(intervention=intervention, event_type="intervention_logged").exists()
+
+
+def test_a_person_cannot_log_a_control_group_holdout_or_assign_a_stranger(retention_client):
+    scored_partner(external_id="P1", risk=0.9)
+    stranger = UserFactory(username="stranger")
+
+    holdout = retention_client.post(
+        "/partners/P1/interventions/", {"action": "holdout"}, headers={"HX-Request": "true"}
+    )
+    stranger_response = retention_client.post(
+        "/partners/P1/interventions/",
+        {"action": "meeting", "assigned_to": stranger.pk},
+        headers={"HX-Request": "true"},
+    )
+
+    assert Intervention.objects.count() == 0
+    assert "Select a valid choice" in holdout.content.decode()
+    assert "Select a valid choice" in stranger_response.content.decode()
+
+
+def test_logging_without_htmx_redirects_back_to_the_partner(retention_client):
+    scored_partner(external_id="P1", risk=0.9)
+
+    response = retention_client.post("/partners/P1/interventions/", {"action": "other", "note": "x"})
+
+    assert response.status_code == 302 and response["Location"] == "/partners/P1/"
+    assert Intervention.objects.get().action == "other"
+
+
+def test_drafting_an_email_uses_the_agents_writer_and_is_audited(retention_client, settings):
+    settings.OPENAI_API_KEY = ""  # the template writer: no LLM configured
+    partner = scored_partner(external_id="P1", risk=0.9, name="Northwind")
+
+    response = retention_client.post("/partners/P1/draft-email/", headers={"HX-Request": "true"})
+
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="draft"')
+    assert 'name="subject"' in html and 'name="body"' in html and "Log email sent" in html
+    assert "template writer" in html
+    event = AuditEvent.objects.get(event_type="email_drafted")
+    assert event.partner == partner and event.payload["writer"] == "template"
+    assert event.payload["fallback_reason"] == "no_api_key"
+
+
+def test_an_edited_draft_is_logged_as_the_persons_text_and_sent(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9)
+
+    retention_client.post(
+        "/partners/P1/send-email/",
+        {
+            "subject": "Let us help",
+            "body": "Hello, edited by Rita.",
+            "writer": "template",
+            "original_body": "Hello from the template.",
+            "send": "on",
+        },
+        headers={"HX-Request": "true"},
+    )
+
+    intervention = Intervention.objects.get(partner=partner)
+    assert intervention.action == "email_sent" and intervention.writer == "manual"
+    assert intervention.email_body == "Hello, edited by Rita." and intervention.sent_at is not None
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == [partner.contact_email]
+    assert AuditEvent.objects.filter(intervention=intervention, event_type="email_sent").exists()
+
+
+def test_an_unedited_draft_keeps_its_writer_and_is_not_sent_unless_asked(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9)
+
+    retention_client.post(
+        "/partners/P1/send-email/",
+        {"subject": "S", "body": "Same text", "writer": "llm", "original_body": "Same text"},
+        headers={"HX-Request": "true"},
+    )
+
+    intervention = Intervention.objects.get(partner=partner)
+    assert intervention.writer == "llm" and intervention.sent_at is None and mail.outbox == []
+
+
+def test_text_from_people_and_the_model_is_escaped_on_the_page(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9, name="<script>alert(1)</script>")
+    score = partner.current_score
+    score.drivers = [{"feature": "x", "text": "<img src=x onerror=alert(2)>", "value": 1, "points": 3.0}]
+    score.save()
+    InterventionFactory(partner=partner, note="<b>bold</b>", email_subject="<i>hi</i>")
+
+    html = retention_client.get("/partners/P1/").content.decode()
+
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<img src=x" not in html and "<b>bold</b>" not in html and "<i>hi</i>" not in html
+
+
+def test_chart_labels_and_titles_are_escaped():
+    svg = line_chart(["<a>"], {"<s>": [1.0]}, title="</svg><script>")
+    bars = bar_chart(["<a>", "b"], {"x&y": [1, 2]}, title="t")
+
+    assert "<script>" not in svg and "&lt;/svg&gt;&lt;script&gt;" in svg
+    assert "<a>" not in svg and "&lt;a&gt;" in svg and "&lt;s&gt;" in svg
+    assert "x&amp;y" in bars and "<a>" not in bars
+
+
+def test_an_unscored_partner_page_still_renders(retention_client):
+    from tests.factories import PartnerFactory
+
+    PartnerFactory(external_id="P2")
+    html = retention_client.get("/partners/P2/").content.decode()
+    assert "Not scored yet" in html and "No drivers computed yet" in html
+    PartnerScoreFactory  # noqa: B018
