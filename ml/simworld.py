@@ -13,14 +13,15 @@ import csv
 import dataclasses
 import gzip
 import json
+import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ml import simulator
@@ -38,17 +39,22 @@ def _noop(_: int) -> None:
 # -- hidden state -----------------------------------------------------------------------
 
 
-def world_state_save(*, state: simulator.WorldState, path: Path | None = None) -> str:
+def world_state_save(*, state: simulator.WorldState) -> str:
     """Write the hidden state; returns its path relative to MEDIA_ROOT."""
-    rel = Path("simulator") / f"world-{state.seed}-{timezone.now():%Y%m%dT%H%M%S%f}.json.gz"
-    target = Path(settings.MEDIA_ROOT) / (path or rel)
+    return _state_write(simulator.world_state_to_json(state), seed=state.seed)
+
+
+def _state_write(payload: dict, *, seed: int) -> str:
+    # A new file per save: the row still points at the old one until the transaction commits.
+    rel = Path("simulator") / f"world-{seed}-{timezone.now():%Y%m%dT%H%M%S%f}.json.gz"
+    target = Path(settings.MEDIA_ROOT) / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     # Level 1: the state is mostly base64 arrays; speed matters more than a few MB.
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as fh:
-        json.dump(simulator.world_state_to_json(state), fh)
+        json.dump(payload, fh)
     tmp.replace(target)
-    return str(path or rel)
+    return str(rel)
 
 
 def world_current() -> SimulatedWorld | None:
@@ -60,9 +66,12 @@ def world_load(record: SimulatedWorld | None = None) -> tuple[SimulatedWorld, si
     record = record or world_current()
     if record is None:
         raise LookupError("No simulated world in this database: run seed_demo first")
+    return record, simulator.world_from_state(simulator.world_state_from_json(_state_read(record)))
+
+
+def _state_read(record: SimulatedWorld) -> dict:
     with gzip.open(Path(settings.MEDIA_ROOT) / record.state_path, "rt", encoding="utf-8") as fh:
-        state = simulator.world_state_from_json(json.load(fh))
-    return record, simulator.world_from_state(state)
+        return json.load(fh)
 
 
 # -- bulk writing -----------------------------------------------------------------------
@@ -225,3 +234,84 @@ def _params_json(world: simulator.World) -> dict:
 
 def as_date(value: date | datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
+
+
+# -- the simulation clock -------------------------------------------------------------------
+
+APPLIED_KEY = "churnsite_interventions"  # intervention id -> simulated contact date, in the state file
+
+
+def world_advance(*, days: int, horizon_days: int = 90) -> dict:
+    """Advance the simulated world `days` days and apply what happened to the tables.
+
+    Partners reached by an intervention (any non-holdout intervention that was not held
+    back or rejected) get the simulator's true effect from their contact date; holdouts and
+    everybody else are untouched. A contact logged while the simulated clock is ahead of
+    the real one counts from the next simulated day. Pending interventions then resolve
+    from what happened: churned if the partner churned, saved once `horizon_days` passed
+    with the partner still active (unless a person resolved them first).
+    """
+    from retention.models import Intervention
+    from retention.services import intervention_set_outcome
+
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    started = time.perf_counter()
+    record = world_current()
+    if record is None:
+        raise LookupError("No simulated world in this database: run seed_demo first")
+    raw = _state_read(record)
+    seen: dict[str, str] = raw.pop(APPLIED_KEY, {})
+    world = simulator.world_from_state(simulator.world_state_from_json(raw))
+
+    first_new_day = world.today + timedelta(days=1)
+    contacted: dict[str, date] = {}
+    rows = Intervention.objects.exclude(pk__in=[int(k) for k in seen]).values_list(
+        "pk", "partner__external_id", "action", "review_status", "created_at"
+    )
+    for pk, ext, action, review, created_at in rows.order_by("created_at"):
+        sim_day = max(created_at.date(), first_new_day)
+        seen[str(pk)] = sim_day.isoformat()
+        reached = action != Intervention.Action.HOLDOUT and review in (
+            Intervention.Review.NOT_REQUIRED,
+            Intervention.Review.APPROVED,
+        )
+        if reached:
+            contacted[ext] = sim_day  # the latest contact wins
+    delta = simulator.advance_world(world, days, contacted=contacted or None)
+
+    resolved = {"saved": 0, "churned": 0}
+    with transaction.atomic():
+        written = apply_delta(delta)
+        churned_ids = set(Partner.objects.filter(status=Partner.Status.CHURNED).values_list("pk", flat=True))
+        for intervention in Intervention.objects.filter(outcome=Intervention.Outcome.PENDING).select_related(
+            "partner"
+        ):
+            contact_day = date.fromisoformat(seen.get(str(intervention.pk), world.today.isoformat()))
+            if intervention.partner_id in churned_ids:
+                outcome = Intervention.Outcome.CHURNED
+            elif (world.today - contact_day).days >= horizon_days:
+                outcome = Intervention.Outcome.SAVED
+            else:
+                continue
+            intervention_set_outcome(
+                intervention=intervention,
+                outcome=outcome,
+                actor=None,
+                reason=f"simulation clock: {'churned' if outcome == 'churned' else f'active {horizon_days} days after contact'}",
+            )
+            resolved[outcome] += 1
+        payload = simulator.world_state_to_json(world.state)
+        payload[APPLIED_KEY] = seen
+        record.state_path = _state_write(payload, seed=world.state.seed)
+        record.today = world.today
+        record.save(update_fields=["state_path", "today", "updated_at"])
+    return {
+        "days": days,
+        "simulated_today": world.today.isoformat(),
+        "contacts_applied": len(contacted),
+        **written,
+        "resolved_saved": resolved["saved"],
+        "resolved_churned": resolved["churned"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -1,0 +1,103 @@
+"""The simulation clock: the world moves on, interventions work by the simulator's true
+effect, and the Outcomes page measures that effect."""
+
+import copy
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from ml import simulator, simworld
+from retention.models import Intervention, MonthlyActivity, Partner
+from retention.selectors import control_group_uplift
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+def run(capsys, *args) -> dict:
+    call_command(*args)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_it_refuses_without_a_simulated_world(media):
+    with pytest.raises(CommandError, match="seed_demo"):
+        call_command("simulate_days", "30")
+
+
+def test_the_world_moves_forward_and_churn_lands_in_the_tables(capsys, media):
+    seeded = run(capsys, "seed_demo", "--partners", "400", "--months", "6", "--seed", "4", "--no-progress")
+    months_before = MonthlyActivity.objects.count()
+
+    summary = run(capsys, "simulate_days", "62")
+
+    record = simworld.world_current()
+    assert summary["simulated_today"] == record.today.isoformat()
+    assert (record.today - record.started_on).days == 62
+    assert summary["activity"] > 0 and MonthlyActivity.objects.count() == months_before + summary["activity"]
+    assert Partner.objects.filter(status="churned").count() == seeded["churned"] + summary["churned"]
+    # The database and the reloaded hidden state agree on who is gone.
+    _, world = simworld.world_load()
+    truth = set(world.partners.loc[world.partners["status"] == "churned", "external_id"])
+    assert truth == set(Partner.objects.filter(status="churned").values_list("external_id", flat=True))
+
+
+def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, media, manager_client):
+    run(capsys, "seed_demo", "--partners", "5000", "--months", "12", "--seed", "11", "--no-progress")
+    _, world = simworld.world_load()
+    # The experiment runs on the partners most at risk (where the agent acts), split at random.
+    truth_p = simulator.true_churn_probability(world, world.today)
+    at_risk = truth_p.sort_values(ascending=False).index[:1600].tolist()
+    rng = np.random.default_rng(2026)
+    holdout = set(rng.choice(at_risk, size=len(at_risk) // 2, replace=False).tolist())
+    treated = [e for e in at_risk if e not in holdout]
+    partners = Partner.objects.in_bulk(at_risk, field_name="external_id")
+    Intervention.objects.bulk_create(
+        Intervention(
+            partner=partners[ext],
+            source="agent",
+            action="holdout" if ext in holdout else "email_sent",
+            writer="" if ext in holdout else "template",
+        )
+        for ext in at_risk
+    )
+
+    # The truth, by counterfactual: the same world with everybody contacted and with nobody.
+    contact_day = world.today + timedelta(days=1)
+    everybody, nobody = copy.deepcopy(world), copy.deepcopy(world)
+    simulator.advance_world(everybody, 95, contacted=dict.fromkeys(at_risk, contact_day))
+    simulator.advance_world(nobody, 95)
+
+    def churned(w, ids):
+        status = w.partners.set_index("external_id").loc[ids, "status"]
+        return (status == "churned").to_numpy()
+
+    true_effect = churned(nobody, at_risk).mean() - churned(everybody, at_risk).mean()
+
+    summary = run(capsys, "simulate_days", "95")
+    assert summary["contacts_applied"] == len(treated)
+    assert summary["resolved_saved"] + summary["resolved_churned"] == len(at_risk)
+
+    # Control partners were left alone; treated ones got exactly the contacted future.
+    db_churned = set(Partner.objects.filter(status="churned").values_list("external_id", flat=True))
+    control = sorted(holdout)
+    assert [e in db_churned for e in control] == churned(nobody, control).tolist()
+    assert [e in db_churned for e in treated] == churned(everybody, treated).tolist()
+
+    uplift = control_group_uplift()
+    assert uplift["treated_n"] == len(treated) and uplift["control_n"] == len(holdout)
+    assert uplift["ci_low"] <= true_effect <= uplift["ci_high"], (uplift, true_effect)
+    assert true_effect > 0.03, "the experiment should have a real effect to find"
+    print(
+        f"true effect {true_effect:.4f}; measured {uplift['uplift']:.4f} [{uplift['ci_low']:.4f}, {uplift['ci_high']:.4f}]"
+    )
+
+    page = manager_client.get("/outcomes/").content.decode()
+    assert f"{uplift['uplift'] * 100:.1f}" in page
