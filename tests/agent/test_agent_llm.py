@@ -80,6 +80,7 @@ def test_an_llm_reply_that_smuggles_an_address_changes_no_recipient(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_drafts_on_a_bounded_pool_of_threads(agent_on, llm_settings, openai_server, mailoutbox):
+    llm_settings.OPENAI_TIMEOUT = 10.0
     openai_server.latency = 1.0
     partners = [scored_partner(risk=0.9 + i / 100) for i in range(6)]
     summary = run_once()
