@@ -66,7 +66,11 @@ def _feed_context(request: HttpRequest) -> dict:
     partners = selectors.partner_live_feed(**form.selector_kwargs())
     paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    return {"form": form, "page": page, "run_id": selectors.latest_scoring_run_id()}
+    unscored = []
+    if not page.object_list and not request.GET:
+        # First run, before any scoring: show who is there instead of an empty desk.
+        unscored = selectors.partner_list(status="active").filter(current_score__isnull=True)[:50]
+    return {"form": form, "page": page, "run_id": selectors.latest_scoring_run_id(), "unscored": unscored}
 
 
 def live_feed(request: HttpRequest) -> HttpResponse:

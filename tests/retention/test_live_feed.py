@@ -196,3 +196,13 @@ def test_the_feed_runs_a_constant_number_of_queries(retention_client, django_ass
     assert response.status_code == 200
     assert PartnerScore.objects.count() == 60
     PartnerScoreFactory  # noqa: B018 - imported for the fixtures above
+
+
+def test_before_any_scoring_the_feed_lists_the_unscored_partners(retention_client):
+    from tests.factories import PartnerFactory
+
+    PartnerFactory(external_id="P18477", name="Northwind Traders")
+
+    html = retention_client.get("/").content.decode()
+
+    assert "Not scored yet" in html and "P18477" in html and "Northwind Traders" in html

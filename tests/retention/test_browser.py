@@ -1,0 +1,55 @@
+"""The desk's main flow in a real browser: feed -> partner -> log -> resolve -> stats change."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from retention.models import Intervention
+from tests.conftest import browser_login
+from tests.retention.conftest import scored_partner
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_retention_user_triages_the_feed_logs_an_intervention_and_records_it_saved(page, retention_user):
+    scored_partner(external_id="P18477", name="Northwind Traders", risk=0.94, bucket="7d")
+    scored_partner(external_id="P10342", name="Contoso Retail", risk=0.97, bucket="90d")
+    scored_partner(external_id="P20001", name="Fabrikam", risk=0.60, bucket="7d")
+    browser_login(page, "rita")
+
+    page.goto("/?sort=risk")
+    rows = page.locator("table.feed tbody tr")
+    expect(rows.first).to_have_attribute("data-partner", "P10342")
+
+    # Sort by urgency through the filter form: htmx swaps the rows and keeps the URL in step.
+    page.get_by_label("Sort").select_option("urgency")
+    expect(rows.first).to_have_attribute("data-partner", "P18477")
+    expect(page).to_have_url(re.compile(r"sort=urgency"))
+    assert [rows.nth(i).get_attribute("data-partner") for i in range(3)] == ["P18477", "P20001", "P10342"]
+    expect(rows.first).to_contain_text("🔴 P18477 • Risk: 94% • Churn in: ~7 days")
+
+    page.get_by_role("link", name=re.compile("P18477 • Risk")).click()
+    expect(page.locator("h1")).to_contain_text("Northwind Traders")
+    expect(page.locator("#risk-now")).to_have_text("94%")
+
+    page.locator("#id_action").select_option("call_scheduled")
+    page.locator("#id_note").fill("Call the CFO on Friday")
+    page.get_by_role("button", name="Log intervention").click()
+    expect(page.locator("#act .notice")).to_have_text("Logged: Call scheduled")
+    expect(page.locator("#timeline")).to_contain_text("Call the CFO on Friday")
+    intervention = Intervention.objects.get(partner__external_id="P18477")
+
+    page.get_by_role("link", name="Interventions").click()
+    expect(page.locator("#summary-line")).to_contain_text("0 saved, 0 churned, 1 pending")
+    page.get_by_label("Status of P18477").select_option("saved")
+
+    # The row saves inline and the summary refreshes itself from the server.
+    expect(page.locator("#summary-line")).to_contain_text("1 saved, 0 churned, 0 pending")
+    expect(page.locator('[data-stat="save-rate"]')).to_have_text("100%")
+    intervention.refresh_from_db()
+    assert (intervention.outcome, intervention.outcome_set_by_id) == ("saved", retention_user.pk)
+
+    # It lives in the database: a fresh load shows the same.
+    page.reload()
+    expect(page.get_by_label("Status of P18477")).to_have_value("saved")
