@@ -54,7 +54,9 @@ def crm_recently_closed(*, view: str = "", user: AbstractBaseUser, limit: int = 
     qs = CrmTask.objects.exclude(status=CrmTask.Status.OPEN)
     if view == "mine":
         qs = qs.filter(assigned_to=user.pk)
-    return list(qs.select_related("partner").order_by("-completed_at", "-updated_at", "-id")[:limit])
+    return list(
+        qs.select_related("partner", "completed_by").order_by("-completed_at", "-updated_at", "-id")[:limit]
+    )
 
 
 def crm_view_counts(*, user: AbstractBaseUser, today: dt.date | None = None) -> dict[str, int]:

@@ -54,7 +54,7 @@ def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
     else:
         error = "Choose an outcome."
     if request.htmx:
-        task = CrmTask.objects.select_related("partner", "assigned_to").get(pk=task.pk)
+        task = CrmTask.objects.select_related("partner", "assigned_to", "completed_by").get(pk=task.pk)
         context = {"task": task, "error": error, "today": timezone.localdate(), "complete_form": form}
         response = render(request, TEMPLATE + "#task_row", context)
         if not error:

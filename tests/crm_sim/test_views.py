@@ -145,3 +145,16 @@ def test_the_filter_counts_refresh_as_their_own_partial(retention_client, two_ta
     assert html.rstrip().endswith("</nav>")
     assert 'All open <span class="badge">1</span>' in html
     assert 'hx-trigger="crm-task-completed from:body"' in html
+
+
+def test_the_page_query_count_does_not_grow_with_the_tasks_shown(
+    retention_client, retention_user, make_task, django_assert_max_num_queries
+):
+    for i in range(6):
+        make_task(assigned_to=retention_user, due_on=timezone.localdate() + dt.timedelta(days=i))
+    for _ in range(6):
+        done = make_task(assigned_to=retention_user)
+        get_crm_client().complete_task(done.external_id, outcome="none", actor=retention_user)
+
+    with django_assert_max_num_queries(9):
+        assert retention_client.get("/crm/").status_code == 200
