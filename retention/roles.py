@@ -19,11 +19,18 @@ RETENTION_PERMISSIONS = [
     "agent.view_auditevent",
     "agent.view_agentconfig",
     "agent.change_agentconfig",
+    # SPEC: the retention team runs and configures the agent; only managers approve its drafts.
+    "agent.run_agent",
+    "agent.view_donotcontact",
+    "agent.add_donotcontact",
+    "agent.delete_donotcontact",
+    "agent.view_followup",
     "crm_sim.view_crmtask",
     "crm_sim.change_crmtask",
 ]
 MANAGER_PERMISSIONS = RETENTION_PERMISSIONS + [
     "retention.approve_intervention",
+    "agent.view_interventionreview",
     "retention.correct_outcome",
     "retention.change_roiassumptions",
     "retention.change_partner",

@@ -1,0 +1,93 @@
+from django import forms
+
+from agent.models import AgentConfig
+from retention.models import Partner
+
+
+class AgentConfigForm(forms.ModelForm):
+    approval_tiers = forms.MultipleChoiceField(
+        choices=Partner.Tier.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Emails to these tiers wait for a manager's approval",
+    )
+
+    class Meta:
+        model = AgentConfig
+        fields = [
+            "risk_threshold",
+            "max_per_hour",
+            "cooldown_days",
+            "follow_up_days",
+            "approval_tiers",
+            "control_fraction",
+            "llm_model",
+        ]
+        widgets = {
+            "risk_threshold": forms.NumberInput(attrs={"step": "0.01", "min": "0.01", "max": "0.99"}),
+            "control_fraction": forms.NumberInput(attrs={"step": "0.01", "min": "0", "max": "0.5"}),
+        }
+
+    def clean_risk_threshold(self):
+        value = self.cleaned_data["risk_threshold"]
+        if not 0 < value < 1:
+            raise forms.ValidationError("The threshold is a probability between 0 and 1 (exclusive).")
+        return value
+
+    def clean_max_per_hour(self):
+        value = self.cleaned_data["max_per_hour"]
+        if not 1 <= value <= 1000:
+            raise forms.ValidationError("Between 1 and 1000 contacts an hour.")
+        return value
+
+    def clean_cooldown_days(self):
+        value = self.cleaned_data["cooldown_days"]
+        if not 1 <= value <= 365:
+            raise forms.ValidationError("Between 1 and 365 days.")
+        return value
+
+    def clean_follow_up_days(self):
+        value = self.cleaned_data["follow_up_days"]
+        if not 1 <= value <= 90:
+            raise forms.ValidationError("Between 1 and 90 days.")
+        return value
+
+    def clean_control_fraction(self):
+        value = self.cleaned_data["control_fraction"]
+        if not 0 <= value <= 0.5:
+            raise forms.ValidationError("Between 0 and 0.5 (at most half the partners held out).")
+        return value
+
+
+class PartnerRefForm(forms.Form):
+    partner = forms.CharField(
+        max_length=16, label="Partner ID", widget=forms.TextInput(attrs={"placeholder": "P10001"})
+    )
+
+    def clean_partner(self):
+        external_id = self.cleaned_data["partner"].strip().upper()
+        try:
+            return Partner.objects.get(external_id=external_id)
+        except Partner.DoesNotExist:
+            raise forms.ValidationError(f"No partner {external_id}.") from None
+
+
+class DoNotContactForm(PartnerRefForm):
+    reason = forms.CharField(max_length=200, required=False)
+
+
+class ActivityFilterForm(forms.Form):
+    run = forms.IntegerField(
+        required=False, min_value=1, widget=forms.NumberInput(attrs={"placeholder": "Run #"})
+    )
+    type = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, event_types: list[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["type"].choices = [("", "All events")] + [(t, t) for t in event_types]
+
+
+class ReviewForm(forms.Form):
+    email_subject = forms.CharField(max_length=200, label="Subject")
+    email_body = forms.CharField(widget=forms.Textarea(attrs={"rows": 16, "cols": 90}), label="Body")
+    reason = forms.CharField(max_length=500, required=False, label="Reason (required to reject)")

@@ -1,0 +1,173 @@
+"""The Agent Control page: Start/Stop, Run now (live progress), configuration, budget, activity
+log and the manual override queue. Thin views: check access, validate, call one service."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from agent import selectors, services
+from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
+from agent.models import AgentRun
+from churnsite.health import broker_status
+from retention.models import Intervention, Partner
+
+TEMPLATE = "agent/control.html"
+
+
+def _require(request: HttpRequest, perm: str) -> None:
+    if not request.user.has_perm(perm):
+        raise PermissionDenied
+
+
+def _context(request: HttpRequest, **extra) -> dict:
+    config = selectors.agent_config_get()
+    filters = ActivityFilterForm(request.GET or None, event_types=selectors.audit_event_types())
+    cleaned = filters.cleaned_data if filters.is_valid() else {}
+    runs = list(selectors.recent_runs(limit=10))
+    current = extra.pop("run", None) or (runs[0] if runs else None)
+    return {
+        "config": config,
+        "config_form": extra.pop("config_form", None) or AgentConfigForm(instance=config),
+        "writer": selectors.writer_status(),
+        "broker": broker_status(),
+        "eager": settings.CELERY_TASK_ALWAYS_EAGER,
+        "budget_used": selectors.budget_used(),
+        "runs": runs,
+        "run": current,
+        "filters": filters,
+        "events": selectors.activity_log(run_id=cleaned.get("run"), event_type=cleaned.get("type") or ""),
+        "queue": selectors.review_queue(),
+        "dnc": selectors.do_not_contact_list(),
+        "dnc_form": extra.pop("dnc_form", None) or DoNotContactForm(),
+        "intervene_form": extra.pop("intervene_form", None) or PartnerRefForm(),
+        "can_run": request.user.has_perm("agent.run_agent"),
+        "can_configure": request.user.has_perm("agent.change_agentconfig"),
+        "can_approve": request.user.has_perm("retention.approve_intervention"),
+        **extra,
+    }
+
+
+@require_GET
+def control(request: HttpRequest) -> HttpResponse:
+    _require(request, "agent.view_agentrun")
+    template = TEMPLATE
+    if request.htmx and request.GET.get("partial") in {"log", "budget", "queue"}:
+        template += "#" + request.GET["partial"]
+    return render(request, template, _context(request))
+
+
+@require_GET
+def run_progress(request: HttpRequest, run_id: int) -> HttpResponse:
+    _require(request, "agent.view_agentrun")
+    run = get_object_or_404(AgentRun, pk=run_id)
+    return render(request, TEMPLATE + "#progress", {"run": run})
+
+
+@require_POST
+def toggle(request: HttpRequest) -> HttpResponse:
+    _require(request, "agent.run_agent")
+    enabled = request.POST.get("enabled") == "1"
+    services.agent_set_enabled(enabled=enabled, actor=request.user)
+    messages.success(
+        request, "Agent started." if enabled else "Agent stopped: it acts on no further partner."
+    )
+    return redirect("agent:control")
+
+
+@require_POST
+def run_now(request: HttpRequest) -> HttpResponse:
+    from agent.tasks import run_agent
+
+    _require(request, "agent.run_agent")
+    run = services.agent_run_create(trigger=AgentRun.Trigger.MANUAL, actor=request.user)
+    # Through Celery like the schedule (in-process when there is no broker), after commit.
+    run_agent.delay_on_commit(run.pk)
+    if request.htmx:
+        return render(request, TEMPLATE + "#progress", {"run": run})
+    messages.success(request, f"Run {run.pk} queued.")
+    return redirect(f"{reverse('agent:control')}?run={run.pk}")
+
+
+@require_POST
+def config_update(request: HttpRequest) -> HttpResponse:
+    _require(request, "agent.change_agentconfig")
+    config = selectors.agent_config_get()
+    form = AgentConfigForm(request.POST, instance=config)
+    if form.is_valid():
+        try:
+            services.agent_config_update(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Configuration saved.")
+            return redirect("agent:control")
+    return render(request, TEMPLATE, _context(request, config_form=form), status=400)
+
+
+@require_POST
+def intervene(request: HttpRequest) -> HttpResponse:
+    from agent.tasks import execute_intervention
+
+    _require(request, "agent.run_agent")
+    form = PartnerRefForm(request.POST)
+    if not form.is_valid():
+        return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
+    partner = form.cleaned_data["partner"]
+    run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER, actor=request.user, partner=partner)
+    execute_intervention.delay_on_commit(run.pk, partner.pk, True)
+    messages.success(
+        request, f"Intervening on {partner.external_id} now (run {run.pk}): see the activity log."
+    )
+    return redirect(f"{reverse('agent:control')}?run={run.pk}")
+
+
+@require_POST
+def dnc_add(request: HttpRequest) -> HttpResponse:
+    _require(request, "agent.add_donotcontact")
+    form = DoNotContactForm(request.POST)
+    if not form.is_valid():
+        return render(request, TEMPLATE, _context(request, dnc_form=form), status=400)
+    partner = form.cleaned_data["partner"]
+    services.do_not_contact_add(partner=partner, reason=form.cleaned_data["reason"], actor=request.user)
+    messages.success(request, f"{partner.external_id} is on the do-not-contact list.")
+    return redirect("agent:control")
+
+
+@require_POST
+def dnc_remove(request: HttpRequest, partner_id: int) -> HttpResponse:
+    _require(request, "agent.delete_donotcontact")
+    partner = get_object_or_404(Partner, pk=partner_id)
+    services.do_not_contact_remove(partner=partner, actor=request.user)
+    messages.success(request, f"{partner.external_id} removed from the do-not-contact list.")
+    return redirect("agent:control")
+
+
+@require_POST
+def review_approve(request: HttpRequest, intervention_id: int) -> HttpResponse:
+    """Approve as drafted (the admin review page also allows editing). Refusals are audited."""
+    intervention = get_object_or_404(Intervention, pk=intervention_id)
+    try:
+        services.intervention_approve(intervention=intervention, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(request, f"Approved and sent to {intervention.partner.external_id}.")
+    return redirect("agent:control")
+
+
+@require_POST
+def review_reject(request: HttpRequest, intervention_id: int) -> HttpResponse:
+    intervention = get_object_or_404(Intervention, pk=intervention_id)
+    try:
+        services.intervention_reject(
+            intervention=intervention, actor=request.user, reason=request.POST.get("reason", "")
+        )
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(request, f"Rejected the draft for {intervention.partner.external_id}.")
+    return redirect("agent:control")

@@ -1,0 +1,221 @@
+import pytest
+from django.urls import reverse
+
+from agent import services
+from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact
+from retention.models import Intervention, Partner
+from tests.agent.helpers import scored_partner
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+URL = "/agent/"
+
+
+def held_intervention(**partner_fields) -> Intervention:
+    partner = scored_partner(risk=0.97, tier=Partner.Tier.PLATINUM, **partner_fields)
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    services.agent_run_execute(run_id=run.pk)
+    return Intervention.objects.get(partner=partner)
+
+
+def test_the_agent_page_needs_a_login(client):
+    response = client.get(URL)
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_someone_outside_the_teams_is_refused(client):
+    client.force_login(UserFactory(username="guest"))
+    assert client.get(URL).status_code == 403
+
+
+def test_the_page_says_which_writer_and_broker_are_active(retention_client):
+    response = retention_client.get(URL)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Agent Control" in body and "<html" in body
+    assert "Template writer: no OPENAI_API_KEY" in body
+    assert "Stopped" in body and "Hourly budget used" in body
+
+
+def test_the_page_names_the_llm_when_a_key_is_set(retention_client, settings):
+    settings.OPENAI_API_KEY = "sk-x"
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
+    settings.OPENAI_MODEL = "gpt-test"
+    assert "LLM: gpt-test at http://127.0.0.1:9/v1" in retention_client.get(URL).content.decode()
+
+
+@pytest.mark.parametrize("partial", ["log", "budget", "queue"])
+def test_each_live_section_is_served_as_an_htmx_partial(retention_client, partial):
+    response = retention_client.get(URL, {"partial": partial}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="{partial}"' in body and "<html" not in body
+
+
+def test_the_activity_log_filters_by_run_and_type(retention_client, agent_on):
+    scored_partner(risk=0.95)
+    first = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    services.agent_run_execute(run_id=first.pk)
+    second = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    response = retention_client.get(URL, {"partial": "log", "run": second.pk}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert "run_requested" in body and "email_sent" not in body
+    response = retention_client.get(
+        URL, {"partial": "log", "type": "email_sent"}, headers={"HX-Request": "true"}
+    )
+    body = response.content.decode()
+    assert "email_sent" in body and "run_started" not in body
+
+
+def test_start_and_stop_flip_the_flag_and_are_audited(retention_client, retention_user):
+    retention_client.post(reverse("agent:toggle"), {"enabled": "1"})
+    assert AgentConfig.objects.get().enabled is True
+    retention_client.post(reverse("agent:toggle"), {"enabled": "0"})
+    assert AgentConfig.objects.get().enabled is False
+    assert AuditEvent.objects.filter(event_type="config_changed", actor_user=retention_user).count() == 2
+
+
+def test_run_now_queues_a_run_through_celery_after_commit_and_polls_its_progress(
+    retention_client, agent_on, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = retention_client.post(reverse("agent:run_now"), headers={"HX-Request": "true"})
+    run = AgentRun.objects.get()
+    assert run.trigger == "manual" and run.status == "queued"
+    assert len(callbacks) == 1  # the task is sent only once the run row is committed
+    body = response.content.decode()
+    assert 'id="progress"' in body and 'hx-trigger="every 1s"' in body and "<html" not in body
+    progress = retention_client.get(
+        reverse("agent:run_progress", args=[run.pk]), headers={"HX-Request": "true"}
+    )
+    assert f"#{run.pk}" in progress.content.decode()
+
+
+def test_a_finished_run_stops_polling(retention_client, agent_on):
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    services.agent_run_execute(run_id=run.pk)
+    body = retention_client.get(reverse("agent:run_progress", args=[run.pk])).content.decode()
+    assert "Finished" in body and "every 1s" not in body
+
+
+def test_the_configuration_form_validates_and_saves(retention_client):
+    data = {
+        "risk_threshold": "1.5",
+        "max_per_hour": "50",
+        "cooldown_days": "30",
+        "follow_up_days": "7",
+        "approval_tiers": ["platinum"],
+        "control_fraction": "0.1",
+        "llm_model": "",
+    }
+    response = retention_client.post(reverse("agent:config"), data)
+    assert response.status_code == 400 and "between 0 and 1" in response.content.decode()
+    response = retention_client.post(
+        reverse("agent:config"), {**data, "risk_threshold": "0.9", "approval_tiers": ["gold", "platinum"]}
+    )
+    assert response.status_code == 302
+    config = AgentConfig.objects.get()
+    assert config.risk_threshold == 0.9 and config.approval_tiers == ["gold", "platinum"]
+
+
+def test_the_do_not_contact_list_can_be_edited(retention_client):
+    partner = scored_partner()
+    retention_client.post(reverse("agent:dnc_add"), {"partner": partner.external_id, "reason": "legal"})
+    assert DoNotContact.objects.get().partner == partner
+    assert partner.external_id in retention_client.get(URL).content.decode()
+    retention_client.post(reverse("agent:dnc_remove", args=[partner.pk]))
+    assert not DoNotContact.objects.exists()
+
+
+def test_intervene_now_queues_one_partner(retention_client, agent_on, django_capture_on_commit_callbacks):
+    partner = scored_partner(risk=0.1)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        retention_client.post(reverse("agent:intervene"), {"partner": partner.external_id})
+    assert len(callbacks) == 1
+    run = AgentRun.objects.get(trigger="partner")
+    assert run.requested_by.username == "rita"
+    response = retention_client.post(reverse("agent:intervene"), {"partner": "NOPE"})
+    assert response.status_code == 400
+
+
+def test_a_retention_user_cannot_approve_and_the_attempt_is_audited(
+    retention_client, retention_user, agent_on, mailoutbox
+):
+    intervention = held_intervention()
+    response = retention_client.post(reverse("agent:review_approve", args=[intervention.pk]))
+    assert response.status_code == 403
+    assert AuditEvent.objects.filter(event_type="review_refused", actor_user=retention_user).exists()
+    intervention.refresh_from_db()
+    assert intervention.review_status == "awaiting" and mailoutbox == []
+
+
+def test_llm_text_is_escaped_on_the_agent_page(retention_client, agent_on):
+    intervention = held_intervention()
+    Intervention.objects.filter(pk=intervention.pk).update(email_subject="<script>alert(1)</script>")
+    body = retention_client.get(URL).content.decode()
+    assert "<script>alert(1)</script>" not in body and "&lt;script&gt;" in body
+
+
+# The review queue in the admin ------------------------------------------------------
+
+
+def test_managers_see_the_review_queue_and_the_draft_with_its_drivers(manager_client, agent_on):
+    intervention = held_intervention()
+    Intervention.objects.filter(pk=intervention.pk).update(email_body="Hello <b>team</b>")
+    changelist = manager_client.get(reverse("admin:agent_interventionreview_changelist"))
+    assert changelist.status_code == 200 and intervention.partner.external_id in changelist.content.decode()
+    page = manager_client.get(reverse("admin:agent_interventionreview_review", args=[intervention.pk]))
+    body = page.content.decode()
+    assert "Payment 45 days overdue" in body and "Platinum" in body
+    assert "Hello &lt;b&gt;team&lt;/b&gt;" in body
+
+
+def test_a_manager_approves_an_edited_draft_in_the_admin(manager_client, manager, agent_on, mailoutbox):
+    intervention = held_intervention()
+    url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
+    response = manager_client.post(
+        url,
+        {"email_subject": "Edited subject", "email_body": "Edited body", "reason": "", "decision": "approve"},
+    )
+    assert response.status_code == 302
+    [mail] = mailoutbox
+    assert mail.subject == "Edited subject" and mail.to == [intervention.partner.contact_email]
+    event = AuditEvent.objects.get(event_type="review_approved")
+    assert event.actor_user == manager and "+Edited body" in event.payload["diff"]
+
+
+def test_a_manager_rejects_with_a_reason_in_the_admin(manager_client, agent_on, mailoutbox):
+    intervention = held_intervention()
+    url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
+    data = {
+        "email_subject": intervention.email_subject,
+        "email_body": intervention.email_body,
+        "decision": "reject",
+    }
+    assert manager_client.post(url, {**data, "reason": ""}).status_code == 200  # the reason is required
+    assert manager_client.post(url, {**data, "reason": "Renewal call already booked"}).status_code == 302
+    intervention.refresh_from_db()
+    assert intervention.review_status == "rejected" and mailoutbox == []
+
+
+def test_staff_without_the_approve_permission_get_403_and_are_audited(client, agent_on, mailoutbox):
+    clerk = UserFactory(username="clerk", is_staff=True, groups=["Retention"])
+    client.force_login(clerk)
+    intervention = held_intervention()
+    url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
+    response = client.post(url, {"email_subject": "x", "email_body": "y", "decision": "approve"})
+    assert response.status_code == 403
+    assert AuditEvent.objects.filter(event_type="review_refused", actor_user=clerk).exists()
+    assert mailoutbox == []
+
+
+def test_the_audit_trail_is_read_only_in_the_admin():
+    from django.contrib.admin.sites import site
+
+    from agent.models import AuditEvent as Model
+
+    model_admin = site._registry[Model]
+    request = type("R", (), {"user": UserFactory(username="root", is_staff=True, is_superuser=True)})()
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)
