@@ -2,7 +2,10 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from crm_sim.models import CrmTask
-from crm_sim.services import crm_task_complete
+from crm_sim.services import crm_task_complete, crm_task_update
+
+# What a person may edit on an open task; everything else is history or set by a service.
+EDITABLE = ("title", "notes", "due_on", "assigned_to")
 
 
 @admin.register(CrmTask)
@@ -12,15 +15,21 @@ class CrmTaskAdmin(admin.ModelAdmin):
     search_fields = ["partner__external_id", "external_id", "title"]
     ordering = ["status", "due_on"]
     list_select_related = ["partner", "assigned_to"]
-    raw_id_fields = ["partner", "intervention", "assigned_to"]
-    # Status and outcome change only through the service (it resolves the intervention).
-    readonly_fields = [
+    raw_id_fields = ["assigned_to"]
+    fields = [
         "external_id",
-        "idempotency_key",
+        "partner",
+        "intervention",
+        "kind",
+        "title",
+        "notes",
+        "due_on",
+        "assigned_to",
         "status",
         "outcome",
         "completed_at",
         "completed_by",
+        "idempotency_key",
         "created_at",
         "updated_at",
     ]
@@ -29,6 +38,18 @@ class CrmTaskAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         # Tasks come from the agent and the CRM client (with an idempotency key).
         return False
+
+    def get_readonly_fields(self, request, obj=None):
+        # Status and outcome change only through the services (completion resolves the intervention).
+        if obj is not None and not obj.is_open:
+            return self.fields
+        return [f for f in self.fields if f not in EDITABLE]
+
+    def save_model(self, request, obj, form, change):
+        # Through the service, so the edit is validated and audited like any other.
+        changes = {field: form.cleaned_data[field] for field in form.changed_data if field in EDITABLE}
+        if changes:
+            crm_task_update(task=obj, actor=request.user, **changes)
 
     def _complete(self, request, queryset, outcome: str) -> None:
         done, failed = 0, []
