@@ -1,0 +1,381 @@
+"""Live Feed speed at 100k partners on PostgreSQL, next to the Django admin's Partner changelist.
+
+    .venv/bin/python bench/feed_bench.py [--partners 100000] [--workers 3] [--clients 10]
+                                          [--requests 40] [--db churnsite_bench_ui]
+
+1. Creates (once) a separate database, migrates it and bulk-loads N partners with current
+   scores and ~20% of them with interventions (COPY; plain rows, no simulator).
+2. Counts the SQL queries of every Live Feed variant in-process (the same views, 100k rows).
+3. Serves the site with gunicorn on 127.0.0.1, logs in, and drives each page with `clients`
+   concurrent threads (http.client, one session cookie); prints p50/p95 per page and overall,
+   and the ratio admin/feed. The last line is a JSON summary.
+"""
+
+import argparse
+import http.client
+import io
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgres://postgres@127.0.0.1:5432"
+PASSWORD = "bench-password-123"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_database(db: str) -> None:
+    out = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname='{db}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if out.stdout.strip() != "1":
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=os.environ, check=True
+    )
+
+
+def load(n: int) -> None:
+    """Bulk-load n partners + scores (+ interventions for ~20%) unless they are there already."""
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import Group, User
+    from django.db import connection
+    from django.utils import timezone
+
+    from ml.models import ModelVersion, ScoringRun
+    from retention.models import Partner
+
+    bench, _ = User.objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
+    bench.is_staff = bench.is_superuser = True
+    bench.set_password(PASSWORD)
+    bench.save()
+    owners = []
+    for i in range(6):
+        user, _ = User.objects.get_or_create(username=f"owner{i}", defaults={"first_name": f"Owner {i}"})
+        user.groups.add(Group.objects.get(name="Retention"))
+        owners.append(user.pk)
+    have = Partner.objects.count()
+    if have >= n:
+        log(f"{have} partners already loaded")
+        return
+    if have:
+        raise SystemExit(f"{have} partners in the bench database, fewer than {n}: drop it and rerun")
+    now = timezone.now()
+    version = ModelVersion.objects.create(
+        trained_at=now,
+        window_start="2024-01-01",
+        window_end="2025-12-31",
+        artifact_path="bench",
+        artifact_sha256="0" * 64,
+        is_active=True,
+    )
+    run = ScoringRun.objects.create(
+        model_version=version, status="succeeded", started_at=now, finished_at=now
+    )
+    rng = random.Random(42)
+    words = ["Acme", "Northwind", "Contoso", "Fabrikam", "Globex", "Initech", "Umbrella", "Stark", "Wayne"]
+    tiers = ["bronze"] * 5 + ["silver"] * 3 + ["gold"] * 2 + ["platinum"]
+    started = time.monotonic()
+    partners, scores = io.StringIO(), io.StringIO()
+    ts = now.isoformat()
+    for i in range(n):
+        pid = i + 1
+        revenue = round(rng.lognormvariate(7.5, 0.8), 2)
+        owner = str(rng.choice(owners)) if rng.random() < 0.8 else "\\N"
+        partners.write(
+            f"{pid}\t{ts}\t{ts}\tP{100000 + i}\t{rng.choice(words)} {rng.choice(words)} {i}\t{rng.choice(tiers)}\t"
+            f"{rng.choice(['na', 'emea', 'apac', 'latam'])}\t{rng.choice(['reseller', 'merchant', 'referral'])}\t"
+            f"{revenue}\tops{i}@bench.example\t{owner}\t2023-01-01\tactive\t\\N\t\n"
+        )
+        risk = rng.betavariate(1.2, 4)
+        shares = [rng.random() for _ in range(3)]
+        total = sum(shares)
+        p7, p30 = risk * shares[0] / total, risk * shares[1] / total
+        p90 = risk - p7 - p30
+        probs = {"7d": p7, "30d": p30, "90d": p90, "later": 1 - risk}
+        bucket = max(probs, key=probs.get) if risk >= 0.5 else "later"
+        rank = {"7d": 0, "30d": 1, "90d": 2, "later": 3}[bucket]
+        drivers = json.dumps(
+            [
+                {
+                    "feature": "days_overdue",
+                    "text": f"Payment {rng.randint(1, 90)} days overdue",
+                    "value": 1,
+                    "points": 9.0,
+                },
+                {
+                    "feature": "tx_trend",
+                    "text": "Transactions down 30% in 3 months",
+                    "value": -0.3,
+                    "points": 4.0,
+                },
+            ]
+        )
+        scores.write(
+            f"{pid}\t{risk:.6f}\t{p7:.6f}\t{p30:.6f}\t{max(p90, 0):.6f}\t{1 - risk:.6f}\t{bucket}\t"
+            f"{drivers}\t{ts}\t{version.pk}\t{run.pk}\t{rank}\t{revenue * risk:.2f}\n"
+        )
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        with raw.copy(
+            "COPY retention_partner (id, created_at, updated_at, external_id, name, tier, region, segment, "
+            "monthly_revenue, contact_email, account_owner_id, joined_on, status, churned_on, notes) FROM STDIN"
+        ) as copy:
+            copy.write(partners.getvalue())
+        with raw.copy(
+            "COPY ml_partnerscore (partner_id, risk, p_7d, p_30d, p_90d, p_later, bucket, drivers, scored_at, "
+            "model_version_id, run_id, urgency_rank, revenue_at_risk) FROM STDIN"
+        ) as copy:
+            copy.write(scores.getvalue())
+        cursor.execute("SELECT setval(pg_get_serial_sequence('retention_partner', 'id'), %s)", [n])
+        # ~20% of partners contacted once, resolved for most: last-intervention and "not yet contacted".
+        cursor.execute(
+            """
+            INSERT INTO retention_intervention (created_at, updated_at, partner_id, action, source, outcome,
+                review_status, note, drivers_at_action, email_subject, email_body, writer, bucket_at_action)
+            SELECT now() - (id % 90) * interval '1 day', now(), id,
+                   (ARRAY['email_sent','call_scheduled','meeting','discount_offered','other'])[1 + id % 5],
+                   'manual', (ARRAY['saved','churned','pending'])[1 + id % 3], 'not_required', '', '[]', '', '',
+                   '', ''
+            FROM retention_partner WHERE id % 5 = 0
+            """
+        )
+        cursor.execute("ANALYZE")
+    log(f"loaded {n} partners, scores and interventions in {time.monotonic() - started:.1f}s")
+
+
+FEED_URLS = [
+    "/",
+    "/?sort=risk",
+    "/?sort=revenue",
+    "/?tier=gold",
+    "/?bucket=7d&sort=risk",
+    "/?not_contacted=on",
+    "/?owner={owner}",
+    "/?tier=platinum&not_contacted=on&sort=revenue",
+    "/?q=P150123",
+    "/?q=globex+acme",
+    "/?sort=revenue&page=20",
+]
+ADMIN_URLS = [
+    "/admin/retention/partner/",
+    "/admin/retention/partner/?tier__exact=gold",
+    "/admin/retention/partner/?o=-6",
+    "/admin/retention/partner/?q=P150123",
+    "/admin/retention/partner/?q=globex+acme",
+    "/admin/retention/partner/?p=40",
+]
+
+
+def count_queries(urls: list[str]) -> dict:
+    """Queries per Live Feed variant at full size, counted in-process."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.force_login(User.objects.get(username="bench"))
+    counts = {}
+    for url in urls:
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+        counts[url] = len(ctx.captured_queries)
+    return counts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def login(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/login/")
+    response = conn.getresponse()
+    html = response.read().decode()
+    csrf_cookie = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie") or "").group(1)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    body = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token})
+    conn.request(
+        "POST",
+        "/login/",
+        body=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={csrf_cookie}"},
+    )
+    response = conn.getresponse()
+    response.read()
+    session = re.search(r"sessionid=([^;]+)", response.getheader("Set-Cookie") or "")
+    if response.status != 302 or not session:
+        raise SystemExit(f"login failed: {response.status}")
+    return f"csrftoken={csrf_cookie}; sessionid={session.group(1)}"
+
+
+def drive(port: int, cookie: str, urls: list[str], clients: int, per_client: int) -> list[float]:
+    """`clients` threads, each with its own keep-alive connection, `per_client` GETs round-robin."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for i in range(per_client):
+            url = urls[(offset + i) % len(urls)]
+            t0 = time.perf_counter()
+            conn.request("GET", url, headers={"Cookie": cookie})
+            response = conn.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - t0) * 1000)
+            if response.status != 200:
+                errors.append(f"{url}: {response.status}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} errors, e.g. {errors[:3]}")
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--partners", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=40, help="per client, per page kind")
+    parser.add_argument("--db", default="churnsite_bench_ui")
+    parser.add_argument("--load-only", action="store_true", help="create and load the database, then stop")
+    args = parser.parse_args()
+
+    os.environ.update(
+        DATABASE_URL=f"{PG}/{args.db}",
+        REDIS_URL="",
+        DEBUG="false",
+        DJANGO_SETTINGS_MODULE="churnsite.settings",
+        DB_CONN_MAX_AGE="600",
+    )
+    os.environ.pop("TEST_DATABASE_NAME", None)
+    sys.path.insert(0, str(ROOT))
+    ensure_database(args.db)
+    load(args.partners)
+    if args.load_only:
+        return
+
+    from django.contrib.auth.models import User
+
+    owner = User.objects.get(username="owner1").pk
+    feed_urls = [u.format(owner=owner) for u in FEED_URLS]
+    queries = count_queries(feed_urls)
+    log("queries per Live Feed page: " + ", ".join(f"{u} {c}" for u, c in queries.items()))
+
+    port = free_port()
+    gunicorn = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "churnsite.wsgi",
+            "-w",
+            str(args.workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        cookie = login(port)
+        drive(port, cookie, feed_urls + ADMIN_URLS, args.clients, 2 * len(feed_urls))  # warm-up
+        results = {}
+        for name, urls in (("live_feed", feed_urls), ("admin_changelist", ADMIN_URLS)):
+            t0 = time.monotonic()
+            lat = drive(port, cookie, urls, args.clients, args.requests)
+            elapsed = time.monotonic() - t0
+            results[name] = {
+                "requests": len(lat),
+                "p50_ms": round(pct(lat, 50), 1),
+                "p95_ms": round(pct(lat, 95), 1),
+                "max_ms": round(max(lat), 1),
+                "rps": round(len(lat) / elapsed, 1),
+            }
+            log(f"{name}: {results[name]}")
+        # Per-variant p95 of the feed, to see which filter is the slow one.
+        per_url = {}
+        for url in feed_urls:
+            lat = drive(port, cookie, [url], args.clients, 5)
+            per_url[url] = round(pct(lat, 95), 1)
+        log("feed p95 per variant (10 clients x 5): " + json.dumps(per_url))
+    finally:
+        gunicorn.send_signal(signal.SIGTERM)
+        gunicorn.wait(timeout=30)
+
+    load_avg = os.getloadavg()
+    summary = {
+        "partners": args.partners,
+        "gunicorn_workers": args.workers,
+        "clients": args.clients,
+        "cpus": os.cpu_count(),
+        "loadavg_after": [round(x, 2) for x in load_avg],
+        "feed_max_queries": max(queries.values()),
+        "feed_queries": queries,
+        "live_feed": results["live_feed"],
+        "admin_changelist": results["admin_changelist"],
+        "feed_p95_per_variant_ms": per_url,
+        "p95_ratio_admin_over_feed": round(
+            results["admin_changelist"]["p95_ms"] / results["live_feed"]["p95_ms"], 2
+        ),
+        "p50_ratio_admin_over_feed": round(
+            results["admin_changelist"]["p50_ms"] / results["live_feed"]["p50_ms"], 2
+        ),
+        "feed_p95_target_ms": 150,
+        "feed_p95_ok": results["live_feed"]["p95_ms"] <= 150,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
