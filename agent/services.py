@@ -324,10 +324,11 @@ class InterventionAgent:
         self._draft(job)
         return self._count(self._commit(job, skip_threshold=skip_threshold))
 
-    def _count(self, result: str) -> str:
+    def _count(self, result: str, *, progress: bool = True) -> str:
         if result in self.counts:
             self.counts[result] += 1
-        self._progress()
+        if progress:
+            self._progress()
         return result
 
     # Batch ---------------------------------------------------------------------------
@@ -356,28 +357,35 @@ class InterventionAgent:
             pos = 0
             while pos < len(ids) and not stop_reason:
                 batch = []
+                # Budget pre-check once per chunk (the binding check is in each commit).
+                if selectors.budget_used() >= self.config.max_per_hour:
+                    self._audit("rate_limited", payload=self._budget_payload())
+                    self.counts[RATE_LIMITED] += 1
+                    stop_reason = RATE_LIMITED
+                    break
                 # Claim a handful (the draft concurrency); holdouts and skips resolve right away.
                 while pos < len(ids) and len(batch) < self.concurrency:
                     if limit is not None and acted + len(batch) >= limit:
                         stop_reason = "limit"
                         break
-                    result = self._prepare(ids[pos], skip_threshold=False)
+                    result = self._prepare(ids[pos], skip_threshold=False, recheck=False)
                     pos += 1
                     if isinstance(result, _Job):
                         batch.append(result)
                         continue
-                    self._count(result)
+                    self._count(result, progress=False)
                     if result == HOLDOUT:
                         acted += 1
                     if result in (STOPPED, RATE_LIMITED):
                         stop_reason = result
                         break
+                self._progress()
                 self._draft_all(batch)
                 for i, job in enumerate(batch):
                     if stop_reason in (STOPPED, RATE_LIMITED):
                         self._release(job)
                         continue
-                    result = self._count(self._commit(job, skip_threshold=False))
+                    result = self._count(self._commit(job, skip_threshold=False), progress=False)
                     if result in (EXECUTED, HELD):
                         acted += 1
                     if result in (STOPPED, RATE_LIMITED):
@@ -385,6 +393,7 @@ class InterventionAgent:
                         for rest in batch[i + 1 :]:
                             self._release(rest)
                         break
+                self._progress()
         finally:
             self._sweep_unlock()
         if stop_reason == STOPPED:
@@ -413,24 +422,28 @@ class InterventionAgent:
     # Steps ------------------------------------------------------------------------
 
     def _claim(self, partner_id: int, token: str) -> bool:
+        """Insert the claim row; the primary key makes it exclusive. A claim older than CLAIM_TTL
+        (its worker died) is taken over; the conditional upsert lets exactly one taker win."""
         now = timezone.now()
-        try:
-            with transaction.atomic():
-                PartnerClaim.objects.create(partner_id=partner_id, run=self.run, token=token, claimed_at=now)
-            return True
-        except IntegrityError:
-            # Taken, unless the holder died long ago (conditional update: one taker wins).
-            return (
-                PartnerClaim.objects.filter(partner_id=partner_id, claimed_at__lt=now - CLAIM_TTL).update(
-                    token=token, run=self.run, claimed_at=now
-                )
-                == 1
+        table = PartnerClaim._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (partner_id, run_id, token, claimed_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (partner_id) DO UPDATE SET run_id = EXCLUDED.run_id, token = EXCLUDED.token, "
+                f"claimed_at = EXCLUDED.claimed_at WHERE {table}.claimed_at < %s RETURNING token",
+                [partner_id, self.run.pk, token, now, now - CLAIM_TTL],
             )
+            row = cursor.fetchone()
+        return row is not None and row[0] == token
 
     def _release(self, job: _Job) -> None:
-        PartnerClaim.objects.filter(partner_id=job.partner.pk, token=job.token).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {PartnerClaim._meta.db_table} WHERE partner_id = %s AND token = %s",
+                [job.partner.pk, job.token],
+            )
 
-    def _prepare(self, partner_id: int, *, skip_threshold: bool) -> _Job | str:
+    def _prepare(self, partner_id: int, *, skip_threshold: bool, recheck: bool = True) -> _Job | str:
         """Claim, re-check, budget pre-check, draw; a holdout is recorded here. Returns a job to
         draft, or the final result."""
         if not self._enabled():
@@ -446,22 +459,30 @@ class InterventionAgent:
         try:
             partner = Partner.objects.select_related("account_owner", "current_score").get(pk=partner_id)
             job = _Job(partner=partner, token=token, risk=0.0, bucket="")
-            reason = selectors.partner_ineligibility(
-                partner=partner, config=self.config, skip_threshold=skip_threshold
-            )
-            if reason:
-                self._audit("partner_skipped", partner=partner, payload={"reason": reason})
-                self._release(job)
-                return SKIPPED
-            if selectors.budget_used() >= self.config.max_per_hour:
+            control = self.rng.random() < self.config.control_fraction
+            # A holdout is written right here, so it gets the full re-check; a contact is
+            # re-checked under the partner's lock when it is committed.
+            if recheck or control:
+                reason = selectors.partner_ineligibility(
+                    partner=partner, config=self.config, skip_threshold=skip_threshold
+                )
+                if reason:
+                    self._audit("partner_skipped", partner=partner, payload={"reason": reason})
+                    self._release(job)
+                    return SKIPPED
+            if recheck and selectors.budget_used() >= self.config.max_per_hour:
                 self._audit("rate_limited", partner=partner, payload=self._budget_payload())
                 self._release(job)
                 return RATE_LIMITED
             score = partner.current_score
             job.risk, job.bucket = score.risk, score.bucket
-            if self.rng.random() < self.config.control_fraction:
+            if control:
                 return self._holdout(job)
-            job.drivers = selectors.partner_drivers_for_agent(partner=partner)
+            job.drivers = (
+                list(score.drivers)
+                if score.drivers is not None
+                else selectors.partner_drivers_for_agent(partner=partner)
+            )
             self._audit(
                 "partner_selected",
                 partner=partner,
@@ -477,7 +498,7 @@ class InterventionAgent:
             if job is not None:
                 self._release(job)
             else:
-                PartnerClaim.objects.filter(partner_id=partner_id, token=token).delete()
+                self._release(_Job(partner=Partner(pk=partner_id), token=token, risk=0.0, bucket=""))
             raise
 
     def _holdout(self, job: _Job) -> str:
@@ -566,7 +587,7 @@ class InterventionAgent:
                 # Lock the partner row so a manual log or another path can't race the re-check.
                 locked = (
                     Partner.objects.select_for_update(of=("self",))
-                    .select_related("account_owner")
+                    .select_related("account_owner", "current_score")
                     .get(pk=partner.pk)
                 )
                 reason = selectors.partner_ineligibility(
@@ -614,6 +635,12 @@ class InterventionAgent:
                         intervention=intervention,
                         payload={"tier": locked.tier, "approval_tiers": self.config.approval_tiers},
                     )
+                else:
+                    # The follow-up row commits with the intervention; its CRM task comes after.
+                    FollowUp.objects.create(
+                        intervention=intervention,
+                        due_at=now + dt.timedelta(days=self.config.follow_up_days),
+                    )
         except IntegrityError:
             # The unique constraint: another path opened an agent intervention meanwhile.
             self._audit("partner_skipped", partner=partner, payload={"reason": "open_agent_intervention"})
@@ -626,7 +653,7 @@ class InterventionAgent:
             intervention_send_email(intervention=intervention, actor=None, run=self.run)
         except Exception:  # noqa: BLE001 - audited by the send service; the intervention stays, unsent
             return FAILED
-        followup_schedule(intervention=intervention, run=self.run)
+        followup_schedule(intervention=intervention, run=self.run, follow_up_days=self.config.follow_up_days)
         return EXECUTED
 
 
@@ -784,16 +811,19 @@ def intervention_reject(*, intervention: Intervention, actor: AbstractBaseUser, 
 # Follow-ups ---------------------------------------------------------------------------
 
 
-def followup_schedule(*, intervention: Intervention, run: AgentRun | None = None) -> FollowUp:
+def followup_schedule(
+    *, intervention: Intervention, run: AgentRun | None = None, follow_up_days: int | None = None
+) -> FollowUp:
     """The N-day follow-up (our row and a CRM task). Idempotent; a CRM failure is audited and the
     row stays, so the hourly check still happens."""
     from crm_sim.client import CreateTask, get_crm_client
 
-    config = selectors.agent_config_get()
+    if follow_up_days is None:
+        follow_up_days = selectors.agent_config_get().follow_up_days
     partner = intervention.partner
     followup, _ = FollowUp.objects.get_or_create(
         intervention=intervention,
-        defaults={"due_at": timezone.now() + dt.timedelta(days=config.follow_up_days)},
+        defaults={"due_at": timezone.now() + dt.timedelta(days=follow_up_days)},
     )
     if followup.crm_task_id:
         return followup
