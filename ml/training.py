@@ -45,6 +45,18 @@ def plan_cutoffs(first_month: dt.date, today: dt.date, *, test_cutoffs: int = 3,
     return train, test
 
 
+def data_end(partners: pd.DataFrame, activity: pd.DataFrame, invoices: pd.DataFrame) -> dt.date:
+    """The last day the history covers: the latest dated event (payment, invoice, churn) or
+    the end of the last month of activity."""
+    candidates = [
+        pd.to_datetime(invoices["paid_on"]).max(),
+        pd.to_datetime(invoices["issued_on"]).max(),
+        pd.to_datetime(partners["churned_on"]).max(),
+        pd.to_datetime(activity["month"]).max() + pd.offsets.MonthEnd(0),
+    ]
+    return max(c for c in candidates if pd.notna(c)).date()
+
+
 def train_and_evaluate(
     partners: pd.DataFrame,
     activity: pd.DataFrame,

@@ -1,4 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from ml import views
 
 app_name = "ml"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.model_page, name="model"),
+    path("versions/<int:pk>/activate/", views.model_activate, name="activate"),
+]

@@ -1,0 +1,79 @@
+"""Reads of the ml app: current scores, drivers (on demand, cached), the Model page."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.cache import cache
+
+from ml.models import ModelVersion, PartnerScore, ScoringRun
+from ml.registry import active_version, model_for_version, scoring_as_of
+
+DRIVERS_CACHE_SECONDS = 24 * 3600
+
+
+def partner_current_score(*, partner) -> PartnerScore | None:
+    return PartnerScore.objects.filter(partner=partner).select_related("model_version", "run").first()
+
+
+def partner_drivers(*, partner) -> list[dict]:
+    """The partner's top drivers: stored by scoring (risk >= 50%), else computed now from the
+    partner's own rows, at the date and with the model of its current score, and cached
+    (on the score row and in the cache)."""
+    score = partner_current_score(partner=partner)
+    if score is not None and score.drivers is not None:
+        return score.drivers
+    if score is not None:
+        version = score.model_version
+        as_of = dt.date.fromisoformat(score.run.stats["as_of"]) if score.run else scoring_as_of()
+        run_id = score.run_id
+    else:
+        version = active_version()
+        if version is None:
+            return []
+        as_of, run_id = scoring_as_of(), None
+    stamp = score.scored_at.timestamp() if score is not None else as_of.isoformat()
+    key = f"ml:drivers:{partner.pk}:{version.pk}:{version.artifact_sha256[:12]}:{run_id}:{stamp}"
+    drivers = cache.get(key)
+    if drivers is None:
+        drivers = compute_partner_drivers(partner_id=partner.pk, version=version, as_of=as_of)
+        cache.set(key, drivers, DRIVERS_CACHE_SECONDS)
+    if score is not None:
+        from ml.services import partner_score_store_drivers
+
+        partner_score_store_drivers(partner_id=partner.pk, run_id=run_id, drivers=drivers)
+    return drivers
+
+
+def compute_partner_drivers(*, partner_id: int, version: ModelVersion, as_of: dt.date) -> list[dict]:
+    from ml.services import partner_features
+
+    model = model_for_version(version)
+    X = partner_features(partner_ids=[partner_id], as_of=as_of, model=model)
+    if not len(X):
+        return []
+    return model.drivers(X)[0]
+
+
+def latest_run() -> ScoringRun | None:
+    return (
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED).select_related("model_version").first()
+    )
+
+
+def current_risk_histogram(*, bins: int = 20) -> list[int]:
+    """Counts of current scores per 5-point risk band (one aggregate query)."""
+    from django.db.models import Count, F, IntegerField, Value
+    from django.db.models.functions import Cast, Floor, Least
+
+    rows = (
+        PartnerScore.objects.annotate(
+            band=Least(Cast(Floor(F("risk") * bins), IntegerField()), Value(bins - 1))
+        )
+        .values("band")
+        .annotate(n=Count("pk"))
+    )
+    counts = [0] * bins
+    for r in rows:
+        counts[int(r["band"])] = r["n"]
+    return counts

@@ -1,0 +1,270 @@
+"""Writes of the ml app: registering and activating model versions, scoring runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from agent.audit import audit_record
+from ml import features as F
+from ml.churn_model import ChurnModel, save_model
+from ml.data import history_frames
+from ml.models import BUCKET_URGENCY_RANK, ModelVersion, PartnerScore, RiskScore, ScoringRun
+from ml.registry import active_version, artifact_full_path, model_for_version, scoring_as_of
+
+DEFAULT_CHUNK = 10_000
+DRIVERS_FROM_RISK = 0.5  # scoring computes drivers for these; the others on demand
+
+
+class ModelActivationError(ValueError):
+    pass
+
+
+def model_version_register(
+    *,
+    model: ChurnModel,
+    report: dict[str, Any],
+    source: str = "database",
+    activate: bool = False,
+    actor: AbstractBaseUser | None = None,
+) -> ModelVersion:
+    """Save the artifact under MEDIA_ROOT/models and record it (optionally activating it)."""
+    trained_at = timezone.now()
+    relative = f"models/churn-{trained_at:%Y%m%d-%H%M%S-%f}.skops"
+    sha = save_model(model, artifact_full_path(relative))
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            trained_at=trained_at,
+            window_start=report.get("window_start") or trained_at.date(),
+            window_end=report.get("window_end") or trained_at.date(),
+            features=list(model.features),
+            metrics=report,
+            artifact_path=relative,
+            artifact_sha256=sha,
+            source=source,
+        )
+        if activate:
+            model_version_activate(version=version, actor=actor)
+    return version
+
+
+def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser | None = None) -> ModelVersion:
+    """Make ``version`` the one active model; the partial unique constraint guarantees one."""
+    if version.source != "database":
+        raise ModelActivationError("Only models trained on the partner database can score partners.")
+    with transaction.atomic():
+        previous = list(
+            ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk)
+        )
+        ModelVersion.objects.filter(pk__in=[v.pk for v in previous]).update(is_active=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
+        version.is_active = True
+        audit_record(
+            event_type="model_activated",
+            actor=actor,
+            payload={
+                "model_version": version.pk,
+                "previous": [v.pk for v in previous],
+                "sha256": version.artifact_sha256,
+                "roc_auc": version.metrics.get("roc_auc"),
+            },
+        )
+    return version
+
+
+# Scoring ---------------------------------------------------------------------------------
+
+
+def scoring_run_start(
+    *, model_version: ModelVersion | None = None, as_of: dt.date | None = None
+) -> ScoringRun:
+    version = model_version or active_version()
+    if version is None:
+        raise ModelActivationError("No active model version: run train_churn_model first.")
+    as_of = as_of or scoring_as_of()
+    return ScoringRun.objects.create(
+        model_version=version,
+        started_at=timezone.now(),
+        stats={"as_of": as_of.isoformat()},
+    )
+
+
+def scoring_partner_ids() -> list[int]:
+    from retention.models import Partner
+
+    return list(
+        Partner.objects.filter(status=Partner.Status.ACTIVE).order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def partner_features(*, partner_ids: Sequence[int], as_of: dt.date, model: ChurnModel) -> pd.DataFrame:
+    """Features of these partners at the end of ``as_of``, from their own rows in the
+    bounded windows only (indexed by partner id)."""
+    anchor = pd.Timestamp(as_of) - pd.DateOffset(months=F.ACTIVITY_MONTHS + 1)
+    partners, activity, invoices = history_frames(
+        key="partner_id",
+        partner_ids=partner_ids,
+        activity_since=anchor.date(),
+        invoices_since=as_of - dt.timedelta(days=F.INVOICE_DAYS + 1),
+    )
+    return F.build_features(
+        partners, activity, invoices, as_of, churn_table=model.churn_table, key="partner_id"
+    )
+
+
+def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
+    """Score one chunk: features, risk and buckets, drivers for risk >= 50%, persistence.
+
+    Safe to run twice (a redelivered task): history rows are unique per (run, partner) and
+    the current score is an upsert. Returns the seconds spent in each stage."""
+    run = ScoringRun.objects.select_related("model_version").get(pk=run_id)
+    model = model_for_version(run.model_version)
+    as_of = dt.date.fromisoformat(run.stats["as_of"])
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    X = partner_features(partner_ids=partner_ids, as_of=as_of, model=model)
+    times["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pred = model.predict(X) if len(X) else pd.DataFrame()
+    times["predict"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    drivers: dict[int, list] = {}
+    if len(X):
+        hot = pred.index[pred["risk"].to_numpy() >= DRIVERS_FROM_RISK]
+        if len(hot):
+            for pid, d in zip(hot, model.drivers(X.loc[hot]), strict=True):
+                drivers[int(pid)] = d
+    times["drivers"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _persist(run, pred, drivers)
+    times["persist"] = time.perf_counter() - t
+    times["n"] = len(pred)
+    times["drivers_n"] = len(drivers)
+    return times
+
+
+def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list]) -> None:
+    if not len(pred):
+        return
+    from retention.models import Partner
+
+    now = timezone.now()
+    revenue = dict(
+        Partner.objects.filter(pk__in=[int(i) for i in pred.index]).values_list("pk", "monthly_revenue")
+    )
+    cols = {c: pred[c].to_numpy() for c in ("risk", "p_7d", "p_30d", "p_90d", "p_later")}
+    # Clip float noise so the probability check constraints always hold.
+    cols = {c: np.clip(v, 0.0, 1.0) for c, v in cols.items()}
+    buckets = pred["bucket"].to_numpy()
+    history, current = [], []
+    for i, pid in enumerate(pred.index):
+        pid = int(pid)
+        fields = {c: float(cols[c][i]) for c in cols}
+        bucket = str(buckets[i])
+        d = drivers.get(pid)
+        history.append(
+            RiskScore(
+                partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
+                drivers=d, scored_at=now, **fields,
+            )
+        )  # fmt: skip
+        rar = (revenue.get(pid) or Decimal(0)) * Decimal(repr(fields["risk"]))
+        current.append(
+            PartnerScore(
+                partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
+                drivers=d, scored_at=now, urgency_rank=BUCKET_URGENCY_RANK[bucket],
+                revenue_at_risk=rar.quantize(Decimal("0.01")), **fields,
+            )
+        )  # fmt: skip
+    with transaction.atomic():
+        RiskScore.objects.bulk_create(history, batch_size=5000, ignore_conflicts=True)
+        PartnerScore.objects.bulk_create(
+            current,
+            batch_size=5000,
+            update_conflicts=True,
+            unique_fields=["partner"],
+            update_fields=[
+                "risk", "p_7d", "p_30d", "p_90d", "p_later", "bucket", "drivers", "scored_at",
+                "model_version", "run", "urgency_rank", "revenue_at_risk",
+            ],
+        )  # fmt: skip
+
+
+def scoring_run_finish(*, run_id: int, stats: dict | None = None, failed: bool = False) -> ScoringRun:
+    with transaction.atomic():
+        run = ScoringRun.objects.select_for_update().get(pk=run_id)
+        run.finished_at = timezone.now()
+        run.scored = RiskScore.objects.filter(run_id=run_id).count()
+        run.status = ScoringRun.Status.FAILED if failed else ScoringRun.Status.SUCCEEDED
+        run.stats = {**run.stats, **(stats or {})}
+        run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
+        audit_record(
+            event_type="scoring_finished",
+            payload={
+                "run": run.pk,
+                "model_version": run.model_version_id,
+                "scored": run.scored,
+                "status": run.status,
+            },
+        )
+    return run
+
+
+def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def score_all_partners(*, chunk_size: int = DEFAULT_CHUNK, model_version: ModelVersion | None = None) -> dict:
+    """Score every active partner in-process, chunk by chunk (the Celery task runs the same
+    chunks as a group over workers). Returns the summary the command prints."""
+    t0 = time.perf_counter()
+    run = scoring_run_start(model_version=model_version)
+    stages = {"read_ids": 0.0, "features": 0.0, "predict": 0.0, "drivers": 0.0, "persist": 0.0}
+    t = time.perf_counter()
+    ids = scoring_partner_ids()
+    stages["read_ids"] = time.perf_counter() - t
+    drivers_n = 0
+    try:
+        for chunk in chunked(ids, chunk_size):
+            times = score_chunk(run_id=run.pk, partner_ids=chunk)
+            drivers_n += times.pop("drivers_n")
+            times.pop("n")
+            for k, v in times.items():
+                stages[k] += v
+    except Exception:
+        scoring_run_finish(run_id=run.pk, failed=True)
+        raise
+    seconds = time.perf_counter() - t0
+    t = time.perf_counter()
+    stats = {"stages": {k: round(v, 3) for k, v in stages.items()}, "drivers_computed": drivers_n}
+    run = scoring_run_finish(run_id=run.pk, stats=stats)
+    stages["finish"] = time.perf_counter() - t
+    seconds = time.perf_counter() - t0
+    return {
+        "scored": run.scored,
+        "seconds": round(seconds, 2),
+        "model_version": run.model_version_id,
+        "run": run.pk,
+        "as_of": run.stats["as_of"],
+        "drivers_computed": drivers_n,
+        "stages": {k: round(v, 3) for k, v in stages.items()},
+    }
+
+
+def partner_score_store_drivers(*, partner_id: int, run_id: int | None, drivers: list[dict]) -> int:
+    """Cache on-demand drivers on the current score, only if it is still the same run's."""
+    return PartnerScore.objects.filter(partner_id=partner_id, run_id=run_id, drivers__isnull=True).update(
+        drivers=drivers
+    )

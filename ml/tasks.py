@@ -1,0 +1,41 @@
+"""Celery tasks for scoring: thin wrappers over ml.services, taking primitive ids."""
+
+from __future__ import annotations
+
+from celery import chord, shared_task
+from django.conf import settings
+
+from ml import services
+
+# Upserted into django-celery-beat by the agent app's setup_periodic_tasks command.
+PERIODIC_TASKS = [
+    {
+        "name": "nightly scoring",
+        "task": "ml.tasks.score_all_partners",
+        "crontab": {"minute": "30", "hour": "2"},
+    },
+]
+
+
+@shared_task(time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+def score_all_partners(chunk_size: int = services.DEFAULT_CHUNK) -> dict:
+    """Start a run and fan its chunks out as a group; the chord's callback closes the run."""
+    run = services.scoring_run_start()
+    ids = services.scoring_partner_ids()
+    chunks = services.chunked(ids, chunk_size)
+    if not chunks:
+        services.scoring_run_finish(run_id=run.pk)
+        return {"run": run.pk, "chunks": 0}
+    chord(score_chunk.s(run.pk, chunk) for chunk in chunks)(finish_scoring_run.si(run.pk))
+    return {"run": run.pk, "chunks": len(chunks), "partners": len(ids)}
+
+
+# acks_late is safe: a redelivered chunk rewrites the same rows (unique per run and partner).
+@shared_task(acks_late=True, time_limit=settings.CELERY_TASK_TIME_LIMIT)
+def score_chunk(run_id: int, partner_ids: list[int]) -> dict:
+    return services.score_chunk(run_id=run_id, partner_ids=partner_ids)
+
+
+@shared_task(time_limit=120)
+def finish_scoring_run(run_id: int) -> int:
+    return services.scoring_run_finish(run_id=run_id).scored

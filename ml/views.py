@@ -1,0 +1,73 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from ml import charts, selectors
+from ml.models import ModelVersion
+from ml.services import ModelActivationError, model_version_activate
+
+METRIC_ROWS = [
+    ("roc_auc", "ROC AUC", "higher is better"),
+    ("pr_auc", "PR AUC", "higher is better"),
+    ("brier", "Brier score", "lower is better"),
+    ("ece", "Calibration error (ECE, 10 bins)", "lower is better"),
+    ("bucket_macro_f1", "Time bucket macro F1", "higher is better"),
+]
+
+ORACLE_KEYS = {"roc_auc": "oracle_auc"}
+
+
+def model_page(request: HttpRequest) -> HttpResponse:
+    """The active model (or ?version=N): its holdout metrics beside the oracle's, pictures."""
+    versions = list(ModelVersion.objects.order_by("-trained_at")[:20])
+    version = None
+    if request.GET.get("version", "").isdigit():
+        version = get_object_or_404(ModelVersion, pk=int(request.GET["version"]))
+    else:
+        version = next((v for v in versions if v.is_active), versions[0] if versions else None)
+    context = {"versions": versions, "version": version}
+    if version is not None:
+        m = version.metrics or {}
+        live = selectors.current_risk_histogram() if version.is_active else None
+        context.update(
+            {
+                "m": m,
+                "rows": [
+                    {
+                        "key": k,
+                        "label": label,
+                        "hint": hint,
+                        "model": m.get(k),
+                        "oracle": m.get(ORACLE_KEYS.get(k, f"oracle_{k}")),
+                    }
+                    for k, label, hint in METRIC_ROWS
+                ],
+                "has_oracle": "oracle_auc" in m,
+                "reliability": charts.reliability(m.get("reliability", []), m.get("oracle_reliability")),
+                "live_histogram": charts.histogram(live) if live and sum(live) else None,
+                "test_histogram": charts.histogram(m.get("risk_histogram", []))
+                if m.get("risk_histogram")
+                else None,
+                "importance": charts.importance(m.get("feature_importance", [])),
+                "confusion": charts.confusion(m.get("bucket_confusion")),
+                "run": selectors.latest_run(),
+                "can_activate": request.user.has_perm("ml.change_modelversion"),
+            }
+        )
+    template = "ml/model.html#detail" if request.htmx else "ml/model.html"
+    return render(request, template, context)
+
+
+@require_POST
+@permission_required("ml.change_modelversion", raise_exception=True)
+def model_activate(request: HttpRequest, pk: int) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, pk=pk)
+    try:
+        model_version_activate(version=version, actor=request.user)
+    except ModelActivationError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Model v{version.pk} is now active; the next scoring run uses it.")
+    return redirect("ml:model")

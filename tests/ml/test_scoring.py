@@ -1,0 +1,148 @@
+"""Training from the database, the registry, scoring and drivers on demand (real PostgreSQL)."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+
+from agent.models import AuditEvent
+from ml import registry
+from ml.models import ModelVersion, PartnerScore, RiskScore, ScoringRun, SimulatedWorld
+from ml.selectors import partner_drivers
+from ml.services import ModelActivationError, model_version_activate, score_chunk
+from retention.models import Partner
+from tests.factories import ModelVersionFactory
+from tests.ml.conftest import load_world
+
+
+@pytest.fixture(scope="module")
+def scored_db(django_db_setup, django_db_blocker, small_world, settings_module):
+    """The small world in the database, trained and scored once for this module, inside a
+    transaction rolled back at the end (each test's own changes roll back to a savepoint)."""
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        try:
+            load_world(small_world)
+            # The world's "today"; its hidden state file is absent, so no oracle figures.
+            SimulatedWorld.objects.create(
+                seed=7, n_partners=1500, months=18, started_on=small_world.today, today=small_world.today,
+                state_path="worlds/missing.json.gz",
+            )  # fmt: skip
+            out = StringIO()
+            call_command("train_churn_model", stdout=out, stderr=StringIO())
+            train = json.loads(out.getvalue().strip().splitlines()[-1])
+            out = StringIO()
+            call_command("score_partners", "--chunk-size", "400", stdout=out)
+            score = json.loads(out.getvalue().strip().splitlines()[-1])
+            yield {"train": train, "score": score}
+        finally:
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def settings_module(tmp_path_factory):
+    """Artifacts go to a temporary media root for this module."""
+    from django.conf import settings
+
+    old = settings.MEDIA_ROOT
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+    yield settings
+    settings.MEDIA_ROOT = old
+
+
+def test_training_prints_the_report_and_activates_the_new_version(scored_db, db):
+    train = scored_db["train"]
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "ece",
+        "bucket_macro_f1",
+        "bucket_confusion",
+        "n_train",
+        "n_test",
+    ):
+        assert train[key] is not None
+    assert "oracle_auc" not in train  # no SimulatedWorld row: no oracle
+    version = ModelVersion.objects.get(pk=train["model_version"])
+    assert version.is_active and version.source == "database"
+    assert len(version.artifact_sha256) == 64
+    assert "days_since_last_payment" in version.features and "trend_velocity" in version.features
+    event = AuditEvent.objects.get(event_type="model_activated")
+    assert event.payload["model_version"] == version.pk
+
+
+def test_scoring_writes_a_history_row_and_a_current_score_per_active_partner(scored_db, db):
+    score = scored_db["score"]
+    active = Partner.objects.filter(status="active").count()
+    assert score["scored"] == active > 0
+    run = ScoringRun.objects.get(pk=score["run"])
+    assert run.status == "succeeded" and run.scored == active
+    assert RiskScore.objects.filter(run=run).count() == active
+    assert PartnerScore.objects.count() == active
+    for s in PartnerScore.objects.all()[:300]:
+        assert s.p_7d + s.p_30d + s.p_90d + s.p_later == pytest.approx(1.0)
+        assert s.p_later == pytest.approx(1 - s.risk)
+        assert (s.bucket != "later") == (s.risk >= 0.5)
+        assert s.urgency_rank == {"7d": 0, "30d": 1, "90d": 2, "later": 3}[s.bucket]
+        assert float(s.revenue_at_risk) == pytest.approx(s.risk * float(s.partner.monthly_revenue), abs=0.011)
+
+
+def test_drivers_are_stored_for_partners_at_fifty_percent_or_more_only(scored_db, db):
+    high = PartnerScore.objects.filter(risk__gte=0.5)
+    low = PartnerScore.objects.filter(risk__lt=0.5)
+    assert high.exists() and low.exists()
+    assert not high.filter(drivers__isnull=True).exists()
+    assert scored_db["score"]["drivers_computed"] == high.count()
+    first = high.first().drivers
+    assert 3 <= len(first) <= 5 and {"feature", "text", "value", "points"} == set(first[0])
+
+
+def test_drivers_for_a_low_risk_partner_are_computed_on_demand_and_cached(scored_db, db):
+    score = PartnerScore.objects.filter(risk__lt=0.5, drivers__isnull=True).select_related("partner").first()
+    drivers = partner_drivers(partner=score.partner)
+    assert 3 <= len(drivers) <= 5
+    assert all(isinstance(d["points"], float) for d in drivers)
+    score.refresh_from_db()
+    assert score.drivers == drivers
+    assert partner_drivers(partner=score.partner) == drivers
+
+
+def test_a_chunk_delivered_twice_writes_nothing_twice(scored_db, db):
+    run = ScoringRun.objects.get(pk=scored_db["score"]["run"])
+    ids = list(RiskScore.objects.filter(run=run).values_list("partner_id", flat=True)[:50])
+    before = RiskScore.objects.filter(run=run).count()
+    score_chunk(run_id=run.pk, partner_ids=ids)
+    assert RiskScore.objects.filter(run=run).count() == before
+
+
+def test_only_one_version_can_be_active(scored_db, db):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersionFactory(is_active=True)
+
+
+def test_activating_a_version_deactivates_the_previous_one_and_leaves_an_audit_line(scored_db, db, manager):
+    current = ModelVersion.objects.get(is_active=True)
+    other = ModelVersionFactory(artifact_sha256=current.artifact_sha256, artifact_path=current.artifact_path)
+    model_version_activate(version=other, actor=manager)
+    current.refresh_from_db()
+    assert not current.is_active and ModelVersion.objects.get(is_active=True) == other
+    event = AuditEvent.objects.filter(event_type="model_activated").order_by("-pk").first()
+    assert event.actor_user == manager and event.payload["previous"] == [current.pk]
+
+
+def test_a_csv_model_cannot_be_activated_for_scoring(db):
+    version = ModelVersionFactory(source="csv")
+    with pytest.raises(ModelActivationError):
+        model_version_activate(version=version)
+
+
+def test_a_tampered_artifact_is_refused(scored_db, db):
+    version = ModelVersion.objects.get(is_active=True)
+    version.artifact_sha256 = "f" * 64
+    with pytest.raises(RuntimeError, match="sha256"):
+        registry.model_for_version(version)

@@ -1,0 +1,69 @@
+"""The Model page, as a full page and as its htmx partial (factories, no training)."""
+
+import pytest
+from django.urls import reverse
+
+from agent.models import AuditEvent
+from tests.factories import ModelVersionFactory, PartnerScoreFactory
+
+METRICS = {
+    "roc_auc": 0.78, "pr_auc": 0.44, "brier": 0.078, "ece": 0.012, "bucket_macro_f1": 0.33,
+    "oracle_auc": 0.81, "oracle_pr_auc": 0.49, "oracle_brier": 0.074, "oracle_ece": 0.009,
+    "oracle_bucket_macro_f1": 0.327, "auc_ratio": 0.963, "n_train": 133870, "n_test": 6244,
+    "reliability": [{"bin": 0, "predicted": 0.05, "observed": 0.055, "n": 4861},
+                    {"bin": 5, "predicted": 0.54, "observed": 0.63, "n": 87}],
+    "oracle_reliability": [{"bin": 0, "predicted": 0.05, "observed": 0.05, "n": 4800}],
+    "risk_histogram": [10] * 20,
+    "feature_importance": [{"feature": "days_overdue", "mean_abs_shap": 0.34},
+                           {"feature": "revenue_vs_plan_1m", "mean_abs_shap": 0.32}],
+    "bucket_confusion": {"labels": ["7d", "30d", "90d", "later"],
+                         "matrix": [[1, 1, 13, 45], [1, 6, 44, 121], [0, 3, 71, 379], [0, 5, 57, 5497]]},
+}  # fmt: skip
+
+
+@pytest.fixture
+def active_version(db):
+    return ModelVersionFactory(is_active=True, metrics=METRICS)
+
+
+def test_the_model_page_shows_metrics_beside_the_oracle_with_pictures(retention_client, active_version):
+    PartnerScoreFactory(model_version=active_version, risk_value=0.9)
+    PartnerScoreFactory(model_version=active_version, risk_value=0.1)
+    response = retention_client.get(reverse("ml:model"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Oracle (true probabilities)" in html
+    assert '<td class="num">0.81</td>' in html and "0.963" in html
+    assert html.count("<svg") >= 3  # reliability, risk distribution, importance
+    assert "Current scores of all partners" in html
+    assert "days_overdue" in html and "~7 days" in html and "5497" in html
+    assert "<html" in html
+
+
+def test_the_version_picker_swaps_only_the_detail_partial(retention_client, active_version):
+    old = ModelVersionFactory(metrics={**METRICS, "roc_auc": 0.7123})
+    response = retention_client.get(reverse("ml:model"), {"version": old.pk}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in html and 'id="model-detail"' in html
+    assert "0.7123" in html and f"Model v{old.pk}" in html
+
+
+def test_without_a_model_the_page_says_how_to_train_one(retention_client, db):
+    response = retention_client.get(reverse("ml:model"))
+    assert "train_churn_model" in response.content.decode()
+
+
+def test_only_managers_can_activate_a_version_and_it_is_audited(
+    client, retention_user, manager, active_version
+):
+    other = ModelVersionFactory(metrics=METRICS)
+    client.force_login(retention_user)
+    assert client.post(reverse("ml:activate", args=[other.pk])).status_code == 403
+    client.force_login(manager)
+    response = client.post(reverse("ml:activate", args=[other.pk]))
+    assert response.status_code == 302
+    other.refresh_from_db()
+    active_version.refresh_from_db()
+    assert other.is_active and not active_version.is_active
+    assert AuditEvent.objects.filter(event_type="model_activated", actor_user=manager).exists()
