@@ -186,3 +186,13 @@ def test_the_csv_export_has_the_filtered_rows_and_neutralises_formulas(retention
 def test_the_log_links_to_the_export_with_the_same_filters(retention_client):
     html = retention_client.get("/interventions/", {"tier": "gold", "page": "1"}).content.decode()
     assert "/interventions/export.csv?tier=gold" in html
+
+
+def test_the_log_page_does_not_query_per_row(retention_client, django_assert_max_num_queries):
+    member = UserFactory(username="carl", groups=["Retention"])
+    for n in range(30):
+        InterventionFactory(partner=PartnerFactory(external_id=f"P{n}"), assigned_to=member, outcome="saved")
+
+    with django_assert_max_num_queries(12):
+        response = retention_client.get("/interventions/")
+    assert response.content.decode().count('<tr id="intervention-') == 30

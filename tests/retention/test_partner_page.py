@@ -183,3 +183,14 @@ def test_an_unscored_partner_page_still_renders(retention_client):
     html = retention_client.get("/partners/P2/").content.decode()
     assert "Not scored yet" in html and "No drivers computed yet" in html
     PartnerScoreFactory  # noqa: B018
+
+
+def test_the_partner_page_does_not_query_per_intervention(retention_client, django_assert_max_num_queries):
+    partner = scored_partner(external_id="P1", risk=0.9)
+    member = UserFactory(username="carl", groups=["Retention"])
+    for _ in range(20):
+        InterventionFactory(partner=partner, assigned_to=member, created_by=member)
+
+    with django_assert_max_num_queries(20):
+        response = retention_client.get("/partners/P1/")
+    assert response.content.decode().count('class="outcome-pending"') == 20
