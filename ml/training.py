@@ -66,7 +66,7 @@ def train_and_evaluate(
     seed: int = 0,
     test_share: float = 0.2,
     test_cutoffs: int = 3,
-    max_train_rows: int = 800_000,
+    max_train_rows: int = 400_000,
     oracle: OracleFn | None = None,
     key: str = "external_id",
 ) -> tuple[ChurnModel, dict]:

@@ -146,3 +146,25 @@ def test_a_tampered_artifact_is_refused(scored_db, db):
     version.artifact_sha256 = "f" * 64
     with pytest.raises(RuntimeError, match="sha256"):
         registry.model_for_version(version)
+
+
+@pytest.fixture
+def eager():
+    """Run the chord in-process (real workers are exercised by the agent's Celery tests)."""
+    from churnsite.celery import app
+
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = old
+
+
+def test_the_nightly_task_scores_everyone_through_a_group_of_chunk_tasks(scored_db, db, eager):
+    from ml import tasks
+
+    result = tasks.score_all_partners.apply(kwargs={"chunk_size": 300}).get()
+    active = Partner.objects.filter(status="active").count()
+    assert result["chunks"] == -(-active // 300) and result["partners"] == active
+    run = ScoringRun.objects.get(pk=result["run"])
+    assert run.status == "succeeded" and run.scored == active
+    assert PartnerScore.objects.filter(run=run).count() == active

@@ -1,0 +1,15 @@
+"""The nightly scoring task: a group of chunk tasks over the same service the command uses."""
+
+from churnsite.celery import app
+from ml import tasks
+
+
+def test_the_nightly_schedule_is_declared_for_setup_periodic_tasks():
+    assert tasks.PERIODIC_TASKS == [
+        {
+            "name": "nightly scoring",
+            "task": "ml.tasks.score_all_partners",
+            "crontab": {"minute": "30", "hour": "2"},
+        }
+    ]
+    assert "ml.tasks.score_all_partners" in app.tasks
