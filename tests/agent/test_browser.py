@@ -1,0 +1,60 @@
+"""The Agent Control page and the review queue in a real headless Chromium."""
+
+import pytest
+
+from churnsite.celery import app
+from retention.models import Intervention, Partner
+from tests.agent.helpers import scored_partner
+from tests.conftest import browser_login
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def in_process_tasks():
+    # The page is what is under test here; real workers are exercised in test_workers.py.
+    previous = app.conf.task_always_eager
+    app.conf.update(task_always_eager=True)
+    yield
+    app.conf.update(task_always_eager=previous)
+
+
+def test_a_retention_user_starts_the_agent_and_watches_a_run(page, in_process_tasks, mailoutbox):
+    UserFactory(username="rita", groups=["Retention"])
+    partner = scored_partner(risk=0.95, name="Northwind Traders")
+    page.goto("/agent/")
+    browser_login(page, "rita")
+    page.goto("/agent/")
+    assert "Template writer: no OPENAI_API_KEY" in page.locator("#writer").inner_text()
+    page.click("button:has-text('Start')")
+    assert "Running" in page.locator("#status").inner_text()
+    page.click("button:has-text('Run now')")
+    page.locator("#progress >> text=Finished").wait_for()
+    assert Intervention.objects.get(partner=partner).sent_at is not None
+    # The activity log refreshes itself.
+    page.locator("#log code", has_text="email_sent").first.wait_for()
+    page.click("button:has-text('Stop')")
+    assert "Stopped" in page.locator("#status").inner_text()
+
+
+def test_a_manager_edits_and_approves_a_held_platinum_draft(page, in_process_tasks, mailoutbox):
+    from agent import services
+    from agent.models import AgentConfig
+
+    UserFactory(username="max", is_staff=True, groups=["Managers"])
+    AgentConfig.objects.update_or_create(pk=1, defaults={"enabled": True, "control_fraction": 0})
+    partner = scored_partner(risk=0.97, tier=Partner.Tier.PLATINUM)
+    run = services.agent_run_create(trigger="command")
+    services.agent_run_execute(run_id=run.pk)
+    intervention = Intervention.objects.get(partner=partner)
+    browser_login(page, "max")
+    page.goto("/admin/agent/interventionreview/")
+    page.get_by_role("link", name="Review", exact=True).click()
+    assert "Payment 45 days overdue" in page.locator("#drivers").inner_text()
+    page.fill("#id_email_subject", "A personal note from your account team")
+    page.click("input[value=approve]")
+    page.wait_for_url("**/admin/agent/interventionreview/")
+    intervention.refresh_from_db()
+    assert intervention.review_status == "approved" and intervention.sent_at is not None
+    assert intervention.email_subject == "A personal note from your account team"
