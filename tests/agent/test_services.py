@@ -303,3 +303,47 @@ def test_someone_without_a_user_record_is_refused(agent_on):
     run_once()
     with pytest.raises(PermissionDenied):
         services.intervention_approve(intervention=Intervention.objects.get(partner=partner), actor=stranger)
+
+
+class UnreachableCrm:
+    """A CRM backend that is down (configured through settings.CRM_BACKEND, like a real one)."""
+
+    def __init__(self, timeout=None):
+        self.timeout = timeout
+
+    def create_task(self, spec, *, actor=None):
+        from crm_sim.client import CrmError
+
+        raise CrmError("CRM is down", code="unavailable", retryable=True)
+
+
+def test_a_crm_outage_is_audited_and_loses_neither_the_email_nor_the_follow_up(
+    agent_on, settings, mailoutbox
+):
+    settings.CRM_BACKEND = "tests.agent.test_services.UnreachableCrm"
+    partner = scored_partner(risk=0.95)
+    summary, _ = run_once()
+    assert summary["executed"] == 1 and len(mailoutbox) == 1
+    followup = FollowUp.objects.get(intervention__partner=partner)
+    assert followup.status == "open" and followup.crm_task_id == ""
+    failure = events("crm_task_failed").get()
+    assert "CRM is down" in failure.payload["error"]
+
+
+def test_a_config_change_in_the_admin_goes_through_the_audited_service(manager_client, manager):
+    from agent.models import AgentConfig
+
+    AgentConfig.objects.get_or_create(pk=1)
+    data = {
+        "risk_threshold": "0.8",
+        "max_per_hour": "40",
+        "cooldown_days": "30",
+        "follow_up_days": "7",
+        "approval_tiers": '["platinum"]',
+        "control_fraction": "0.1",
+        "llm_model": "",
+    }
+    response = manager_client.post("/admin/agent/agentconfig/1/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = events("config_changed").get()
+    assert event.actor_user == manager and event.payload["changes"]["max_per_hour"] == {"from": 50, "to": 40}
