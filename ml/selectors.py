@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django.core.cache import cache
 
+from ml.churn_model import ArtifactChecksumError
 from ml.models import ModelVersion, PartnerScore, ScoringRun
 from ml.registry import active_version, model_for_version, scoring_as_of
 
 DRIVERS_CACHE_SECONDS = 24 * 3600
+log = logging.getLogger(__name__)
 
 
 def partner_current_score(*, partner) -> PartnerScore | None:
@@ -36,7 +39,13 @@ def partner_drivers(*, partner) -> list[dict]:
     key = f"ml:drivers:{partner.pk}:{version.pk}:{version.artifact_sha256[:12]}:{run_id}:{stamp}"
     drivers = cache.get(key)
     if drivers is None:
-        drivers = compute_partner_drivers(partner_id=partner.pk, version=version, as_of=as_of)
+        try:
+            drivers = compute_partner_drivers(partner_id=partner.pk, version=version, as_of=as_of)
+        except (OSError, ArtifactChecksumError):
+            # A missing or altered artifact must not take a page or the agent down; the
+            # Model page and scoring surface the problem loudly.
+            log.exception("Model v%s could not explain partner %s", version.pk, partner.pk)
+            return []
         cache.set(key, drivers, DRIVERS_CACHE_SECONDS)
     if score is not None:
         from ml.services import partner_score_store_drivers

@@ -210,6 +210,11 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, failed: bool =
         run.status = ScoringRun.Status.FAILED if failed else ScoringRun.Status.SUCCEEDED
         run.stats = {**run.stats, **(stats or {})}
         run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
+        if not failed:
+            # Partners who churned since their last score leave the feed; history stays.
+            from retention.models import Partner
+
+            PartnerScore.objects.exclude(partner__status=Partner.Status.ACTIVE).delete()
         audit_record(
             event_type="scoring_finished",
             payload={

@@ -168,3 +168,23 @@ def test_the_nightly_task_scores_everyone_through_a_group_of_chunk_tasks(scored_
     run = ScoringRun.objects.get(pk=result["run"])
     assert run.status == "succeeded" and run.scored == active
     assert PartnerScore.objects.filter(run=run).count() == active
+
+
+def test_a_partner_who_churned_leaves_the_current_scores_but_keeps_its_history(scored_db, db):
+    from ml.services import scoring_run_finish, scoring_run_start
+
+    score = PartnerScore.objects.select_related("partner").first()
+    partner = score.partner
+    Partner.objects.filter(pk=partner.pk).update(status="churned", churned_on=partner.joined_on)
+    run = scoring_run_start()
+    score_chunk(run_id=run.pk, partner_ids=[partner.pk])
+    scoring_run_finish(run_id=run.pk)
+    assert not PartnerScore.objects.filter(partner=partner).exists()
+    assert RiskScore.objects.filter(partner=partner).exists()
+
+
+def test_drivers_of_a_score_whose_artifact_is_missing_are_empty_not_an_error(db):
+    from tests.factories import PartnerScoreFactory
+
+    score = PartnerScoreFactory(drivers=None, partner__external_id="X1")  # no such artifact
+    assert partner_drivers(partner=score.partner) == []

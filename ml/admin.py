@@ -1,0 +1,45 @@
+from django.contrib import admin, messages
+
+from ml.models import ModelVersion, ScoringRun
+from ml.services import ModelActivationError, model_version_activate
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "source", "is_active", "window_start", "window_end", "roc_auc", "ece"]
+    list_filter = ["is_active", "source"]
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    actions = ["activate"]
+
+    @admin.display(description="ROC AUC")
+    def roc_auc(self, obj: ModelVersion):
+        return obj.metrics.get("roc_auc")
+
+    @admin.display(description="ECE")
+    def ece(self, obj: ModelVersion):
+        return obj.metrics.get("ece")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # versions come from train_churn_model
+
+    @admin.action(description="Activate the selected version", permissions=["change"])
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
+            return
+        try:
+            version = model_version_activate(version=queryset.get(), actor=request.user)
+        except ModelActivationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"Activated model v{version.pk}")
+
+
+@admin.register(ScoringRun)
+class ScoringRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "model_version", "status", "started_at", "finished_at", "scored"]
+    list_filter = ["status"]
+    readonly_fields = [f.name for f in ScoringRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
