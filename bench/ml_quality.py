@@ -28,10 +28,11 @@ def main() -> None:
     ap.add_argument("--partners", type=int, default=20_000)
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--today", type=dt.date.fromisoformat, default=TODAY, help="the world's today")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ml_quality.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    world = simulator.generate_world(args.partners, months=args.months, seed=args.seed, today=TODAY)
+    world = simulator.generate_world(args.partners, months=args.months, seed=args.seed, today=args.today)
     t_world = time.perf_counter() - t0
 
     def oracle(cutoff, horizon):
