@@ -795,7 +795,6 @@ def _window(matrix: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def _consume_hazard(state: WorldState, k: int, first: int, last: int) -> None:
     """Spend the month's hazard over days first..last; record who churns on which day."""
-    p = state.params
     alive = np.flatnonzero((state.churn_day == NEVER) & (state.join_day <= last))
     if not len(alive):
         return
