@@ -42,9 +42,7 @@ def features(world, cutoff: pd.Timestamp) -> pd.DataFrame:
         g = act.pivot(index="external_id", columns="month", values=col)
         return g.reindex(index=active.index, columns=months).to_numpy(dtype=float)
 
-    tx, rev, users, tk = grid("transactions"), grid("revenue"), grid("active_users"), grid(
-        "support_tickets"
-    )
+    tx, rev, users, tk = grid("transactions"), grid("revenue"), grid("active_users"), grid("support_tickets")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: partners too new
         last3 = np.nanmean(tx[:, 3:], axis=1)
@@ -98,9 +96,7 @@ def features(world, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 def labels(world, index, cutoff: pd.Timestamp, horizon: int = 90) -> np.ndarray:
     churned = world.partners.set_index("external_id").churned_on.reindex(index)
-    return (
-        (churned > cutoff) & (churned <= cutoff + pd.Timedelta(days=horizon))
-    ).to_numpy()
+    return ((churned > cutoff) & (churned <= cutoff + pd.Timedelta(days=horizon))).to_numpy()
 
 
 def gbm_check(world, train_months, test_month, seed=0):
@@ -115,8 +111,14 @@ def gbm_check(world, train_months, test_month, seed=0):
     x_test = features(world, c)
     y_test = labels(world, x_test.index, c)
     model = HistGradientBoostingClassifier(
-        max_iter=400, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=100,
-        l2_regularization=1.0, early_stopping=True, validation_fraction=0.15, random_state=seed,
+        max_iter=400,
+        learning_rate=0.05,
+        max_leaf_nodes=31,
+        min_samples_leaf=100,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        random_state=seed,
         categorical_features=[0, 1, 2],
     )
     model.fit(pd.concat(xs).to_numpy(), np.concatenate(ys))
@@ -164,7 +166,11 @@ def main():
         )
 
     print("GBM (out of time) vs oracle:")
-    for train, test in (((10, 11, 12, 13, 14, 15), 18), ((12, 13, 14, 15, 16, 17), 20), ((13, 14, 15, 16, 17, 18), 21)):
+    for train, test in (
+        ((10, 11, 12, 13, 14, 15), 18),
+        ((12, 13, 14, 15, 16, 17), 20),
+        ((13, 14, 15, 16, 17, 18), 21),
+    ):
         r = gbm_check(world, train, test)
         print(
             f"  train {train[0]}..{train[-1]} test {r['cutoff']}: n={r['n']} rate={r['rate']:.3f} "
@@ -174,8 +180,10 @@ def main():
     if not args.skip_100k:
         t = time.perf_counter()
         big = generate_world(100_000, 24, seed=args.seed, params=params, today=TODAY)
-        print(f"generate_world(100000, 24): {time.perf_counter() - t:.2f} s, "
-              f"{len(big.activity)} activity rows, {len(big.invoices)} invoices")
+        print(
+            f"generate_world(100000, 24): {time.perf_counter() - t:.2f} s, "
+            f"{len(big.activity)} activity rows, {len(big.invoices)} invoices"
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {rss:.0f} MB")
 

@@ -64,7 +64,7 @@ class SimulatorParams:
     # revenue per transaction by segment; a partner's expected transactions per month at
     # its own health level are monthly_revenue / ticket, at least min_base_transactions
     ticket_size_by_segment: tuple[float, ...] = (120.0, 45.0, 200.0)
-    min_base_transactions: float = 15.0
+    min_base_transactions: float = 25.0
     # seats (potential active users) by tier, times a lognormal(0, 0.3) factor
     seats_by_tier: tuple[int, ...] = (3, 8, 20, 45)
     joined_during_window_share: float = 0.25  # the rest joined before the history window
@@ -73,20 +73,20 @@ class SimulatorParams:
 
     # --- Latent health (AR(1) around the partner's own level, plus decline episodes) ---
     health_mean: float = 0.3  # population mean of the partners' own levels mu
-    health_mean_sd: float = 0.4  # spread of mu across partners
+    health_mean_sd: float = 0.5  # spread of mu across partners
     health_persistence: float = 0.85  # phi: h' = mu + phi (h - mu) + v + noise - shock
-    health_noise_sd: float = 0.25
-    shock_prob: float = 0.03  # monthly probability of a one-off drop ...
+    health_noise_sd: float = 0.10
+    shock_prob: float = 0.01  # monthly probability of a one-off drop ...
     shock_size: float = 1.0  # ... of exponential size with this mean
-    decline_start_prob: float = 0.04  # monthly probability a decline episode starts ...
+    decline_start_prob: float = 0.05  # monthly probability a decline episode starts ...
     decline_speed: tuple[float, float] = (0.15, 0.40)  # ... adding -U(lo, hi) to v
-    decline_persistence: float = 0.80  # rho: v' = rho v (+ new episode)
+    decline_persistence: float = 0.85  # rho: v' = rho v (+ new episode)
     new_partner_health_sd: float = 0.5  # h at joining ~ N(mu, this)
     burn_in_months: int = 24  # health-only months run before the window starts
     health_bounds: tuple[float, float] = (-4.0, 3.0)
 
     # --- Observable monthly activity --------------------------------------------------
-    tx_health_elasticity: float = 0.5  # transactions ~ Poisson(base * exp(e * h))
+    tx_health_elasticity: float = 0.7  # transactions ~ Poisson(base * exp(e * h))
     revenue_noise_sd: float = 0.08  # revenue = transactions * ticket * lognormal
     users_logit_offset: float = 1.0  # active_users ~ Binomial(seats, sigmoid(o + s h))
     users_logit_slope: float = 1.0
@@ -107,17 +107,17 @@ class SimulatorParams:
     #   + overdue * overdue/30 + decline * max(0, -trend) + tickets * log1p(tickets_3m)
     #   + new_partner * exp(-tenure_months / new_partner_months)
     #   + latent * (health_mean - h) + collapse * max(0, collapse_threshold - h)
-    hazard_base: float = 2.5e-4
-    hazard_tier: tuple[float, ...] = (0.0, -0.15, -0.35, -0.55)
-    hazard_segment: tuple[float, ...] = (0.0, -0.10, 0.25)
-    hazard_late: float = 0.9  # per 30 days of mean lateness (invoices due in last 90 days)
+    hazard_base: float = 1.4e-4
+    hazard_tier: tuple[float, ...] = (0.0, -0.4, -0.8, -1.2)
+    hazard_segment: tuple[float, ...] = (0.0, -0.25, 0.5)
+    hazard_late: float = 1.2  # per 30 days of mean lateness (invoices due in last 90 days)
     hazard_overdue: float = 0.5  # per 30 days of the oldest unpaid invoice's overdue
-    hazard_decline: float = 1.5  # per unit of log decline, last 3 vs previous 3 months
+    hazard_decline: float = 2.0  # per unit of log decline, last 3 vs previous 3 months
     hazard_tickets: float = 0.35  # per unit of log1p(tickets in the last 3 months)
-    hazard_new_partner: float = 0.8
+    hazard_new_partner: float = 1.4
     new_partner_months: float = 6.0
-    hazard_latent: float = 0.5  # the unobserved part: current health, not yet visible
-    hazard_collapse: float = 0.8  # extra hazard once health collapses ...
+    hazard_latent: float = 0.15  # the unobserved part: current health, not yet visible
+    hazard_collapse: float = 0.2  # extra hazard once health collapses ...
     collapse_threshold: float = -1.0  # ... below this level
     max_daily_hazard: float = 0.25
 
@@ -282,9 +282,7 @@ def true_churn_dates(world: World) -> pd.Series:
     state = world.state
     future = copy.deepcopy(state)
     _run_until(future, state.today_day + state.params.lookahead_days)
-    return pd.Series(
-        _to_datetime(future.churn_day), index=pd.Index(state.external_id, name="external_id")
-    )
+    return pd.Series(_to_datetime(future.churn_day), index=pd.Index(state.external_id, name="external_id"))
 
 
 def advance_world(
@@ -320,10 +318,7 @@ def advance_world(
     cols = old_paid.shape[1]
     new_paid = state.paid_day[:, :cols]
     i, j = np.nonzero(
-        (old_paid != NONE)
-        & (old_paid > old_today)
-        & (new_paid != NONE)
-        & (new_paid <= state.today_day)
+        (old_paid != NONE) & (old_paid > old_today) & (new_paid != NONE) & (new_paid <= state.today_day)
     )
     starts = state.month_starts()
     payments = pd.DataFrame(
@@ -374,9 +369,7 @@ def world_state_to_json(state: WorldState) -> dict:
         arrays[f.name] = {
             "dtype": value.dtype.newbyteorder("<").str,
             "shape": list(value.shape),
-            "data": base64.b64encode(value.astype(value.dtype.newbyteorder("<")).tobytes()).decode(
-                "ascii"
-            ),
+            "data": base64.b64encode(value.astype(value.dtype.newbyteorder("<")).tobytes()).decode("ascii"),
         }
     return {
         "format": "churnsite-simulator-state/1",
@@ -388,9 +381,7 @@ def world_state_to_json(state: WorldState) -> dict:
 
 
 def world_state_from_json(d: dict) -> WorldState:
-    params = SimulatorParams(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
-    )
+    params = SimulatorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()})
     kwargs = {name: d[name] for name in _SCALARS}
     for name in _STRINGS:
         kwargs[name] = np.array(d["strings"][name], dtype=object)
@@ -471,9 +462,7 @@ _NOTES = (
 )
 
 
-def _init_state(
-    n: int, seed: int, params: SimulatorParams, start_day: int, today_day: int
-) -> WorldState:
+def _init_state(n: int, seed: int, params: SimulatorParams, start_day: int, today_day: int) -> WorldState:
     p = params
     rng = np.random.default_rng([seed, 0, 99])
     tier = rng.choice(4, size=n, p=_norm(p.tier_shares)).astype(np.int8)
@@ -555,7 +544,9 @@ def _identities(rng, n: int, p: SimulatorParams):
         f"{_NAME_FIRST[a]} {_NAME_SECOND[b]} {_NAME_SUFFIX[s]}"
         for a, b, s in zip(first, second, suffix, strict=True)
     ]
-    slugs = pd.Series([f"{_NAME_FIRST[a]}-{_NAME_SECOND[b]}".lower() for a, b in zip(first, second, strict=True)])
+    slugs = pd.Series(
+        [f"{_NAME_FIRST[a]}-{_NAME_SECOND[b]}".lower() for a, b in zip(first, second, strict=True)]
+    )
     # Same-named companies get distinct domains, so every contact email is unique.
     dup = slugs.groupby(slugs).cumcount().to_numpy()
     emails = [
@@ -586,13 +577,7 @@ def _health_draws(rng, n: int, p: SimulatorParams) -> dict:
 
 
 def _health_step(h, v, mu, draws, p: SimulatorParams):
-    h_next = (
-        mu
-        + p.health_persistence * (h - mu)
-        + v
-        + p.health_noise_sd * draws["noise"]
-        - draws["shock"]
-    )
+    h_next = mu + p.health_persistence * (h - mu) + v + p.health_noise_sd * draws["noise"] - draws["shock"]
     v_next = p.decline_persistence * v - draws["decline"]
     return np.clip(h_next, *p.health_bounds), v_next
 
@@ -603,9 +588,7 @@ def _activity_draws(rng, h, base_tx, ticket_size, seats, tier, p: SimulatorParam
     noise = np.exp(p.revenue_noise_sd * rng.standard_normal(len(h)) - p.revenue_noise_sd**2 / 2)
     revenue = tx * ticket_size * noise
     users = rng.binomial(seats, _sigmoid(p.users_logit_offset + p.users_logit_slope * h))
-    tickets = rng.poisson(
-        np.asarray(p.tickets_base_by_tier)[tier] * np.exp(-p.tickets_health_elasticity * h)
-    )
+    tickets = rng.poisson(np.asarray(p.tickets_base_by_tier)[tier] * np.exp(-p.tickets_health_elasticity * h))
     return tx, revenue, users, tickets
 
 
@@ -658,11 +641,15 @@ def _payment_signals(issue_days, paid, ref_day: int, p: SimulatorParams, old_old
 def _trend(tx6):
     """log((mean tx of the last 3 months + 1) / (mean of the 3 before + 1)); NaN = no row.
     0 when either window has no month."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prev = np.nanmean(tx6[:, :3], axis=1)
-        last = np.nanmean(tx6[:, 3:], axis=1)
+    prev, last = _nanmean(tx6[:, :3]), _nanmean(tx6[:, 3:])
     t = np.log((last + 1) / (prev + 1))
     return np.where(np.isfinite(t), t, 0.0)
+
+
+def _nanmean(a):
+    ok = np.isfinite(a)
+    count = ok.sum(axis=1)
+    return np.where(count > 0, np.where(ok, a, 0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _hazard(state_rows: dict, tx6, tk3, late_mean, overdue, ref_day: int, h, p: SimulatorParams):
@@ -848,9 +835,7 @@ def _finish_month(state: WorldState, k: int, starts: np.ndarray) -> None:
     state.revenue[:, k] = np.where(here, np.round(state.revenue[:, k] * frac, 2), 0.0)
     state.revenue[state.transactions[:, k] <= 0, k] = 0.0
     state.active_users[:, k] = np.where(here, state.active_users[:, k], NONE)
-    state.support_tickets[:, k] = np.where(
-        here, np.round(state.support_tickets[:, k] * frac), NONE
-    )
+    state.support_tickets[:, k] = np.where(here, np.round(state.support_tickets[:, k] * frac), NONE)
     state.n_complete = k + 1
 
 
@@ -941,9 +926,7 @@ def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: 
             h = h.astype(np.float32).astype(np.float64)  # as stored by the engine
             col = f - lo
             issue = tx[:, f - 1 - (k - 6)] > 0
-            paid[:, col] = np.where(
-                issue, _payment_day(h, m, rng.random(size), rng.random(size), p), NONE
-            )
+            paid[:, col] = np.where(issue, _payment_day(h, m, rng.random(size), rng.random(size), p), NONE)
             ref = m - 1
             late, overdue = _payment_signals(issue_days[:col], paid[:, :col], ref, p, old_oldest)
             t = f - (k - 6)
