@@ -6,7 +6,8 @@ Two gradient-boosted models are combined, the second *conditioned on churning*:
 
 1. a binary ``HistGradientBoostingClassifier`` for churn within 90 days, whose raw output
    ``z`` (log-odds) is calibrated by Platt scaling fitted on partners held out of the tree
-   fit: ``logit = a * z + b`` and ``risk = sigmoid(logit)``. A linear map of the log-odds
+   fit: ``logit = a * z + b`` and ``risk = sigmoid(logit)`` (the trees are then refitted on
+   all partners with the same number of iterations, keeping the map). A linear map of the log-odds
    keeps SHAP exact: the calibrated log-odds has SHAP values ``a * phi`` and base
    ``a * phi_0 + b``, so drivers add up to the displayed risk, not to an uncalibrated score;
 2. a 3-class ``HistGradientBoostingClassifier`` trained on churners only, giving
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,6 +181,7 @@ def fit_churn_model(
     calib_share: float = 0.1,
     kind: str = "partner",
     schema: dict | None = None,
+    refit: bool = os.environ.get("ML_REFIT", "1") == "1",
 ) -> ChurnModel:
     """Fit the risk trees on most partners and Platt scaling on the rest (``groups`` are
     partner ids, so one partner's rows never sit on both sides), then the bucket model on
@@ -194,6 +197,13 @@ def fit_churn_model(
         z = risk_model.decision_function(Xm[calib_mask]).reshape(-1, 1)
         platt = LogisticRegression(C=1e6).fit(z, y[calib_mask])
         a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        if refit:
+            # Refit on every row with the same number of trees: the held-out partners add
+            # data, and the same hyperparameters give log-odds on the same scale, so the
+            # Platt map stays valid (the out-of-time holdout's ECE checks exactly that).
+            full = _gbm(seed, len(y))
+            full.set_params(max_iter=risk_model.n_iter_, early_stopping=False)
+            risk_model = full.fit(Xm, y)
     bucket_model = None
     if bucket is not None:
         churned = y == 1
