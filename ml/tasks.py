@@ -20,7 +20,10 @@ PERIODIC_TASKS = [
 @shared_task(time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
 def score_all_partners(chunk_size: int = services.DEFAULT_CHUNK) -> dict:
     """Start a run and fan its chunks out as a group; the chord's callback closes the run."""
-    run = services.scoring_run_start()
+    try:
+        run = services.scoring_run_start()
+    except services.ModelActivationError as exc:
+        return {"skipped": str(exc)}  # nothing trained yet: not an error for the nightly beat
     ids = services.scoring_partner_ids()
     chunks = services.chunked(ids, chunk_size)
     if not chunks:

@@ -13,3 +13,7 @@ def test_the_nightly_schedule_is_declared_for_setup_periodic_tasks():
         }
     ]
     assert "ml.tasks.score_all_partners" in app.tasks
+
+
+def test_the_nightly_task_skips_quietly_when_no_model_is_active(db):
+    assert "skipped" in tasks.score_all_partners.apply().get()
