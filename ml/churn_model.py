@@ -152,15 +152,15 @@ def _align_classes(q: np.ndarray, classes) -> np.ndarray:
     return out
 
 
-def _gbm(seed: int, n_rows: int, *, max_iter: int = 600) -> HistGradientBoostingClassifier:
-    # Small trees with large leaves: measured on the simulated world, they generalise to
-    # unseen partners and later months better than deeper ones (AUC ratio 0.975 vs 0.965
-    # for 31 leaves of 80 rows).
+def _gbm(seed: int, n_rows: int, *, max_iter: int = 2000) -> HistGradientBoostingClassifier:
+    # Very small trees (3 leaves: nearly additive in log-odds, like the churn hazard itself),
+    # many of them, early-stopped: measured on the simulated world, they generalise to unseen
+    # partners and later months best (AUC ratio 0.961 vs 0.953 for 7 leaves and 0.949 for 31).
     return HistGradientBoostingClassifier(
-        learning_rate=0.1,
+        learning_rate=0.15,
         max_iter=max_iter,
-        max_leaf_nodes=7,
-        min_samples_leaf=max(40, n_rows // 200),
+        max_leaf_nodes=3,
+        min_samples_leaf=max(50, n_rows // 5000),
         l2_regularization=1.0,
         early_stopping=True,
         validation_fraction=0.1,
@@ -209,7 +209,11 @@ def fit_churn_model(
         churned = y == 1
         codes = pd.Series(np.asarray(bucket)[churned]).map({b: i for i, b in enumerate(CHURN_BUCKETS)})
         if churned.sum() >= 30 and codes.nunique() >= 2:
-            bucket_model = _gbm(seed + 1, int(churned.sum()), max_iter=300).fit(Xm[churned], codes.to_numpy())
+            # The bucket model keeps deeper trees: when a partner churns depends on interactions
+            # (an overdue payment matters more once activity has collapsed).
+            bucket_model = _gbm(seed + 1, int(churned.sum()), max_iter=300)
+            bucket_model.set_params(max_leaf_nodes=7, learning_rate=0.1, min_samples_leaf=40)
+            bucket_model.fit(Xm[churned], codes.to_numpy())
     return ChurnModel(
         features=list(features),
         risk_model=risk_model,
