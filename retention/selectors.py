@@ -147,36 +147,22 @@ def partner_for_page(*, external_id: str) -> Partner:
 
 
 def partner_current_score(*, partner: Partner):
-    try:
-        from ml.selectors import partner_current_score as ml_current_score
-    except ImportError:  # the ML selectors are not there yet: read the row directly
-        return getattr(partner, "current_score", None) if _has_score(partner) else None
+    from ml.selectors import partner_current_score as ml_current_score
+
     return ml_current_score(partner=partner)
 
 
 def partner_drivers(*, partner: Partner) -> list[dict]:
     """The partner's top drivers in words (ML computes missing ones on demand)."""
-    try:
-        from ml.selectors import partner_drivers as ml_partner_drivers
-    except ImportError:
-        score = getattr(partner, "current_score", None) if _has_score(partner) else None
-        return list(score.drivers or []) if score is not None else []
+    from ml.selectors import partner_current_score as ml_current_score
+    from ml.selectors import partner_drivers as ml_partner_drivers
+
     try:
         return list(ml_partner_drivers(partner=partner) or [])
     except Exception:  # noqa: BLE001 - an explanation failing must not take the partner page down
         log.exception("Drivers for %s could not be computed", partner.external_id)
-        score = getattr(partner, "current_score", None) if _has_score(partner) else None
+        score = ml_current_score(partner=partner)
         return list(score.drivers or []) if score is not None else []
-
-
-def _has_score(partner: Partner) -> bool:
-    from ml.models import PartnerScore
-
-    try:
-        partner.current_score  # noqa: B018
-    except PartnerScore.DoesNotExist:
-        return False
-    return True
 
 
 def partner_risk_history(*, partner: Partner, limit: int = 60) -> list[RiskScore]:

@@ -33,7 +33,9 @@ def intervention_log(
     if source == Intervention.Source.MANUAL and action == Intervention.Action.HOLDOUT:
         raise ValidationError({"action": "Only the agent draws control-group holdouts"})
     if risk is None:
-        score = getattr(partner, "current_score", None) if _has_score(partner) else None
+        from ml.selectors import partner_current_score
+
+        score = partner_current_score(partner=partner)
         if score is not None:
             risk, bucket, drivers = score.risk, score.bucket, score.drivers or []
     intervention = Intervention.objects.create(
@@ -58,16 +60,6 @@ def intervention_log(
         payload={"action": action, "source": source, "risk": risk, "writer": writer},
     )
     return intervention
-
-
-def _has_score(partner: Partner) -> bool:
-    from ml.models import PartnerScore
-
-    try:
-        partner.current_score  # noqa: B018
-    except PartnerScore.DoesNotExist:
-        return False
-    return True
 
 
 def intervention_set_outcome(
