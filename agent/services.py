@@ -24,6 +24,7 @@ import logging
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -193,37 +194,20 @@ def _run_finish(run: AgentRun, *, status: str, summary: dict, event_type: str, p
     run.status, run.summary = status, summary
 
 
-def agent_run_execute(*, run_id: int, limit: int | None = None) -> dict:
-    """What the Celery task and the command call: process one queued run to the end."""
+@contextmanager
+def _claimed_run(run_id: int):
+    """Claim a queued run for this process and yield its agent, or None if another process had it.
+
+    Any exception (time limits included) marks the run failed and audits it, so a run never
+    stays "running" behind a crash it could see."""
     run = AgentRun.objects.get(pk=run_id)
     if not _run_claim(run_id):
         run.refresh_from_db()
-        return {"run_id": run.pk, "status": run.status, **run.summary, "note": "already processed"}
+        yield run, None
+        return
     agent = InterventionAgent(run=run)
     try:
-        summary = agent.batch_process(limit=limit)
-    except BaseException as exc:  # time limits included: the run must not stay "running"
-        _run_finish(
-            run,
-            status=AgentRun.Status.FAILED,
-            summary=agent.summary(),
-            event_type="run_failed",
-            payload={"error": f"{type(exc).__name__}: {exc}"[:500]},
-        )
-        raise
-    return summary
-
-
-def agent_partner_execute(*, run_id: int, partner_id: int, skip_threshold: bool) -> dict:
-    """One partner ("intervene now", or a per-partner task): same guardrails, no sweep lock."""
-    run = AgentRun.objects.get(pk=run_id)
-    if not _run_claim(run_id):
-        run.refresh_from_db()
-        return {"run_id": run.pk, "status": run.status, **run.summary, "note": "already processed"}
-    agent = InterventionAgent(run=run)
-    status = AgentRun.Status.FINISHED
-    try:
-        result = agent.execute_intervention(partner_id, skip_threshold=skip_threshold)
+        yield run, agent
     except BaseException as exc:
         _run_finish(
             run,
@@ -233,8 +217,27 @@ def agent_partner_execute(*, run_id: int, partner_id: int, skip_threshold: bool)
             payload={"error": f"{type(exc).__name__}: {exc}"[:500]},
         )
         raise
-    if result == STOPPED:
-        status = AgentRun.Status.STOPPED
+
+
+def _already_processed(run: AgentRun) -> dict:
+    return {"run_id": run.pk, "status": run.status, **run.summary, "note": "already processed"}
+
+
+def agent_run_execute(*, run_id: int, limit: int | None = None) -> dict:
+    """What the Celery task and the command call: process one queued run to the end."""
+    with _claimed_run(run_id) as (run, agent):
+        if agent is None:
+            return _already_processed(run)
+        return agent.batch_process(limit=limit)
+
+
+def agent_partner_execute(*, run_id: int, partner_id: int, skip_threshold: bool) -> dict:
+    """One partner ("intervene now", or a per-partner task): same guardrails, no sweep lock."""
+    with _claimed_run(run_id) as (run, agent):
+        if agent is None:
+            return _already_processed(run)
+        result = agent.execute_intervention(partner_id, skip_threshold=skip_threshold)
+    status = AgentRun.Status.STOPPED if result == STOPPED else AgentRun.Status.FINISHED
     _run_finish(
         run, status=status, summary=agent.summary(), event_type="run_finished", payload={"result": result}
     )

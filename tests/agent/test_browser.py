@@ -21,8 +21,12 @@ def in_process_tasks():
 
 
 def test_a_retention_user_starts_the_agent_and_watches_a_run(page, in_process_tasks, mailoutbox):
+    from agent.models import AgentConfig
+
     UserFactory(username="rita", groups=["Retention"])
     partner = scored_partner(risk=0.95, name="Northwind Traders")
+    # Stopped, and no control-group draw: this one partner must be contacted, not held out.
+    AgentConfig.objects.update_or_create(pk=1, defaults={"enabled": False, "control_fraction": 0})
     page.goto("/agent/")
     browser_login(page, "rita")
     page.goto("/agent/")
