@@ -64,7 +64,7 @@ def partner_list(request: HttpRequest) -> HttpResponse:
 
 def _feed_context(request: HttpRequest) -> dict:
     form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
-    partners = selectors.partner_live_feed(**form.selector_kwargs())
+    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**form.selector_kwargs()))
     paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     unscored = []
@@ -87,24 +87,26 @@ def _feed_rows(partners) -> list[dict]:
     tier_labels = dict(Partner.Tier.choices)
     rows = []
     for p in partners:
-        s = p.current_score
-        owner = p.account_owner
+        ext, bucket = p["external_id"], p["bucket"]
+        owner = f"{p['owner_first']} {p['owner_last']}".strip() or p["owner_username"] or "—"
         rows.append(
             {
-                "id": p.external_id,
-                "url": f"{base}{p.external_id}/",
-                "bucket": s.bucket,
-                "headline": f"{tags.urgency_icon(s.bucket)} {p.external_id} • Risk: {tags.pct(s.risk)} • "
-                f"Churn in: {tags.bucket_label(s.bucket)}",
-                "name": p.name,
-                "tier": p.tier,
-                "tier_label": tier_labels.get(p.tier, p.tier),
-                "revenue": tags.money(p.monthly_revenue),
-                "revenue_at_risk": tags.money(s.revenue_at_risk),
-                "driver": s.drivers[0].get("text", "") if s.drivers else "",
-                "owner": tags.member_name(owner),
-                "last_action": tags.action_label(p.last_action) if p.last_action else "",
-                "last_at": p.last_intervention_at.strftime("%Y-%m-%d") if p.last_intervention_at else "",
+                "id": ext,
+                "url": f"{base}{ext}/",
+                "bucket": bucket,
+                "headline": f"{tags.urgency_icon(bucket)} {ext} • Risk: {tags.pct(p['risk'])} • "
+                f"Churn in: {tags.bucket_label(bucket)}",
+                "name": p["name"],
+                "tier": p["tier"],
+                "tier_label": tier_labels.get(p["tier"], p["tier"]),
+                "revenue": tags.money(p["monthly_revenue"]),
+                "revenue_at_risk": tags.money(p["revenue_at_risk"]),
+                "driver": p["top_driver"] or "",
+                "owner": owner,
+                "last_action": tags.action_label(p["last_action"]) if p["last_action"] else "",
+                "last_at": p["last_intervention_at"].strftime("%Y-%m-%d")
+                if p["last_intervention_at"]
+                else "",
             }
         )
     return rows
