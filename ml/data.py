@@ -82,9 +82,14 @@ def history_frames(
     if key == "partner_id":
         partners[key] = pd.to_numeric(partners[key]).astype("int64")
 
-    def children(table: str, date_col: str, since, cols: list[str]) -> pd.DataFrame:
+    def children(table: str, date_col: str, since, cols: list[str], open_col: str = "") -> pd.DataFrame:
         where, params = _id_filter("c.partner_id", partner_ids)
-        if since is not None:
+        if since is not None and open_col:
+            # Older rows still open (unpaid, or paid since) count too: an invoice unpaid
+            # for more than the window is still overdue (see ml.features).
+            where += f" AND (c.{date_col} >= %s OR c.{open_col} IS NULL OR c.{open_col} >= %s)"
+            params = [*params, since, since]
+        elif since is not None:
             where += f" AND c.{date_col} >= %s"
             params = [*params, since]
         if active_only:
@@ -101,5 +106,5 @@ def history_frames(
         return df
 
     activity = children("retention_monthlyactivity", "month", activity_since, ACTIVITY_COLUMNS)
-    invoices = children("retention_invoice", "issued_on", invoices_since, INVOICE_COLUMNS)
+    invoices = children("retention_invoice", "issued_on", invoices_since, INVOICE_COLUMNS, "paid_on")
     return partners, activity, invoices

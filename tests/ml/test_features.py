@@ -68,6 +68,27 @@ def test_a_payment_after_the_cutoff_still_counts_as_overdue():
     assert f.loc["P2", "days_since_last_payment"] == (CUTOFF - dt.date(2026, 3, 25)).days
 
 
+def test_an_invoice_unpaid_for_longer_than_the_invoice_window_still_counts_as_overdue():
+    p, a, i = frames()
+    old = pd.DataFrame(
+        {
+            "external_id": ["P2", "P2"],
+            "issued_on": pd.to_datetime(["2024-12-01", "2025-01-01"]),
+            "due_on": pd.to_datetime(["2024-12-31", "2025-01-31"]),
+            # The December invoice is never paid; January's was paid long ago.
+            "paid_on": pd.to_datetime([None, "2025-02-10"]),
+            "amount": [1_000.0, 1_000.0],
+        }
+    )
+    f = F.build_features(p, a, pd.concat([i, old], ignore_index=True), CUTOFF)
+    assert (CUTOFF - dt.date(2024, 12, 31)).days > F.INVOICE_DAYS
+    assert f.loc["P2", "days_overdue"] == (CUTOFF - dt.date(2024, 12, 31)).days
+    assert f.loc["P2", "overdue_invoices"] == 1
+    # The windowed features ignore both old invoices.
+    assert f.loc["P2", "days_since_last_payment"] == (CUTOFF - dt.date(2026, 3, 25)).days
+    assert f.loc["P1", "days_overdue"] == (CUTOFF - dt.date(2026, 3, 3)).days
+
+
 def test_declining_activity_shows_as_positive_trend_velocity_and_a_negative_trend():
     p, a, i = frames()
     f = F.build_features(p, a, i, CUTOFF)
