@@ -516,8 +516,8 @@ class InterventionAgent:
                     risk=job.risk,
                     bucket=job.bucket,
                     drivers=list(job.partner.current_score.drivers or []),
+                    run=self.run,
                 )
-                Intervention.objects.filter(pk=intervention.pk).update(agent_run=self.run)
                 self._audit(
                     "holdout_assigned",
                     intervention=intervention,
@@ -611,17 +611,12 @@ class InterventionAgent:
                     risk=job.risk,
                     bucket=job.bucket,
                     drivers=job.drivers,
+                    run=self.run,
+                    review_status=Intervention.Review.AWAITING if held else Intervention.Review.NOT_REQUIRED,
                 )
-                review = Intervention.Review.AWAITING if held else Intervention.Review.NOT_REQUIRED
                 # The database clock stamps the row the budget counts (same clock as the count).
-                Intervention.objects.filter(pk=intervention.pk).update(
-                    agent_run=self.run, review_status=review, created_at=now
-                )
-                intervention.agent_run, intervention.review_status, intervention.created_at = (
-                    self.run,
-                    review,
-                    now,
-                )
+                Intervention.objects.filter(pk=intervention.pk).update(created_at=now)
+                intervention.created_at = now
                 self._audit(
                     "email_drafted",
                     intervention=intervention,

@@ -26,8 +26,13 @@ def intervention_log(
     risk: float | None = None,
     bucket: str = "",
     drivers: list | None = None,
+    run=None,
+    review_status: str = Intervention.Review.NOT_REQUIRED,
 ) -> Intervention:
-    """Record a contact with a partner (manual by default), with the risk known at that moment."""
+    """Record a contact with a partner (manual by default), with the risk known at that moment.
+
+    The agent passes its `run` (kept on the row and on the audit event) and, for tiers that
+    need a manager, review_status=awaiting."""
     if action not in Intervention.Action.values:
         raise ValidationError({"action": f"Unknown action {action!r}"})
     if source == Intervention.Source.MANUAL and action == Intervention.Action.HOLDOUT:
@@ -51,11 +56,14 @@ def intervention_log(
         risk_at_action=risk,
         bucket_at_action=bucket or "",
         drivers_at_action=drivers or [],
+        agent_run=run,
+        review_status=review_status,
     )
     audit_record(
         event_type="intervention_logged",
         actor=actor,
         actor_type="agent" if source == Intervention.Source.AGENT else None,
+        run=run,
         intervention=intervention,
         payload={"action": action, "source": source, "risk": risk, "writer": writer},
     )

@@ -347,3 +347,17 @@ def test_a_config_change_in_the_admin_goes_through_the_audited_service(manager_c
     assert response.status_code == 302, response.content.decode()[:2000]
     event = events("config_changed").get()
     assert event.actor_user == manager and event.payload["changes"]["max_per_hour"] == {"from": 50, "to": 40}
+
+
+def test_every_step_of_a_run_is_filed_under_that_run(agent_on, mailoutbox):
+    agent_on.control_fraction = 0.5
+    agent_on.save()
+    for tier in ("silver", "platinum", "gold", "bronze"):
+        scored_partner(risk=0.95, tier=tier)
+    summary, run = run_once()
+    assert summary["executed"] + summary["held_for_review"] + summary["holdouts"] == 4
+    interventions = Intervention.objects.filter(source="agent")
+    assert set(interventions.values_list("agent_run", flat=True)) == {run.pk}
+    logged = events("intervention_logged")
+    assert logged.count() == 4 and set(logged.values_list("run", flat=True)) == {run.pk}
+    assert not AuditEvent.objects.filter(actor_type="agent", run__isnull=True).exists()
