@@ -889,8 +889,10 @@ def followups_process_due(*, now: dt.datetime | None = None, limit: int = 200) -
             partner = intervention.partner
             score = selectors.partner_score(partner=partner)
             risk = score.risk if score is not None else None
+            # Already resolved (by a person, the CRM or the clock): nothing left to escalate.
+            resolved = intervention.outcome != Intervention.Outcome.PENDING
             # No score means we can't tell it improved: a person should look.
-            still_at_risk = risk is None or risk > config.risk_threshold
+            still_at_risk = not resolved and (risk is None or risk > config.risk_threshold)
             owner = partner.account_owner
             try:
                 client = get_crm_client()
@@ -936,6 +938,7 @@ def followups_process_due(*, now: dt.datetime | None = None, limit: int = 200) -
                     "risk": risk,
                     "risk_at_action": intervention.risk_at_action,
                     "threshold": config.risk_threshold,
+                    "outcome": intervention.outcome,
                     "crm_task": followup.escalation_task_id or followup.crm_task_id,
                 },
             )

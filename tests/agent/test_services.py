@@ -361,3 +361,21 @@ def test_every_step_of_a_run_is_filed_under_that_run(agent_on, mailoutbox):
     logged = events("intervention_logged")
     assert logged.count() == 4 and set(logged.values_list("run", flat=True)) == {run.pk}
     assert not AuditEvent.objects.filter(actor_type="agent", run__isnull=True).exists()
+
+
+def test_a_follow_up_on_an_already_resolved_intervention_closes_without_escalating(agent_on, owner, manager):
+    from crm_sim.models import CrmTask
+    from retention.services import intervention_set_outcome
+
+    partner = scored_partner(risk=0.95, account_owner=owner)
+    run_once()
+    intervention = Intervention.objects.get(partner=partner, source="agent")
+    intervention_set_outcome(intervention=intervention, outcome="saved", actor=manager)
+
+    later = timezone.now() + dt.timedelta(days=8)
+    assert services.followups_process_due(now=later) == {"escalated": 0, "closed": 1, "failed": 0}
+    followup = FollowUp.objects.get(intervention=intervention)
+    assert followup.status == "closed"
+    assert not CrmTask.objects.filter(kind="escalation").exists()
+    assert CrmTask.objects.get(external_id=followup.crm_task_id).status == "completed"
+    assert events("followup_closed").get().payload["outcome"] == "saved"
