@@ -4,28 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ml', '0001_initial'),
+        ("ml", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SimulatedWorld',
+            name="SimulatedWorld",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('seed', models.IntegerField()),
-                ('n_partners', models.PositiveIntegerField()),
-                ('months', models.PositiveSmallIntegerField()),
-                ('params', models.JSONField(default=dict)),
-                ('started_on', models.DateField(help_text="Simulated 'today' when the world was seeded")),
-                ('today', models.DateField(help_text="Simulated 'today' now (advanced by simulate_days)")),
-                ('state_path', models.CharField(help_text='Hidden state file, relative to MEDIA_ROOT', max_length=500)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("seed", models.IntegerField()),
+                ("n_partners", models.PositiveIntegerField()),
+                ("months", models.PositiveSmallIntegerField()),
+                ("params", models.JSONField(default=dict)),
+                ("started_on", models.DateField(help_text="Simulated 'today' when the world was seeded")),
+                ("today", models.DateField(help_text="Simulated 'today' now (advanced by simulate_days)")),
+                (
+                    "state_path",
+                    models.CharField(help_text="Hidden state file, relative to MEDIA_ROOT", max_length=500),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]
