@@ -36,6 +36,10 @@ def _context(request: HttpRequest, **extra) -> dict:
         "broker": broker_status(),
         "eager": settings.CELERY_TASK_ALWAYS_EAGER,
         "budget_used": selectors.budget_used(),
+        # What a run would act on now, so an empty run is never a mystery.
+        "eligible_now": selectors.partners_eligible(
+            threshold=config.risk_threshold, cooldown_days=config.cooldown_days
+        ).count(),
         "runs": runs,
         "run": current,
         "filters": filters,

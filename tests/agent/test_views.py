@@ -219,3 +219,16 @@ def test_the_audit_trail_is_read_only_in_the_admin():
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
+
+
+def test_the_page_says_how_many_partners_a_run_would_act_on(retention_client):
+    AgentConfig.objects.update_or_create(pk=1, defaults={"risk_threshold": 0.85})
+    scored_partner(risk=0.9)
+    scored_partner(risk=0.95)
+    scored_partner(risk=0.5)
+    page = retention_client.get(URL, {"partial": "budget"}, headers={"HX-Request": "true"}).content.decode()
+    assert "<strong>2</strong> partners eligible now" in page
+
+    AgentConfig.objects.filter(pk=1).update(risk_threshold=0.99)
+    page = retention_client.get(URL).content.decode()
+    assert "<strong>0</strong> partners eligible now" in page and "a run would contact nobody" in page
