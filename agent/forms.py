@@ -1,6 +1,7 @@
 from django import forms
 
 from agent.models import AgentConfig
+from agent.services import CONFIG_FIELDS
 from retention.models import Partner
 
 
@@ -14,15 +15,8 @@ class AgentConfigForm(forms.ModelForm):
 
     class Meta:
         model = AgentConfig
-        fields = [
-            "risk_threshold",
-            "max_per_hour",
-            "cooldown_days",
-            "follow_up_days",
-            "approval_tiers",
-            "control_fraction",
-            "llm_model",
-        ]
+        # Start/Stop has its own button; everything else the service accepts is editable here.
+        fields = [f for f in CONFIG_FIELDS if f != "enabled"]
         widgets = {
             "risk_threshold": forms.NumberInput(attrs={"step": "0.01", "min": "0.01", "max": "0.99"}),
             "control_fraction": forms.NumberInput(attrs={"step": "0.01", "min": "0", "max": "0.5"}),
