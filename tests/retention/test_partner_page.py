@@ -10,7 +10,6 @@ from tests.factories import (
     InterventionFactory,
     InvoiceFactory,
     MonthlyActivityFactory,
-    PartnerScoreFactory,
     UserFactory,
 )
 from tests.retention.conftest import scored_partner
@@ -182,7 +181,16 @@ def test_an_unscored_partner_page_still_renders(retention_client):
     PartnerFactory(external_id="P2")
     html = retention_client.get("/partners/P2/").content.decode()
     assert "Not scored yet" in html and "No drivers computed yet" in html
-    PartnerScoreFactory  # noqa: B018
+
+
+def test_a_churned_partner_page_says_it_is_no_longer_scored(retention_client):
+    import datetime as dt
+
+    from tests.factories import PartnerFactory
+
+    PartnerFactory(external_id="P3", status="churned", churned_on=dt.date(2026, 10, 1))
+    html = retention_client.get("/partners/P3/").content.decode()
+    assert "Churned 2026-10-01: no longer scored" in html and "Not scored yet" not in html
 
 
 def test_the_partner_page_does_not_query_per_intervention(retention_client, django_assert_max_num_queries):
