@@ -197,3 +197,32 @@ def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | 
     if refused is not None:
         raise refused
     return locked
+
+
+def crm_tasks_close_for_intervention(
+    *, intervention: Intervention, actor: AbstractBaseUser | None = None
+) -> int:
+    """Complete the intervention's open CRM tasks with its outcome, through the CRM client.
+
+    Called once an intervention is resolved (Intervention Log, simulation clock), so nobody
+    works a follow-up or escalation call for a partner already saved or lost. A CRM failure
+    is audited and leaves the tasks open; the outcome itself is already committed.
+    """
+    from crm_sim.client import CrmError, TaskQuery, get_crm_client
+
+    client = get_crm_client()
+    closed = 0
+    try:
+        for record in client.list_tasks(
+            TaskQuery(status=CrmTask.Status.OPEN, intervention_id=intervention.pk)
+        ):
+            client.complete_task(record.external_id, outcome=intervention.outcome, actor=actor)
+            closed += 1
+    except (CrmError, ValidationError) as exc:
+        audit_record(
+            event_type="crm_task_failed",
+            actor=actor,
+            intervention=intervention,
+            payload={"kind": "close_on_outcome", "error": f"{type(exc).__name__}: {exc}"[:500]},
+        )
+    return closed

@@ -1,5 +1,7 @@
 """Writes for partners and interventions. Views, admin, commands and tasks call these."""
 
+from functools import partial
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -116,7 +118,16 @@ def intervention_set_outcome(
             )
     if refused:
         raise PermissionDenied("Only a manager can change a resolved outcome")
+    if previous == Intervention.Outcome.PENDING:
+        # After commit: the CRM is another system, and a failure there must not undo the outcome.
+        transaction.on_commit(partial(_close_crm_tasks, intervention=locked, actor=actor), robust=True)
     return locked
+
+
+def _close_crm_tasks(*, intervention: Intervention, actor) -> None:
+    from crm_sim.services import crm_tasks_close_for_intervention
+
+    crm_tasks_close_for_intervention(intervention=intervention, actor=actor)
 
 
 # Partner page: drafting and sending a retention email -------------------------------

@@ -379,3 +379,27 @@ def test_a_follow_up_on_an_already_resolved_intervention_closes_without_escalati
     assert not CrmTask.objects.filter(kind="escalation").exists()
     assert CrmTask.objects.get(external_id=followup.crm_task_id).status == "completed"
     assert events("followup_closed").get().payload["outcome"] == "saved"
+
+
+def test_resolving_an_intervention_closes_its_open_crm_tasks(
+    agent_on, owner, manager, django_capture_on_commit_callbacks
+):
+    from crm_sim.models import CrmTask
+    from retention.services import intervention_set_outcome
+
+    partner = scored_partner(risk=0.95, account_owner=owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_once()
+    intervention = Intervention.objects.get(partner=partner, source="agent")
+    task = CrmTask.objects.get(intervention=intervention)
+    assert task.status == "open"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        intervention_set_outcome(intervention=intervention, outcome="saved", actor=manager)
+    task.refresh_from_db()
+    assert (task.status, task.outcome, task.completed_by) == ("completed", "saved", manager)
+    assert events("crm_task_completed", intervention=intervention).count() == 1
+    # A correction afterwards reopens nothing and closes nothing twice.
+    with django_capture_on_commit_callbacks(execute=True):
+        intervention_set_outcome(intervention=intervention, outcome="churned", actor=manager)
+    assert events("crm_task_completed", intervention=intervention).count() == 1
