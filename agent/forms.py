@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from django import forms
 
 from agent.models import AgentConfig
@@ -76,9 +78,11 @@ class ActivityFilterForm(forms.Form):
     )
     type = forms.ChoiceField(required=False)
 
-    def __init__(self, *args, event_types: list[str] = (), **kwargs):
+    def __init__(self, *args, event_types: Callable[[], list[str]] = list, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["type"].choices = [("", "All events")] + [(t, t) for t in event_types]
+        # A callable: the distinct event types (a scan of the audit trail) are read only when
+        # the select is rendered or a type is chosen, not on every poll of the activity log.
+        self.fields["type"].choices = lambda: [("", "All events")] + [(t, t) for t in event_types()]
 
 
 class ReviewForm(forms.Form):

@@ -1,6 +1,8 @@
 """The Agent Control page: Start/Stop, Run now (live progress), configuration, budget, activity
 log and the manual override queue. Thin views: check access, validate, call one service."""
 
+import functools
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -23,23 +25,32 @@ def _require(request: HttpRequest, perm: str) -> None:
         raise PermissionDenied
 
 
+def _once(compute):
+    """A callable the template calls when it needs the value; computed at most once."""
+    return functools.cache(compute)
+
+
 def _context(request: HttpRequest, **extra) -> dict:
     config = selectors.agent_config_get()
-    filters = ActivityFilterForm(request.GET or None, event_types=selectors.audit_event_types())
+    filters = ActivityFilterForm(request.GET or None, event_types=selectors.audit_event_types)
     cleaned = filters.cleaned_data if filters.is_valid() else {}
     runs = list(selectors.recent_runs(limit=10))
     current = extra.pop("run", None) or (runs[0] if runs else None)
     return {
         "config": config,
         "config_form": extra.pop("config_form", None) or AgentConfigForm(instance=config),
-        "writer": selectors.writer_status(),
-        "broker": broker_status(),
+        # The live sections poll this view every few seconds for one partial each: the costly
+        # values below are computed only if the rendered part uses them (and then once).
+        "writer": _once(selectors.writer_status),
+        "broker": _once(broker_status),
         "eager": settings.CELERY_TASK_ALWAYS_EAGER,
-        "budget_used": selectors.budget_used(),
+        "budget_used": _once(selectors.budget_used),
         # What a run would act on now, so an empty run is never a mystery.
-        "eligible_now": selectors.partners_eligible(
-            threshold=config.risk_threshold, cooldown_days=config.cooldown_days
-        ).count(),
+        "eligible_now": _once(
+            lambda: selectors.partners_eligible(
+                threshold=config.risk_threshold, cooldown_days=config.cooldown_days
+            ).count()
+        ),
         "runs": runs,
         "run": current,
         "filters": filters,

@@ -232,3 +232,26 @@ def test_the_page_says_how_many_partners_a_run_would_act_on(retention_client):
     AgentConfig.objects.filter(pk=1).update(risk_threshold=0.99)
     page = retention_client.get(URL).content.decode()
     assert "<strong>0</strong> partners eligible now" in page and "a run would contact nobody" in page
+
+
+@pytest.mark.parametrize("partial", ["log", "budget", "queue"])
+def test_a_live_poll_computes_only_what_its_section_shows(retention_client, partial):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    scored_partner(risk=0.95)
+    with CaptureQueriesContext(connection) as queries:
+        response = retention_client.get(URL, {"partial": partial}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    sql = [q["sql"] for q in queries.captured_queries]
+    # The event-type list scans the whole audit trail: only the full page's select needs it.
+    assert not any("DISTINCT" in s and "agent_auditevent" in s for s in sql)
+    # Only the budget section counts eligible partners.
+    counts_eligible = any("COUNT(*)" in s and "ml_partnerscore" in s for s in sql)
+    assert counts_eligible == (partial == "budget")
+
+
+def test_the_full_page_still_lists_the_event_types_to_filter_by(retention_client):
+    services.agent_set_enabled(enabled=True, actor=None)
+    page = retention_client.get(URL).content.decode()
+    assert '<option value="config_changed">config_changed</option>' in page
