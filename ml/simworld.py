@@ -210,19 +210,36 @@ def apply_delta(delta: simulator.WorldDelta) -> dict[str, int]:
         "payments": 0,
         "churned": 0,
     }
-    for ext, issued, paid in zip(
-        delta.payments["external_id"],
-        _dates(delta.payments["issued_on"]),
-        _dates(delta.payments["paid_on"]),
-        strict=True,
-    ):
-        written["payments"] += Invoice.objects.filter(
-            partner_id=ids[ext], issued_on=issued, paid_on__isnull=True
-        ).update(paid_on=paid)
+    # Set-based, not a query per row: an advance of 30 days at 100k partners pays ~23k invoices.
+    paid_on = {
+        (ids[ext], issued): paid
+        for ext, issued, paid in zip(
+            delta.payments["external_id"],
+            _dates(delta.payments["issued_on"]),
+            _dates(delta.payments["paid_on"]),
+            strict=True,
+        )
+    }
+    if paid_on:
+        open_invoices = Invoice.objects.filter(
+            paid_on__isnull=True,
+            partner_id__in={pid for pid, _ in paid_on},
+            issued_on__in={issued for _, issued in paid_on},
+        ).only("id", "partner_id", "issued_on")
+        paid = []
+        for invoice in open_invoices:
+            invoice.paid_on = paid_on.get((invoice.partner_id, invoice.issued_on.isoformat()))
+            if invoice.paid_on is not None:
+                paid.append(invoice)
+        Invoice.objects.bulk_update(paid, ["paid_on"], batch_size=2_000)
+        written["payments"] = len(paid)
+    churned_by_day: dict[str, list[int]] = {}
     for ext, churned_on in zip(
         delta.churn_events["external_id"], _dates(delta.churn_events["churned_on"]), strict=True
     ):
-        written["churned"] += Partner.objects.filter(id=ids[ext], status=Partner.Status.ACTIVE).update(
+        churned_by_day.setdefault(churned_on, []).append(ids[ext])
+    for churned_on, partner_ids in churned_by_day.items():
+        written["churned"] += Partner.objects.filter(id__in=partner_ids, status=Partner.Status.ACTIVE).update(
             status=Partner.Status.CHURNED, churned_on=churned_on, updated_at=timezone.now()
         )
     return written

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ml import simulator, simworld
-from retention.models import Intervention, MonthlyActivity, Partner
+from retention.models import Intervention, Invoice, MonthlyActivity, Partner
 from retention.selectors import control_group_uplift
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +47,11 @@ def test_the_world_moves_forward_and_churn_lands_in_the_tables(capsys, media):
     _, world = simworld.world_load()
     truth = set(world.partners.loc[world.partners["status"] == "churned", "external_id"])
     assert truth == set(Partner.objects.filter(status="churned").values_list("external_id", flat=True))
+    # ... and on which invoices are still unpaid (payments during the advance landed).
+    assert summary["payments"] > 0
+    unpaid_truth = world.invoices[world.invoices["paid_on"].isna()]
+    unpaid_db = Invoice.objects.filter(paid_on__isnull=True)
+    assert unpaid_db.count() == len(unpaid_truth)
 
 
 def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, media, manager_client):
