@@ -120,7 +120,7 @@ def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
     html = retention_client.get("/", {"sort": "risk"}, headers={"HX-Request": "true"}).content.decode()
 
     assert html.lstrip().startswith('<div id="results">')
-    assert "P1" in html and '<nav class="mainnav"' not in html
+    assert 'href="/partners/P1/"' in html and '<nav class="mainnav"' not in html
 
 
 def test_the_full_page_has_the_layout_filters_and_poller(retention_client):
