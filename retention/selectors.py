@@ -200,14 +200,23 @@ def partner_activity(*, partner: Partner, months: int = 24) -> list[MonthlyActiv
 
 
 def partner_payments(*, partner: Partner, limit: int = 24, today: dt.date | None = None) -> list[dict]:
-    """Recent invoices with how late each was paid (or is, if still open)."""
-    today = today or dt.date.today()
+    """Recent invoices with how late each was paid (or is, if still open), as of the desk's
+    today: the simulated world's when it has one, so the page agrees with the drivers."""
+    if today is None:
+        from ml.selectors import scoring_as_of
+
+        today = scoring_as_of()
     rows = list(Invoice.objects.filter(partner=partner).order_by("-issued_on")[:limit])[::-1]
     out = []
     for inv in rows:
         end = inv.paid_on or today
         out.append(
-            {"invoice": inv, "days_late": max(0, (end - inv.due_on).days), "open": inv.paid_on is None}
+            {
+                "invoice": inv,
+                "days_late": max(0, (end - inv.due_on).days),
+                "open": inv.paid_on is None,
+                "not_yet_due": inv.paid_on is None and today <= inv.due_on,
+            }
         )
     return out
 

@@ -202,3 +202,25 @@ def test_the_partner_page_does_not_query_per_intervention(retention_client, djan
     with django_assert_max_num_queries(20):
         response = retention_client.get("/partners/P1/")
     assert response.content.decode().count('class="outcome-pending"') == 20
+
+
+def test_open_invoices_read_overdue_or_due_as_of_the_simulated_world_today(retention_client):
+    from ml.models import SimulatedWorld
+
+    SimulatedWorld.objects.create(
+        seed=1,
+        n_partners=1,
+        months=1,
+        started_on=dt.date(2026, 3, 1),
+        today=dt.date(2026, 3, 11),
+        state_path="x",
+    )
+    partner = scored_partner(external_id="P18477", risk=0.9)
+    InvoiceFactory(partner=partner, issued_on=dt.date(2026, 2, 1), due_on=dt.date(2026, 3, 1), paid_on=None)
+    InvoiceFactory(partner=partner, issued_on=dt.date(2026, 3, 1), due_on=dt.date(2026, 3, 31), paid_on=None)
+
+    html = retention_client.get("/partners/P18477/").content.decode()
+
+    # Ten days past due in the simulated world, whatever the real date is.
+    assert "Open invoice 2026-02-01: 10 days overdue." in html
+    assert "Open invoice 2026-03-01: due 2026-03-31." in html
