@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ml.explain import feature_label
+
 W, H, PAD = 320, 240, 34
 
 
@@ -55,7 +57,7 @@ def importance(rows: list[dict], limit: int = 12) -> dict:
     top = max((r["mean_abs_shap"] for r in rows), default=0) or 1
     label_w, bar_w, row_h = 190, 230, 20
     bars = [
-        {"y": i * row_h, "w": round(bar_w * r["mean_abs_shap"] / top, 1), "feature": r["feature"],
+        {"y": i * row_h, "w": round(bar_w * r["mean_abs_shap"] / top, 1), "feature": feature_label(r["feature"]),
          "value": r["mean_abs_shap"], "ty": i * row_h + 14}
         for i, r in enumerate(rows)
     ]  # fmt: skip

@@ -16,6 +16,59 @@ from ml.features import REGIONS, SEGMENTS, TIERS
 _REGION_NAMES = {"na": "North America", "emea": "EMEA", "apac": "APAC", "latam": "LATAM"}
 
 
+# Short names for charts of the model as a whole (the Model page's importance bars).
+FEATURE_LABELS = {
+    "tenure_days": "Tenure",
+    "tier_rank": "Tier",
+    "segment": "Segment",
+    "region": "Region",
+    "monthly_revenue": "Plan revenue",
+    "revenue_3m": "Revenue, last 3 months",
+    "revenue_vs_plan_1m": "Revenue vs plan, last month",
+    "revenue_vs_plan_3m": "Revenue vs plan, 3 months",
+    "revenue_vs_plan_12m": "Revenue vs plan, 12 months",
+    "revenue_vs_plan_ewm": "Revenue vs plan, weighted",
+    "revenue_vs_plan_change_1m": "Revenue vs plan, change",
+    "transactions_1m": "Transactions, last month",
+    "transactions_3m": "Transactions, 3 months",
+    "transactions_log_trend_1v3": "Transactions, last month vs 3",
+    "transactions_log_trend_3v3": "Transactions, 3 vs prior 3",
+    "active_users_1m": "Active users, last month",
+    "support_tickets_1m": "Support tickets, last month",
+    "months_of_history": "Months of history",
+    "active_users_vs_peak": "Active users vs peak",
+    "active_users_3m": "Active users, 3 months",
+    "transactions_trend_3m": "Transactions trend",
+    "revenue_trend_3m": "Revenue trend",
+    "active_users_trend_3m": "Active users trend",
+    "trend_velocity": "Decline velocity",
+    "support_tickets_3m": "Support tickets, 3 months",
+    "tickets_per_user_3m": "Tickets per active user",
+    "days_since_last_payment": "Days since last payment",
+    "days_overdue": "Days overdue",
+    "overdue_invoices": "Overdue invoices",
+    "late_days_90d": "Days late, 90 days",
+    "late_max_90d": "Worst lateness, 90 days",
+    "days_to_pay_last": "Days to pay, latest invoice",
+    "last_invoice_open": "Latest invoice unpaid",
+    "days_to_pay_3m": "Days to pay, 3 months",
+    "late_share_12m": "Share paid late, 12 months",
+    "avg_days_late_12m": "Average days late, 12 months",
+    "historical_churn_rate": "Peer churn rate",
+    "historical_churn_speed": "Peer churn speed",
+}
+
+
+def feature_label(feature: str) -> str:
+    """A column's name for people; a team's own CSV columns keep theirs."""
+    for prefix, names in (("segment_", None), ("region_", _REGION_NAMES)):
+        if feature.startswith(prefix) and feature not in FEATURE_LABELS:
+            value = feature.removeprefix(prefix)
+            shown = (names or {}).get(value, value.title())
+            return f"{prefix[:-1].title()}: {shown}"
+    return FEATURE_LABELS.get(feature, feature)
+
+
 def group_contributions(model, points: np.ndarray, values) -> list[dict]:
     features = model.features
     if model.kind == "csv":

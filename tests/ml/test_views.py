@@ -15,7 +15,9 @@ METRICS = {
     "oracle_reliability": [{"bin": 0, "predicted": 0.05, "observed": 0.05, "n": 4800}],
     "risk_histogram": [10] * 20,
     "feature_importance": [{"feature": "days_overdue", "mean_abs_shap": 0.34},
-                           {"feature": "revenue_vs_plan_1m", "mean_abs_shap": 0.32}],
+                           {"feature": "revenue_vs_plan_1m", "mean_abs_shap": 0.32},
+                           {"feature": "region_latam", "mean_abs_shap": 0.01},
+                           {"feature": "my_csv_column", "mean_abs_shap": 0.005}],
     "bucket_confusion": {"labels": ["7d", "30d", "90d", "later"],
                          "matrix": [[1, 1, 13, 45], [1, 6, 44, 121], [0, 3, 71, 379], [0, 5, 57, 5497]]},
 }  # fmt: skip
@@ -36,7 +38,10 @@ def test_the_model_page_shows_metrics_beside_the_oracle_with_pictures(retention_
     assert '<td class="num">0.81</td>' in html and "0.963" in html
     assert html.count("<svg") >= 3  # reliability, risk distribution, importance
     assert "Current scores of all partners" in html
-    assert "days_overdue" in html and "~7 days" in html and "5497" in html
+    assert "~7 days" in html and "5497" in html
+    # Importance bars read as words; a team's own CSV column keeps its name.
+    assert ">Days overdue</text>" in html and ">Revenue vs plan, last month</text>" in html
+    assert ">Region: LATAM</text>" in html and ">my_csv_column</text>" in html
     assert "<html" in html
 
 
