@@ -223,6 +223,16 @@ class Intervention(TimeStampedModel):
         return f"{self.get_action_display()} for {self.partner_id} ({self.outcome})"
 
     @property
+    def action_label(self) -> str:
+        """What was done, as the desk should read it: a held or refused agent email was not sent."""
+        if self.action == self.Action.EMAIL_SENT:
+            if self.review_status == self.Review.AWAITING:
+                return "Email drafted (not sent)"
+            if self.review_status == self.Review.REJECTED:
+                return "Email rejected (not sent)"
+        return self.get_action_display()
+
+    @property
     def is_holdout(self) -> bool:
         return self.action == self.Action.HOLDOUT
 

@@ -202,3 +202,23 @@ def test_the_log_page_does_not_query_per_row(retention_client, django_assert_max
     with django_assert_max_num_queries(12):
         response = retention_client.get("/interventions/")
     assert response.content.decode().count('<tr id="intervention-') == 30
+
+
+def test_a_held_or_rejected_agent_email_does_not_read_as_sent(retention_client):
+    for external_id, review in (("P7", "awaiting"), ("P8", "rejected"), ("P9", "approved")):
+        InterventionFactory(
+            partner=PartnerFactory(external_id=external_id),
+            source="agent",
+            action="email_sent",
+            review_status=review,
+        )
+
+    html = retention_client.get("/interventions/").content.decode()
+    rows = {
+        m[0]: m[1]
+        for m in re.findall(r'href="/partners/(P\d)/".*?</td>\s*<td>.*?</td>\s*<td>(.*?)</td>', html, re.S)
+    }
+
+    assert rows["P7"].startswith("Email drafted (not sent)")
+    assert rows["P8"].startswith("Email rejected (not sent)")
+    assert rows["P9"].startswith("Email sent")
