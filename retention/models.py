@@ -222,15 +222,19 @@ class Intervention(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.get_action_display()} for {self.partner_id} ({self.outcome})"
 
+    @classmethod
+    def describe_action(cls, action: str, review_status: str) -> str:
+        """What was done, as the desk should read it: a held or refused agent email was not sent."""
+        if action == cls.Action.EMAIL_SENT:
+            if review_status == cls.Review.AWAITING:
+                return "Email drafted (not sent)"
+            if review_status == cls.Review.REJECTED:
+                return "Email rejected (not sent)"
+        return cls.Action(action).label if action in cls.Action.values else action
+
     @property
     def action_label(self) -> str:
-        """What was done, as the desk should read it: a held or refused agent email was not sent."""
-        if self.action == self.Action.EMAIL_SENT:
-            if self.review_status == self.Review.AWAITING:
-                return "Email drafted (not sent)"
-            if self.review_status == self.Review.REJECTED:
-                return "Email rejected (not sent)"
-        return self.get_action_display()
+        return self.describe_action(self.action, self.review_status)
 
     @property
     def is_holdout(self) -> bool:

@@ -79,6 +79,7 @@ def partner_live_feed(
         .select_related("current_score", "account_owner")
         .annotate(
             last_action=Subquery(last.values("action")[:1]),
+            last_review_status=Subquery(last.values("review_status")[:1]),
             last_intervention_at=Subquery(last.values("created_at")[:1]),
         )
     )
@@ -103,7 +104,15 @@ def partner_live_feed(
 
 # What a feed row shows, read as plain values: building 150 model instances and decoding
 # every driver list cost more than the query itself (bench/feed_bench.py).
-FEED_ROW_FIELDS = ("external_id", "name", "tier", "monthly_revenue", "last_action", "last_intervention_at")
+FEED_ROW_FIELDS = (
+    "external_id",
+    "name",
+    "tier",
+    "monthly_revenue",
+    "last_action",
+    "last_review_status",
+    "last_intervention_at",
+)
 FEED_ROW_RELATED = {
     "bucket": F("current_score__bucket"),
     "risk": F("current_score__risk"),

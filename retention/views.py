@@ -103,7 +103,9 @@ def _feed_rows(partners) -> list[dict]:
                 "revenue_at_risk": tags.money(p["revenue_at_risk"]),
                 "driver": p["top_driver"] or "",
                 "owner": owner,
-                "last_action": tags.action_label(p["last_action"]) if p["last_action"] else "",
+                "last_action": Intervention.describe_action(p["last_action"], p["last_review_status"])
+                if p["last_action"]
+                else "",
                 "last_at": p["last_intervention_at"].strftime("%Y-%m-%d")
                 if p["last_intervention_at"]
                 else "",

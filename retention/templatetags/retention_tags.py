@@ -3,13 +3,11 @@ from decimal import Decimal
 from django import template
 
 from ml.models import Bucket
-from retention.models import Intervention
 
 register = template.Library()
 
 URGENCY_ICONS = {"7d": "🔴", "30d": "🟠", "90d": "🟡", "later": "🟢"}
 BUCKET_LABELS = dict(Bucket.choices)
-ACTION_LABELS = dict(Intervention.Action.choices)
 
 
 @register.filter
@@ -35,11 +33,6 @@ def urgency_icon(bucket: str) -> str:
 @register.filter
 def bucket_label(bucket: str) -> str:
     return BUCKET_LABELS.get(bucket, bucket or "—")
-
-
-@register.filter
-def action_label(action: str) -> str:
-    return ACTION_LABELS.get(action, action or "—")
 
 
 @register.filter

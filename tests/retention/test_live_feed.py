@@ -90,6 +90,15 @@ def test_the_feed_shows_each_partners_last_intervention(retention_client):
     assert "Meeting" in row and "Email sent" not in row
 
 
+def test_the_feed_does_not_call_an_email_held_for_approval_sent(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9)
+    InterventionFactory(partner=partner, source="agent", action="email_sent", review_status="awaiting")
+
+    html = retention_client.get("/").content.decode()
+    row = html.split('data-partner="P1"')[1].split("</tr>")[0]
+    assert "Email drafted (not sent)" in row
+
+
 def test_the_feed_paginates_fifty_rows_a_page_keeping_the_filters(retention_client):
     for n in range(55):
         scored_partner(external_id=f"P{n:03d}", risk=0.5 + n / 200, tier="gold")
