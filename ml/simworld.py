@@ -263,8 +263,9 @@ def world_advance(*, days: int, horizon_days: int = 90) -> dict:
 
     Partners reached by an intervention (any non-holdout intervention that was not held
     back or rejected) get the simulator's true effect from their contact date; holdouts and
-    everybody else are untouched. A contact logged while the simulated clock is ahead of
-    the real one counts from the next simulated day. Pending interventions then resolve
+    everybody else are untouched. The world stands still between advances, so a contact
+    logged since the last one happened in its present: it counts from the next simulated
+    day, whatever the wall clock said (the simulated today may lag or lead the real one). Pending interventions then resolve
     from what happened: churned if the partner churned, saved once `horizon_days` passed
     with the partner still active (unless a person resolved them first).
     """
@@ -284,10 +285,10 @@ def world_advance(*, days: int, horizon_days: int = 90) -> dict:
     first_new_day = world.today + timedelta(days=1)
     contacted: dict[str, date] = {}
     rows = Intervention.objects.exclude(pk__in=[int(k) for k in seen]).values_list(
-        "pk", "partner__external_id", "action", "review_status", "created_at"
+        "pk", "partner__external_id", "action", "review_status"
     )
-    for pk, ext, action, review, created_at in rows.order_by("created_at"):
-        sim_day = max(created_at.date(), first_new_day)
+    for pk, ext, action, review in rows.order_by("created_at"):
+        sim_day = first_new_day
         seen[str(pk)] = sim_day.isoformat()
         reached = action != Intervention.Action.HOLDOUT and review in (
             Intervention.Review.NOT_REQUIRED,

@@ -65,6 +65,28 @@ def test_the_same_seed_gives_the_same_partners(capsys, media):
     assert first == again
 
 
+@pytest.mark.django_db(transaction=True)  # --reset truncates, outside a test transaction
+def test_a_given_simulated_today_gives_the_same_world_on_any_run_date(capsys, media):
+    def world(*today):
+        summary = seed(capsys, "--partners", "150", "--months", "6", "--seed", "9", *today, "--reset")
+        rows = list(
+            Invoice.objects.order_by("partner__external_id", "issued_on").values_list(
+                "partner__external_id", "issued_on", "due_on", "paid_on", "amount"
+            )
+        )
+        return summary, rows
+
+    summary, first = world("--today", "2026-04-14")
+    assert summary["simulated_today"] == "2026-04-14"
+    assert SimulatedWorld.objects.get().today.isoformat() == "2026-04-14"
+    assert max(r[1] for r in first).isoformat() <= "2026-04-14"  # nothing issued after that today
+    assert world("--today", "2026-04-14")[1] == first
+    assert world("--today", "2026-04-20")[1] != first
+
+    with pytest.raises(CommandError, match="not a date"):
+        seed(capsys, "--partners", "10", "--today", "14/04/2026")
+
+
 def test_it_refuses_to_seed_over_existing_data_without_reset(capsys, media):
     seed(capsys, "--partners", "100", "--months", "6")
     with pytest.raises(CommandError, match="--reset"):

@@ -33,7 +33,19 @@ def test_it_refuses_without_a_simulated_world(media):
 
 
 def test_the_world_moves_forward_and_churn_lands_in_the_tables(capsys, media):
-    seeded = run(capsys, "seed_demo", "--partners", "400", "--months", "6", "--seed", "4", "--no-progress")
+    seeded = run(
+        capsys,
+        "seed_demo",
+        "--partners",
+        "400",
+        "--months",
+        "6",
+        "--seed",
+        "4",
+        "--today",
+        "2026-04-14",
+        "--no-progress",
+    )
     months_before = MonthlyActivity.objects.count()
 
     summary = run(capsys, "simulate_days", "62")
@@ -55,7 +67,22 @@ def test_the_world_moves_forward_and_churn_lands_in_the_tables(capsys, media):
 
 
 def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, media, manager_client):
-    run(capsys, "seed_demo", "--partners", "5000", "--months", "12", "--seed", "11", "--no-progress")
+    # A fixed simulated today: the world (and so this experiment) is the same on any run date.
+    # A 95% interval misses the truth for about 1 world in 70 (measured over 730 dates), so
+    # a floating date made this test fail on some days.
+    run(
+        capsys,
+        "seed_demo",
+        "--partners",
+        "5000",
+        "--months",
+        "12",
+        "--seed",
+        "11",
+        "--today",
+        "2026-04-14",
+        "--no-progress",
+    )
     _, world = simworld.world_load()
     # The experiment runs on the partners most at risk (where the agent acts), split at random.
     truth_p = simulator.true_churn_probability(world, world.today)

@@ -1,7 +1,9 @@
 """Fill the database with a simulated partner world and the demo users."""
 
+import argparse
 import json
 import time
+from datetime import date
 
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
@@ -41,6 +43,13 @@ RESET_TABLES = [
 ]
 
 
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
 class Command(BaseCommand):
     help = "Seed a simulated partner world (partners, activity, invoices) and the demo users."
 
@@ -50,6 +59,13 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
         parser.add_argument("--reset", action="store_true", help="erase existing demo data first")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--today",
+            type=_iso_date,
+            default=None,
+            help="the simulated today, YYYY-MM-DD (default: the real date); the same seed and "
+            "date give the same world",
+        )
 
     def handle(self, *args, **opts):
         n, months, seed = opts["partners"], opts["months"], opts["seed"]
@@ -68,7 +84,7 @@ class Command(BaseCommand):
             self._reset()
 
         self.stdout.write(f"Simulating {n:,} partners x {months} months (seed {seed})...")
-        world = simulator.generate_world(n, months=months, seed=seed)
+        world = simulator.generate_world(n, months=months, seed=seed, today=opts["today"])
         t_sim = time.perf_counter() - started
 
         total = len(world.partners) + len(world.activity) + len(world.invoices)
