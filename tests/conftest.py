@@ -22,6 +22,18 @@ def django_db_setup(django_db_setup, django_db_blocker):
             connection.close()  # new connections pick the setting up
 
 
+@pytest.fixture(autouse=True)
+def _product_defaults(settings):
+    """The suite runs on the product's defaults, whatever the developer's shell exports: with
+    OPENAI_API_KEY set, partner prompts would go to a real API and the template-writer tests
+    would fail. Tests that want the LLM point it at the local server (llm_settings)."""
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = None
+    settings.RETENTION_BOOKING_URL = ""
+    settings.CRM_BACKEND = "crm_sim.client.SimulatedCrmBackend"
+    settings.SIMULATION_MODE = True
+
+
 @pytest.fixture
 def retention_user(db):
     return UserFactory(username="rita", first_name="Rita", last_name="Retention", groups=["Retention"])

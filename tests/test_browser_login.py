@@ -1,4 +1,5 @@
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import browser_login
 from tests.factories import PartnerFactory, UserFactory
@@ -26,5 +27,5 @@ def test_a_wrong_password_is_refused_with_a_message(page):
     page.fill("#id_username", "retention")
     page.fill("#id_password", "nope")
     page.click("button[type=submit]")
-    assert "didn't match" in page.locator("main").inner_text()
+    expect(page.locator("main")).to_contain_text("didn't match")
     assert "/login/" in page.url

@@ -1,6 +1,7 @@
 """The Agent Control page and the review queue in a real headless Chromium."""
 
 import pytest
+from playwright.sync_api import expect
 
 from churnsite.celery import app
 from retention.models import Intervention, Partner
@@ -32,14 +33,14 @@ def test_a_retention_user_starts_the_agent_and_watches_a_run(page, in_process_ta
     page.goto("/agent/")
     assert "Template writer: no OPENAI_API_KEY" in page.locator("#writer").inner_text()
     page.click("button:has-text('Start')")
-    assert "Running" in page.locator("#status").inner_text()
+    expect(page.locator("#status")).to_contain_text("Running")
     page.click("button:has-text('Run now')")
     page.locator("#progress >> text=Finished").wait_for()
     assert Intervention.objects.get(partner=partner).sent_at is not None
     # The activity log refreshes itself.
     page.locator("#log code", has_text="email_sent").first.wait_for()
     page.click("button:has-text('Stop')")
-    assert "Stopped" in page.locator("#status").inner_text()
+    expect(page.locator("#status")).to_contain_text("Stopped")
 
 
 def test_a_manager_edits_and_approves_a_held_platinum_draft(page, in_process_tasks, mailoutbox):

@@ -129,7 +129,7 @@ def test_drivers_that_lower_the_risk_or_only_explain_the_model_are_not_written_a
         {"feature": "support_tickets_3m", "text": "7 support tickets in 3 months", "value": 7, "points": 2},
     ]
 
-    draft = draft_retention_email(partner=PartnerFactory(), drivers=drivers)
+    draft = draft_retention_email(partner=PartnerFactory(name="Acme Logistics"), drivers=drivers)
 
     assert "7 support tickets in 3 months" in draft.body
     assert "churn" not in draft.body.lower()

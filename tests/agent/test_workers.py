@@ -92,11 +92,13 @@ def test_four_workers_never_exceed_the_hourly_cap_nor_contact_a_partner_twice(ou
     # Two overlapping scheduled-style runs plus 150 per-partner tasks, all at once on 4 processes.
     runs = [services.agent_run_create(trigger=AgentRun.Trigger.MANUAL) for _ in range(2)]
     singles = AgentRun.objects.bulk_create(AgentRun(trigger=AgentRun.Trigger.PARTNER) for _ in range(150))
-    results = [run_agent.apply_async(args=[run.pk], queue=outbox.queue) for run in runs]
-    results += [
+    # Singles first, so the batch runs meet partners already claimed and a budget in use
+    # (otherwise one batch run could take all 50 before a single task commits).
+    results = [
         execute_intervention.apply_async(args=[run.pk, partner.pk], queue=outbox.queue)
         for run, partner in zip(singles, partners[::3], strict=False)
     ]
+    results += [run_agent.apply_async(args=[run.pk], queue=outbox.queue) for run in runs]
     for result in results:
         result.get(timeout=240)
 

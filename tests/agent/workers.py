@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 
@@ -31,15 +32,19 @@ class WorkerPool:
 
     def env(self) -> dict:
         db = settings.DATABASES["default"]
+        user = quote(db["USER"] or "postgres", safe="")
+        if db.get("PASSWORD"):
+            user += ":" + quote(db["PASSWORD"], safe="")
         env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "DATABASE_URL": f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
             "REDIS_URL": settings.REDIS_URL,
             "CELERY_QUEUE": self.queue,
             "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
             "EMAIL_FILE_PATH": str(self.outbox),
             "DB_CONN_MAX_AGE": "0",
             "OPENAI_API_KEY": "",
+            "OPENAI_BASE_URL": "",
             "LOG_LEVEL": "WARNING",
             **self.extra_env,
         }

@@ -60,7 +60,7 @@ def test_the_log_lists_interventions_with_action_time_member_source_and_status(r
 
     html = retention_client.get("/interventions/").content.decode()
 
-    assert 'class="mainnav"' in html and "P1" in html and "P2" in html
+    assert 'class="mainnav"' in html and 'href="/partners/P1/"' in html and 'href="/partners/P2/"' in html
     assert "Meeting" in html and "Carl Case" in html and "Agent" in html and "Manual" in html
     assert '<option value="saved" >Saved ✓</option>' in html
 

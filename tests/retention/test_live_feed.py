@@ -152,7 +152,7 @@ def test_the_poll_answers_204_until_a_new_scoring_run_lands(retention_client):
     )
     html = fresh.content.decode()
     assert fresh.status_code == 200
-    assert html.lstrip().startswith('<div id="results">') and "P1" in html
+    assert html.lstrip().startswith('<div id="results">') and 'href="/partners/P1/"' in html
     assert f'"run": "{newer.pk}"' in html  # the next poll compares with the new run
     assert "scoring-run-landed" in fresh["HX-Trigger"]
 
