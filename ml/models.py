@@ -51,6 +51,11 @@ class ScoringRun(TimeStampedModel):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     scored = models.PositiveIntegerField(default=0)
+    # The date the features were computed at (the simulated today in a demo world): the
+    # partner page charts risk against it, not against the wall clock of the run.
+    as_of = models.DateField(null=True, blank=True)
+    # A run at a past date fills the history; it never replaces the current scores.
+    backfill = models.BooleanField(default=False)
     stats = models.JSONField(default=dict, blank=True)
 
     class Meta:

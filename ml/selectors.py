@@ -66,7 +66,9 @@ def compute_partner_drivers(*, partner_id: int, version: ModelVersion, as_of: dt
 
 def latest_run() -> ScoringRun | None:
     return (
-        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED).select_related("model_version").first()
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
+        .select_related("model_version")
+        .first()
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agent.audit import audit_record
@@ -87,23 +88,35 @@ def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser | N
 def scoring_run_start(
     *, model_version: ModelVersion | None = None, as_of: dt.date | None = None
 ) -> ScoringRun:
+    """A run scores at the desk's today, or at a past date (a backfill: history rows only,
+    the current scores the Live Feed and the agent read stay as they are)."""
     version = model_version or active_version()
     if version is None:
         raise ModelActivationError("No active model version: run train_churn_model first.")
-    as_of = as_of or scoring_as_of()
+    today = scoring_as_of()
+    as_of = as_of or today
+    if as_of > today:
+        raise ValueError(f"cannot score at {as_of}: the data ends {today}")
     return ScoringRun.objects.create(
         model_version=version,
         started_at=timezone.now(),
+        as_of=as_of,
+        backfill=as_of < today,
         stats={"as_of": as_of.isoformat()},
     )
 
 
-def scoring_partner_ids() -> list[int]:
+def scoring_partner_ids(*, as_of: dt.date | None = None) -> list[int]:
+    """The partners a run scores: active now, or (for a past date) active at that date."""
     from retention.models import Partner
 
-    return list(
-        Partner.objects.filter(status=Partner.Status.ACTIVE).order_by("pk").values_list("pk", flat=True)
-    )
+    if as_of is None or as_of >= scoring_as_of():
+        qs = Partner.objects.filter(status=Partner.Status.ACTIVE)
+    else:
+        qs = Partner.objects.filter(joined_on__lte=as_of).filter(
+            Q(status=Partner.Status.ACTIVE) | Q(churned_on__gt=as_of)
+        )
+    return list(qs.order_by("pk").values_list("pk", flat=True))
 
 
 def partner_features(*, partner_ids: Sequence[int], as_of: dt.date, model: ChurnModel) -> pd.DataFrame:
@@ -148,14 +161,14 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
     times["drivers"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _persist(run, pred, drivers)
+    _persist(run, pred, drivers, current=not run.backfill)
     times["persist"] = time.perf_counter() - t
     times["n"] = len(pred)
     times["drivers_n"] = len(drivers)
     return times
 
 
-def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list]) -> None:
+def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, current: bool = True) -> None:
     if not len(pred):
         return
     from retention.models import Partner
@@ -168,7 +181,7 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list]) -> N
     # Clip float noise so the probability check constraints always hold.
     cols = {c: np.clip(v, 0.0, 1.0) for c, v in cols.items()}
     buckets = pred["bucket"].to_numpy()
-    history, current = [], []
+    history, now_scores = [], []
     for i, pid in enumerate(pred.index):
         pid = int(pid)
         fields = {c: float(cols[c][i]) for c in cols}
@@ -180,8 +193,10 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list]) -> N
                 drivers=d, scored_at=now, **fields,
             )
         )  # fmt: skip
+        if not current:
+            continue
         rar = (revenue.get(pid) or Decimal(0)) * Decimal(repr(fields["risk"]))
-        current.append(
+        now_scores.append(
             PartnerScore(
                 partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
                 drivers=d, scored_at=now, urgency_rank=BUCKET_URGENCY_RANK[bucket],
@@ -191,7 +206,7 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list]) -> N
     with transaction.atomic():
         RiskScore.objects.bulk_create(history, batch_size=5000, ignore_conflicts=True)
         PartnerScore.objects.bulk_create(
-            current,
+            now_scores,
             batch_size=5000,
             update_conflicts=True,
             unique_fields=["partner"],
@@ -231,14 +246,20 @@ def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def score_all_partners(*, chunk_size: int = DEFAULT_CHUNK, model_version: ModelVersion | None = None) -> dict:
+def score_all_partners(
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    model_version: ModelVersion | None = None,
+    as_of: dt.date | None = None,
+) -> dict:
     """Score every active partner in-process, chunk by chunk (the Celery task runs the same
-    chunks as a group over workers). Returns the summary the command prints."""
+    chunks as a group over workers). Returns the summary the command prints. With a past
+    `as_of`, scores the partners active then, as of then, into the history only."""
     t0 = time.perf_counter()
-    run = scoring_run_start(model_version=model_version)
+    run = scoring_run_start(model_version=model_version, as_of=as_of)
     stages = {"read_ids": 0.0, "features": 0.0, "predict": 0.0, "drivers": 0.0, "persist": 0.0}
     t = time.perf_counter()
-    ids = scoring_partner_ids()
+    ids = scoring_partner_ids(as_of=dt.date.fromisoformat(run.stats["as_of"]))
     stages["read_ids"] = time.perf_counter() - t
     drivers_n = 0
     try:
@@ -263,6 +284,7 @@ def score_all_partners(*, chunk_size: int = DEFAULT_CHUNK, model_version: ModelV
         "model_version": run.model_version_id,
         "run": run.pk,
         "as_of": run.stats["as_of"],
+        "backfill": run.backfill,
         "drivers_computed": drivers_n,
         "stages": {k: round(v, 3) for k, v in stages.items()},
     }

@@ -149,7 +149,7 @@ class CappedPaginator(Paginator):
 def latest_scoring_run_id() -> int | None:
     """The newest finished scoring run: the Live Feed re-renders when it changes."""
     return (
-        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED)
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
         .order_by("-pk")
         .values_list("pk", flat=True)
         .first()
@@ -195,12 +195,20 @@ def partner_drivers(*, partner: Partner) -> list[dict]:
 
 
 def partner_risk_history(*, partner: Partner, limit: int = 60) -> list[RiskScore]:
-    rows = list(
+    """The partner's scores by the date they describe (a run's as-of date: in a simulated
+    world, or for a backfilled month, that is not when the run happened), oldest first,
+    one per date (the latest run's)."""
+    rows = (
         RiskScore.objects.filter(partner=partner)
-        .order_by("-scored_at")
-        .only("risk", "bucket", "scored_at")[:limit]
+        .select_related("run")
+        .order_by("-run__as_of", "-scored_at")
+        .only("risk", "bucket", "scored_at", "run__as_of")
     )
-    return rows[::-1]
+    by_date: dict = {}
+    for row in rows[: limit * 2]:
+        row.as_of = row.run.as_of or row.scored_at.date()
+        by_date.setdefault(row.as_of, row)
+    return list(by_date.values())[:limit][::-1]
 
 
 def partner_activity(*, partner: Partner, months: int = 24) -> list[MonthlyActivity]:

@@ -169,7 +169,7 @@ def partner_detail(request: HttpRequest, external_id: str) -> HttpResponse:
         "drivers": selectors.partner_drivers(partner=partner),
         "history": history[-8:][::-1],
         "risk_chart": charts.line_chart(
-            [s.scored_at.strftime("%d %b") for s in history],
+            [s.as_of.strftime("%d %b %y") for s in history],
             {"Risk within 90 days": [s.risk for s in history]},
             title=f"Risk over time for {partner.external_id}",
             y_max=1,

@@ -188,3 +188,60 @@ def test_drivers_of_a_score_whose_artifact_is_missing_are_empty_not_an_error(db)
 
     score = PartnerScoreFactory(drivers=None, partner__external_id="X1")  # no such artifact
     assert partner_drivers(partner=score.partner) == []
+
+
+def test_a_backfill_at_a_past_date_fills_the_history_and_leaves_the_current_scores(
+    scored_db, db, retention_client
+):
+    import datetime as dt
+
+    from ml.data import history_frames
+    from ml.features import build_features
+    from ml.registry import model_for_version
+
+    today = SimulatedWorld.objects.get().today
+    past = today - dt.timedelta(days=60)
+    current_before = list(
+        PartnerScore.objects.order_by("partner_id").values_list("partner_id", "run_id", "risk")
+    )
+    then_active = Partner.objects.filter(joined_on__lte=past).exclude(status="churned", churned_on__lte=past)
+    gone_since = then_active.filter(status="churned")  # active then, churned since
+    assert gone_since.exists()
+
+    out = StringIO()
+    call_command("score_partners", "--as-of", past.isoformat(), stdout=out)
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+
+    run = ScoringRun.objects.get(pk=summary["run"])
+    assert summary["backfill"] is True and run.backfill and run.as_of == past
+    assert summary["scored"] == then_active.count()
+    assert RiskScore.objects.filter(run=run, partner__in=gone_since).count() == gone_since.count()
+    # The Live Feed, the agent and the feed's refresh keep reading today's scores.
+    assert list(PartnerScore.objects.order_by("partner_id").values_list("partner_id", "run_id", "risk")) == (
+        current_before
+    )
+    from retention.selectors import latest_scoring_run_id
+
+    assert latest_scoring_run_id() == scored_db["score"]["run"]
+    # The risk written is the model's at that date, from the history up to it.
+    partner = then_active.filter(status="active").order_by("pk").first()
+    partners, activity, invoices = history_frames(key="partner_id", partner_ids=[partner.pk])
+    model = model_for_version(run.model_version)
+    X = build_features(partners, activity, invoices, past, churn_table=model.churn_table, key="partner_id")
+    expected = float(model.predict(X)["risk"].iloc[0])
+    assert RiskScore.objects.get(run=run, partner=partner).risk == pytest.approx(expected, abs=1e-9)
+
+    # The partner page charts both dates, by the date they describe, oldest first.
+    html = retention_client.get(f"/partners/{partner.external_id}/").content.decode()
+    assert html.index(past.isoformat()) > html.index(today.isoformat())  # the table lists newest first
+    assert past.strftime("%d %b %y") in html and today.strftime("%d %b %y") in html
+
+
+def test_scoring_refuses_a_date_after_the_data(scored_db, db):
+    import datetime as dt
+
+    from django.core.management import CommandError
+
+    later = SimulatedWorld.objects.get().today + dt.timedelta(days=1)
+    with pytest.raises(CommandError, match="cannot score at"):
+        call_command("score_partners", "--as-of", later.isoformat(), stdout=StringIO())

@@ -1,10 +1,15 @@
-"""Score every active partner with the active model, in chunks; JSON summary last."""
+"""Score every active partner with the active model, in chunks; JSON summary last.
+
+With --as-of a past date, score the partners active then, from their history up to then,
+into the risk history only (the Live Feed and the agent keep reading the current scores):
+that is how a new install fills the partner pages' risk-over-time charts."""
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 from threadpoolctl import threadpool_limits
 
+from ml.management.argtypes import iso_date
 from ml.services import DEFAULT_CHUNK, ModelActivationError, score_all_partners
 
 
@@ -14,12 +19,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
         parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (1 on shared hosts)")
+        parser.add_argument(
+            "--as-of",
+            type=iso_date,
+            default=None,
+            help="score at this past date (YYYY-MM-DD) into the history only; default: today",
+        )
 
     def handle(self, *args, **opts):
         try:
             with threadpool_limits(limits=opts["threads"]):
-                summary = score_all_partners(chunk_size=opts["chunk_size"])
-        except ModelActivationError as exc:
+                summary = score_all_partners(chunk_size=opts["chunk_size"], as_of=opts["as_of"])
+        except (ModelActivationError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         total = sum(summary["stages"].values()) or 1.0
         shares = ", ".join(f"{k} {v:.1f}s ({v / total:.0%})" for k, v in summary["stages"].items())

@@ -1,9 +1,7 @@
 """Fill the database with a simulated partner world and the demo users."""
 
-import argparse
 import json
 import time
-from datetime import date
 
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
@@ -11,6 +9,7 @@ from django.db import connection, transaction
 from tqdm import tqdm
 
 from ml import simulator, simworld
+from ml.management.argtypes import iso_date
 from retention.models import Partner
 from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
 
@@ -43,13 +42,6 @@ RESET_TABLES = [
 ]
 
 
-def _iso_date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
-
-
 class Command(BaseCommand):
     help = "Seed a simulated partner world (partners, activity, invoices) and the demo users."
 
@@ -61,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
         parser.add_argument(
             "--today",
-            type=_iso_date,
+            type=iso_date,
             default=None,
             help="the simulated today, YYYY-MM-DD (default: the real date); the same seed and "
             "date give the same world",
