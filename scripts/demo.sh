@@ -22,6 +22,13 @@ else
 fi
 if $PY manage.py help train_churn_model >/dev/null 2>&1; then
   $PY manage.py train_churn_model | tail -1
+  if [ "$seeded" != "True" ]; then
+    # Six month-ends of history, so partner pages open with risk over time.
+    for back in 6 5 4 3 2 1; do
+      as_of=$(date -u -d "$(date -u +%Y-%m-01) -$((back - 1)) month -1 day" +%F)
+      $PY manage.py score_partners --as-of "$as_of" | tail -1
+    done
+  fi
   $PY manage.py score_partners | tail -1
 fi
 if $PY manage.py help setup_periodic_tasks >/dev/null 2>&1; then
