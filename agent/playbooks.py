@@ -124,8 +124,18 @@ def playbook_for(driver: dict) -> Playbook:
 
 
 # Signals that explain the model but are no reason to write to a partner (and "similar partners
-# churn at 30%" must never reach one).
-CONTEXT_FEATURES = frozenset({"segment", "region", "historical_churn_rate", "historical_churn_speed"})
+# churn at 30%" must never reach one). The plan's size is who they are, not a sign of decline:
+# "activity has slowed (plan revenue $993 a month)" reads as nonsense to the partner.
+CONTEXT_FEATURES = frozenset(
+    {
+        "segment",
+        "region",
+        "historical_churn_rate",
+        "historical_churn_speed",
+        "monthly_revenue",
+        "months_of_history",
+    }
+)
 LONG_TENURE_DAYS = 548  # past ~18 months "you are still fairly new" would be wrong
 
 
