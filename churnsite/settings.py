@@ -135,8 +135,13 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 if IS_POSTGRES:
     # The default (4.0) prices random reads for spinning disks and made the planner hash-join
     # all 100k partners to count one urgency bucket (26 ms instead of 4 ms, bench/feed_bench.py).
+    # Parallel query: a page's 50-row query split over worker processes wins alone and loses
+    # under load on a small box (10 clients, 2 cores: Live Feed p95 162-201 ms with it, see the
+    # README's benchmark table); 0 keeps each request on its own backend. Raise it for
+    # analytics on bigger hosts.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c random_page_cost={env_float('PG_RANDOM_PAGE_COST', 1.1)}"
+        f" -c max_parallel_workers_per_gather={env_int('PG_MAX_PARALLEL_WORKERS_PER_GATHER', 0)}"
     )
 
 AUTH_PASSWORD_VALIDATORS = [
