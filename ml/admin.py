@@ -37,8 +37,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(ScoringRun)
 class ScoringRunAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "model_version", "status", "started_at", "finished_at", "scored"]
-    list_filter = ["status"]
+    list_display = [
+        "__str__",
+        "model_version",
+        "status",
+        "as_of",
+        "backfill",
+        "started_at",
+        "finished_at",
+        "scored",
+    ]
+    list_filter = ["status", "backfill"]
     readonly_fields = [f.name for f in ScoringRun._meta.fields]
 
     def has_add_permission(self, request) -> bool:
