@@ -133,3 +133,28 @@ def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, medi
 
     page = manager_client.get("/outcomes/").content.decode()
     assert f"{uplift['uplift'] * 100:.1f}" in page
+
+
+def test_it_says_when_the_feed_scores_are_older_than_the_new_simulated_today(capsys, media):
+    from tests.factories import ScoringRunFactory
+
+    run(
+        capsys,
+        "seed_demo",
+        "--partners",
+        "50",
+        "--months",
+        "6",
+        "--seed",
+        "4",
+        "--today",
+        "2026-04-14",
+        "--no-progress",
+    )
+    ScoringRunFactory(as_of=simworld.world_current().today)
+
+    call_command("simulate_days", "7")
+    out = capsys.readouterr().out
+
+    assert "still shows scores as of 2026-04-14: run score_partners" in out
+    assert json.loads(out.strip().splitlines()[-1])["simulated_today"] == "2026-04-21"

@@ -5,6 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from ml import simworld
+from ml.selectors import latest_run
 
 
 class Command(BaseCommand):
@@ -33,4 +34,10 @@ class Command(BaseCommand):
             f"Simulated world is now at {summary['simulated_today']}: {summary['churned']} partners churned, "
             f"{summary['resolved_saved']} interventions resolved saved, {summary['resolved_churned']} churned."
         )
+        run = latest_run()
+        if run is not None and run.as_of and run.as_of.isoformat() < summary["simulated_today"]:
+            self.stdout.write(
+                f"The Live Feed still shows scores as of {run.as_of}: run score_partners (or wait for the "
+                "nightly run) to score the partners at the new date."
+            )
         self.stdout.write(json.dumps(summary))
