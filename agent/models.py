@@ -107,14 +107,18 @@ class AgentConfig(models.Model):
     cooldown_days = models.PositiveIntegerField(
         default=30, help_text="Skip partners with any intervention in this many days"
     )
-    follow_up_days = models.PositiveIntegerField(default=7)
+    follow_up_days = models.PositiveIntegerField(
+        "follow-up days",
+        default=7,
+        help_text="Days after a contact when the agent checks the partner's risk again",
+    )
     approval_tiers = models.JSONField(
         default=default_approval_tiers, blank=True, help_text="Tiers whose emails wait for a manager"
     )
     control_fraction = models.FloatField(
         default=0.10, help_text="Share of eligible partners held out (not contacted) to measure uplift"
     )
-    llm_model = models.CharField(max_length=100, blank=True, help_text="Blank = OPENAI_MODEL")
+    llm_model = models.CharField("LLM model", max_length=100, blank=True, help_text="Blank = OPENAI_MODEL")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
