@@ -235,6 +235,7 @@ def test_a_backfill_at_a_past_date_fills_the_history_and_leaves_the_current_scor
     html = retention_client.get(f"/partners/{partner.external_id}/").content.decode()
     assert html.index(past.isoformat()) > html.index(today.isoformat())  # the table lists newest first
     assert past.strftime("%d %b %y") in html and today.strftime("%d %b %y") in html
+    assert f"As of {today.isoformat()} · scored" in html  # the score card: today's run, not the backfill
 
 
 def test_scoring_refuses_a_date_after_the_data(scored_db, db):
