@@ -130,20 +130,27 @@ def partner_live_feed_rows(feed: QuerySet[Partner]) -> QuerySet:
 
 
 class CappedPaginator(Paginator):
-    """A paginator whose count stops at `cap` (then `capped` is True)."""
+    """A paginator that counts at most `cap` rows past the requested page (then `capped` is
+    True and `floor` is the lower bound it knows), so counting stays cheap at 100k rows while
+    every page keeps a Next link until the rows really end."""
 
-    def __init__(self, object_list, per_page, cap: int | None = None, **kwargs):
+    def __init__(self, object_list, per_page, cap: int | None = None, *, page=None, **kwargs):
         self.cap = cap if cap is not None else FEED_COUNT_CAP
+        try:
+            requested = max(1, int(page))
+        except (TypeError, ValueError):
+            requested = 1
         super().__init__(object_list, per_page, **kwargs)
+        self.floor = (requested - 1) * self.per_page + self.per_page + self.cap
 
     @cached_property
     def count(self) -> int:
         # values("pk") drops the select_related joins and the subquery annotations.
-        return self.object_list.order_by().values("pk")[: self.cap + 1].count()
+        return self.object_list.order_by().values("pk")[: self.floor + 1].count()
 
     @property
     def capped(self) -> bool:
-        return self.count > self.cap
+        return self.count > self.floor
 
 
 def latest_scoring_run_id() -> int | None:

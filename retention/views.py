@@ -65,7 +65,7 @@ def partner_list(request: HttpRequest) -> HttpResponse:
 def _feed_context(request: HttpRequest) -> dict:
     form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
     partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**form.selector_kwargs()))
-    paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE)
+    paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE, page=request.GET.get("page"))
     page = paginator.get_page(request.GET.get("page"))
     unscored = []
     if not page.object_list and not request.GET:

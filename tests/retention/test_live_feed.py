@@ -111,16 +111,26 @@ def test_the_feed_paginates_fifty_rows_a_page_keeping_the_filters(retention_clie
     assert "55 scored partners" in first
 
 
-def test_the_feed_count_stops_at_its_cap(retention_client, monkeypatch):
+def test_the_feed_count_is_capped_but_next_pages_reach_every_partner(retention_client, monkeypatch):
     monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 3)
-    for n in range(5):
-        scored_partner(external_id=f"P{n}", risk=0.9)
+    monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 2)
+    for n in range(12):
+        scored_partner(external_id=f"P{n}", risk=0.9 - n / 100)
 
-    html = retention_client.get("/").content.decode()
+    first = retention_client.get("/", {"sort": "risk"}).content.decode()
+    assert "5+ scored partners" in first  # counted a page and the cap past it, no further
+    assert feed_ids(first) == ["P0", "P1"]
 
-    assert "3+ scored partners" in html
-    # The page shows what was counted (cap + 1 rows here), never an error.
-    assert len(feed_ids(html)) == 4
+    # Following Next page after page reaches every partner (a hard cap used to end the pages).
+    seen, page, html = [], 1, first
+    while True:
+        seen += feed_ids(html)
+        if "page=" + str(page + 1) not in html:
+            break
+        page += 1
+        html = retention_client.get("/", {"sort": "risk", "page": page}).content.decode()
+    assert seen == [f"P{n}" for n in range(12)]
+    assert "12 scored partners" in html and "Page 6 of 6<" in html  # the last page knows the total
 
 
 def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
