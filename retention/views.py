@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import trigger_client_event
+from django_htmx.http import retarget, trigger_client_event
 
 from retention import charts, selectors, services
 from retention.forms import (
@@ -250,11 +250,13 @@ def partner_send_email(request: HttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
     form = DraftEmailForm(request.POST)
     if not form.is_valid():
-        return render(
+        response = render(
             request,
             "retention/partner_detail.html#draft",
             {"partner": partner, "draft_available": True, "draft_form": form},
         )
+        # The form targets the whole workspace on success; its errors replace only the draft.
+        return retarget(response, "#draft") if request.htmx else response
     data = form.cleaned_data
     edited = data["body"].strip() != data["original_body"].strip()
     intervention = services.intervention_log(

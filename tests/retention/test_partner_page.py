@@ -140,6 +140,24 @@ def test_an_edited_draft_is_logged_as_the_persons_text_and_sent(retention_client
     assert AuditEvent.objects.filter(intervention=intervention, event_type="email_sent").exists()
 
 
+def test_a_draft_without_a_subject_comes_back_with_its_error_in_place_of_the_draft(retention_client):
+    partner = scored_partner(external_id="P1", risk=0.9)
+
+    response = retention_client.post(
+        "/partners/P1/send-email/",
+        {"subject": "", "body": "Hello, edited by Rita.", "writer": "template", "original_body": "Hello."},
+        headers={"HX-Request": "true"},
+    )
+
+    # The success target is the whole workspace; an error must replace only the draft form
+    # (it used to land in #workspace, wiping the timeline, and the next submit went nowhere).
+    assert response["HX-Retarget"] == "#draft"
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="draft"') and "This field is required." in html
+    assert "Hello, edited by Rita." in html  # the person's text is kept
+    assert not Intervention.objects.filter(partner=partner).exists()
+
+
 def test_an_unedited_draft_keeps_its_writer_and_is_not_sent_unless_asked(retention_client):
     partner = scored_partner(external_id="P1", risk=0.9)
 
