@@ -10,10 +10,10 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import (
     Count,
-    DecimalField,
     Exists,
     F,
     FloatField,
+    IntegerField,
     Max,
     Min,
     OuterRef,
@@ -282,15 +282,22 @@ def intervention_list(
     return qs.order_by("-created_at", "-pk")
 
 
+def _not_contacts() -> Q:
+    """Interventions that reached nobody: control-group holdouts and drafts a manager
+    rejected. They stay in the log and in the experiment (intent to treat), but a save
+    rate, a cost or a retained value built on them would credit work never done."""
+    return Q(action=HOLDOUT) | Q(review_status=Intervention.Review.REJECTED)
+
+
 def outcome_summary(**filters) -> dict:
     """Saved / churned / pending counts of the (filtered) log and the save rate.
 
-    Control-group holdouts are left out (they were not contacted), unless the filter
-    asks for them explicitly.
+    Holdouts and rejected drafts are left out (nobody was contacted), unless the filter
+    asks for holdouts explicitly.
     """
     qs = intervention_list(**filters)
     if filters.get("action") != HOLDOUT:
-        qs = qs.exclude(action=HOLDOUT)
+        qs = qs.exclude(_not_contacts())
     counts = qs.aggregate(
         saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
         churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
@@ -314,12 +321,28 @@ def _money(value) -> Decimal:
     return Decimal(value or 0).quantize(Decimal("0.01"))
 
 
+def _contacts() -> QuerySet[Intervention]:
+    return Intervention.objects.exclude(_not_contacts())
+
+
 def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
-    """Per group: counts, value retained by saved partners, predicted value and cost."""
+    """Per group: counts, value retained by saved partners, predicted value and cost.
+
+    A saved partner's revenue counts once, however many contacts it took: it is split
+    evenly over the partner's saved contacts, so the groups add up to the total."""
     months = assumptions.months_of_revenue_saved
     revenue = F("partner__monthly_revenue")
+    saved_contacts_of_partner = (
+        _contacts()
+        .filter(partner=OuterRef("partner"), outcome=Outcome.SAVED)
+        .order_by()
+        .values("partner")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     rows = (
-        Intervention.objects.exclude(action=HOLDOUT)
+        _contacts()
+        .annotate(share=Subquery(saved_contacts_of_partner, output_field=IntegerField()))
         .values(group_by, "action")
         .annotate(
             n=Count("pk"),
@@ -327,8 +350,11 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
             churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
             pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
             saved_revenue=Coalesce(
-                Sum(revenue, filter=Q(outcome=Outcome.SAVED)), Value(0), output_field=DecimalField()
+                Sum(Cast(revenue, FloatField()) / F("share"), filter=Q(outcome=Outcome.SAVED)),
+                Value(0.0),
+                output_field=FloatField(),
             ),
+            saved_partners=Count("partner", filter=Q(outcome=Outcome.SAVED), distinct=True),
             # Expected revenue lost without action: risk at the time times monthly revenue.
             revenue_at_risk=Coalesce(
                 Sum(Coalesce("risk_at_action", Value(0.0)) * Cast(revenue, FloatField())),
@@ -347,7 +373,7 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
         )
         for k in ("n", "saved", "churned", "pending"):
             g[k] += row[k]
-        g["value"] += Decimal(row["saved_revenue"]) * months
+        g["value"] += Decimal(repr(row["saved_revenue"])) * months
         g["cost"] += Decimal(assumptions.cost_of(row["action"])) * row["n"]
         g["predicted_value"] += row["revenue_at_risk"] * months * assumptions.assumed_save_rate
     out = []
@@ -382,6 +408,7 @@ def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
     rows = _group_figures(group_by="action", assumptions=assumptions)
     total = {k: sum((r[k] for r in rows), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
     total |= {k: sum(r[k] for r in rows) for k in ("n", "saved", "churned", "pending")}
+    total["saved_partners"] = _contacts().filter(outcome=Outcome.SAVED).values("partner").distinct().count()
     resolved = total["saved"] + total["churned"]
     total["save_rate"] = total["saved"] / resolved if resolved else None
     total["roi"] = float(total["value"] / total["cost"]) if total["cost"] else None
@@ -392,7 +419,7 @@ def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
 
 def outcomes_over_time(*, since: dt.datetime | None = None) -> dict:
     """Contacted interventions per week (or month, over long spans) by current outcome."""
-    qs = Intervention.objects.exclude(action=HOLDOUT)
+    qs = _contacts()
     if since:
         qs = qs.filter(created_at__gte=since)
     span = qs.aggregate(first=Min("created_at"), last=Max("created_at"))

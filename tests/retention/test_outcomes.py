@@ -198,3 +198,38 @@ def test_the_retention_team_cannot_change_the_assumptions(retention_client):
 
     assert response.status_code == 403
     assert RoiAssumptions.objects.filter(months_of_revenue_saved=60).count() == 0
+
+
+def test_a_partner_saved_after_several_contacts_is_retained_once_and_split_between_them():
+    partner = PartnerFactory(monthly_revenue=Decimal("1000.00"))
+    for action in ("email_sent", "call_scheduled", "email_sent"):
+        InterventionFactory(partner=partner, action=action, outcome="saved")
+    months = RoiAssumptions.objects.get_or_create(pk=RoiAssumptions.SINGLETON_PK)[0].months_of_revenue_saved
+
+    totals = roi_totals()
+    by_action = {r["key"]: r for r in roi_breakdown(by="action")}
+
+    assert totals["value"] == Decimal(1000 * months)  # once, not three times
+    assert totals["saved_partners"] == 1 and totals["saved"] == 3
+    assert by_action["email_sent"]["value"] == Decimal(1000 * months * 2 / 3).quantize(Decimal("0.01"))
+    assert by_action["call_scheduled"]["value"] == Decimal(1000 * months / 3).quantize(Decimal("0.01"))
+
+
+def test_a_rejected_draft_is_no_contact_no_cost_and_no_save_but_stays_in_the_experiment(client, manager):
+    contacted = PartnerFactory(monthly_revenue=Decimal("1000.00"))
+    rejected = PartnerFactory(monthly_revenue=Decimal("50000.00"))
+    InterventionFactory(partner=contacted, source="agent", action="email_sent", outcome="saved")
+    InterventionFactory(
+        partner=rejected, source="agent", action="email_sent", outcome="saved", review_status="rejected"
+    )
+    months = RoiAssumptions.objects.get_or_create(pk=RoiAssumptions.SINGLETON_PK)[0].months_of_revenue_saved
+
+    totals = roi_totals()
+
+    assert totals["value"] == Decimal(1000 * months) and totals["saved_partners"] == 1
+    assert totals["n"] == 1 and totals["cost"] == RoiAssumptions.objects.get().cost_of("email_sent")
+    # Intent to treat: the randomised experiment keeps every agent draw.
+    assert control_group_uplift()["treated_n"] == 2
+    client.force_login(manager)
+    html = client.get("/interventions/").content.decode()
+    assert "1 saved, 0 churned, 0 pending" in html
