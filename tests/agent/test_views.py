@@ -170,6 +170,22 @@ def test_managers_see_the_review_queue_and_the_draft_with_its_drivers(manager_cl
     assert "Hello &lt;b&gt;team&lt;/b&gt;" in body
 
 
+def test_the_queue_refreshes_itself_and_links_the_admin_review_for_managers_only(
+    retention_client, manager, agent_on
+):
+    intervention = held_intervention()
+    review_url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
+
+    queue = retention_client.get(URL, {"partial": "queue"}, headers={"HX-Request": "true"}).content.decode()
+    assert queue.lstrip().startswith('<div id="queue"') and 'hx-trigger="every 10s"' in queue
+    assert ">97%</td>" in queue  # risk as the rest of the product shows it
+    assert review_url not in queue and "A manager approves it" in queue  # no dead admin link
+
+    retention_client.force_login(manager)
+    queue = retention_client.get(URL, {"partial": "queue"}, headers={"HX-Request": "true"}).content.decode()
+    assert review_url in queue
+
+
 def test_a_manager_approves_an_edited_draft_in_the_admin(manager_client, manager, agent_on, mailoutbox):
     intervention = held_intervention()
     url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
@@ -206,6 +222,17 @@ def test_staff_without_the_approve_permission_get_403_and_are_audited(client, ag
     response = client.post(url, {"email_subject": "x", "email_body": "y", "decision": "approve"})
     assert response.status_code == 403
     assert AuditEvent.objects.filter(event_type="review_refused", actor_user=clerk).exists()
+    assert mailoutbox == []
+
+
+def test_a_refused_approval_says_why_on_the_403_page(retention_client, agent_on, mailoutbox):
+    intervention = held_intervention()
+
+    response = retention_client.post(reverse("agent:review_approve", args=[intervention.pk]))
+
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "Only managers can approve held interventions" in html and 'class="mainnav"' in html
     assert mailoutbox == []
 
 
