@@ -282,3 +282,17 @@ def test_the_full_page_still_lists_the_event_types_to_filter_by(retention_client
     services.agent_set_enabled(enabled=True, actor=None)
     page = retention_client.get(URL).content.decode()
     assert '<option value="config_changed">config_changed</option>' in page
+
+
+def test_the_activity_log_rounds_numbers_and_keeps_the_stored_payload_whole(retention_client):
+    from agent.audit import audit_record
+
+    event = audit_record(
+        event_type="partner_selected", payload={"risk": 0.5905516338182899, "threshold": 0.5}
+    )
+
+    log = retention_client.get(URL, {"partial": "log"}, headers={"HX-Request": "true"}).content.decode()
+
+    assert "risk=0.591 " in log and "threshold=0.5 " in log and "0.59055" not in log
+    event.refresh_from_db()
+    assert event.payload["risk"] == 0.5905516338182899

@@ -1,0 +1,13 @@
+from django import template
+from django.template.defaultfilters import truncatechars
+
+register = template.Library()
+
+
+@register.filter
+def audit_value(value) -> str:
+    """An audit payload value for the activity log: floats rounded (risk=0.591, not 17
+    digits), long text cut; the stored event keeps the full value."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.2f}".rstrip("0").rstrip(".")
+    return truncatechars(str(value), 60)
