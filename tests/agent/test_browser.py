@@ -58,7 +58,7 @@ def test_a_manager_edits_and_approves_a_held_platinum_draft(page, in_process_tas
     page.get_by_role("link", name="Review", exact=True).click()
     assert "Payment 45 days overdue" in page.locator("#drivers").inner_text()
     page.fill("#id_email_subject", "A personal note from your account team")
-    page.click("input[value=approve]")
+    page.click("button:has-text('Approve and send')")
     page.wait_for_url("**/admin/agent/interventionreview/")
     intervention.refresh_from_db()
     assert intervention.review_status == "approved" and intervention.sent_at is not None
