@@ -1,6 +1,7 @@
 from collections.abc import Callable
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 from agent.models import AgentConfig
 from agent.services import CONFIG_FIELDS
@@ -30,23 +31,40 @@ class AgentConfigForm(forms.ModelForm):
             raise forms.ValidationError("The threshold is a probability between 0 and 1 (exclusive).")
         return value
 
-    def clean_max_per_hour(self):
-        value = self.cleaned_data["max_per_hour"]
-        if not 1 <= value <= 1000:
-            raise forms.ValidationError("Between 1 and 1000 contacts an hour.")
+    # Whole-number settings with their ranges: one rule for the browser (min/max attributes)
+    # and the server, with one message (the model's own "greater than or equal to 0" check
+    # used to answer first for negative numbers).
+    RANGES = {
+        "max_per_hour": (1, 1000, "Between 1 and 1000 contacts an hour."),
+        "cooldown_days": (1, 365, "Between 1 and 365 days."),
+        "follow_up_days": (1, 90, "Between 1 and 90 days."),
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, (low, high, message) in self.RANGES.items():
+            field = self.fields[name]
+            field.min_value, field.max_value = low, high
+            field.widget.attrs.update(min=low, max=high)
+            field.validators = [
+                v for v in field.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))
+            ]
+
+    def _in_range(self, name: str):
+        value = self.cleaned_data[name]
+        low, high, message = self.RANGES[name]
+        if not low <= value <= high:
+            raise forms.ValidationError(message, code="out_of_range")
         return value
+
+    def clean_max_per_hour(self):
+        return self._in_range("max_per_hour")
 
     def clean_cooldown_days(self):
-        value = self.cleaned_data["cooldown_days"]
-        if not 1 <= value <= 365:
-            raise forms.ValidationError("Between 1 and 365 days.")
-        return value
+        return self._in_range("cooldown_days")
 
     def clean_follow_up_days(self):
-        value = self.cleaned_data["follow_up_days"]
-        if not 1 <= value <= 90:
-            raise forms.ValidationError("Between 1 and 90 days.")
-        return value
+        return self._in_range("follow_up_days")
 
     def clean_control_fraction(self):
         value = self.cleaned_data["control_fraction"]

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -110,6 +112,13 @@ def test_the_configuration_form_validates_and_saves(retention_client):
     }
     response = retention_client.post(reverse("agent:config"), data)
     assert response.status_code == 400 and "between 0 and 1" in response.content.decode()
+    # A negative cooldown gets the form's own range, the same one the browser enforces.
+    html = retention_client.post(
+        reverse("agent:config"), {**data, "risk_threshold": "0.9", "cooldown_days": "-3"}
+    ).content.decode()
+    assert "Between 1 and 365 days." in html and "greater than or equal to 0" not in html
+    cooldown_input = re.search(r'<input[^>]*name="cooldown_days"[^>]*>', html).group(0)
+    assert 'min="1"' in cooldown_input and 'max="365"' in cooldown_input
     response = retention_client.post(
         reverse("agent:config"), {**data, "risk_threshold": "0.9", "approval_tiers": ["gold", "platinum"]}
     )
