@@ -42,7 +42,7 @@ class AgentConfigForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name, (low, high, message) in self.RANGES.items():
+        for name, (low, high, _message) in self.RANGES.items():
             field = self.fields[name]
             field.min_value, field.max_value = low, high
             field.widget.attrs.update(min=low, max=high)

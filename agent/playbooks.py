@@ -124,8 +124,9 @@ def playbook_for(driver: dict) -> Playbook:
 
 
 # Signals that explain the model but are no reason to write to a partner (and "similar partners
-# churn at 30%" must never reach one). The plan's size is who they are, not a sign of decline:
-# "activity has slowed (plan revenue $993 a month)" reads as nonsense to the partner.
+# churn at 30%" must never reach one). Sizes and levels are who they are, not a sign of decline:
+# "activity has slowed (plan revenue $993 a month)" or "(587 transactions a month)" reads as
+# nonsense to the partner; the trend features carry the decline.
 CONTEXT_FEATURES = frozenset(
     {
         "segment",
@@ -134,6 +135,11 @@ CONTEXT_FEATURES = frozenset(
         "historical_churn_speed",
         "monthly_revenue",
         "months_of_history",
+        "transactions_1m",
+        "transactions_3m",
+        "active_users_1m",
+        "active_users_3m",
+        "revenue_3m",
     }
 )
 LONG_TENURE_DAYS = 548  # past ~18 months "you are still fairly new" would be wrong

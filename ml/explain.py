@@ -145,7 +145,7 @@ def _text(feature: str, v, c: dict) -> str:
         case "support_tickets_3m":
             return f"{v:.0f} support ticket{'s' if v != 1 else ''} in 3 months"
         case "tickets_per_user_3m":
-            return f"{v:.1f} support tickets per active user in 3 months"
+            return f"{v:.1f}".removesuffix(".0") + " support tickets per active user in 3 months"
         case "tenure_days":
             months = v / 30.44
             return f"Partner for {months:.0f} month{'s' if round(months) != 1 else ''}"

@@ -126,6 +126,7 @@ def test_drivers_that_lower_the_risk_or_only_explain_the_model_are_not_written_a
         },
         {"feature": "tenure_days", "text": "Partner for 60 months", "value": 1826, "points": 3},
         {"feature": "monthly_revenue", "text": "Plan revenue $993 a month", "value": 993, "points": 5},
+        {"feature": "transactions_3m", "text": "587 transactions a month", "value": 587, "points": 4},
         {"feature": "days_overdue", "text": "No overdue payment", "value": 0, "points": -6},
         {"feature": "support_tickets_3m", "text": "7 support tickets in 3 months", "value": 7, "points": 2},
     ]
@@ -134,7 +135,7 @@ def test_drivers_that_lower_the_risk_or_only_explain_the_model_are_not_written_a
 
     assert "7 support tickets in 3 months" in draft.body
     assert "churn" not in draft.body.lower()
-    assert "60 months" not in draft.body and "$993" not in draft.body
+    assert "60 months" not in draft.body and "$993" not in draft.body and "587" not in draft.body
     assert "No overdue payment".lower() not in draft.body.lower()
 
 
