@@ -1,11 +1,11 @@
-"""Every page needs a login, except the login page itself and /healthz."""
+"""Every page needs a login, except the login page itself, /healthz and the favicon."""
 
 import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-PUBLIC = {"login", "healthz"}
+PUBLIC = {"login", "healthz", "favicon"}
 SAMPLE_ARGS = {
     "int": "1",
     "str": "P10000",
@@ -73,3 +73,8 @@ def test_healthz_reports_database_and_broker_without_login(client):
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is True
+
+
+def test_the_favicon_needs_no_login(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("/favicon.svg")
