@@ -233,6 +233,20 @@ class Intervention(TimeStampedModel):
         return cls.Action(action).label if action in cls.Action.values else action
 
     @property
+    def saved_but_churned_on(self):
+        """The churn date when the partner churned after this was marked Saved (a person's
+        call that the facts overturned: a manager should correct it), else None."""
+        partner = self.partner
+        if (
+            self.outcome == self.Outcome.SAVED
+            and partner.status == Partner.Status.CHURNED
+            and partner.churned_on
+            and partner.churned_on >= self.created_at.date()
+        ):
+            return partner.churned_on
+        return None
+
+    @property
     def action_label(self) -> str:
         return self.describe_action(self.action, self.review_status)
 

@@ -222,3 +222,21 @@ def test_a_held_or_rejected_agent_email_does_not_read_as_sent(retention_client):
     assert rows["P7"].startswith("Email drafted (not sent)")
     assert rows["P8"].startswith("Email rejected (not sent)")
     assert rows["P9"].startswith("Email sent")
+
+
+def test_a_saved_partner_that_churned_afterwards_is_flagged_for_correction(retention_client):
+    import datetime as dt
+
+    gone = PartnerFactory(
+        external_id="P5", status="churned", churned_on=dt.date.today() + dt.timedelta(days=40)
+    )
+    InterventionFactory(partner=gone, outcome="saved")
+    InterventionFactory(partner=PartnerFactory(external_id="P6"), outcome="saved")
+
+    html = retention_client.get("/interventions/").content.decode()
+
+    row = html.split('href="/partners/P5/"')[1].split("</tr>")[0]
+    assert (
+        f"Churned {gone.churned_on:%Y-%m-%d}, after it was marked Saved: ask a manager to correct it" in row
+    )
+    assert "after it was marked Saved" not in html.split('href="/partners/P6/"')[1].split("</tr>")[0]
