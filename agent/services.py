@@ -766,15 +766,20 @@ def intervention_approve(
                 tofile="approved",
             )
         )
+        drafted_by = locked.writer
         locked.email_subject, locked.email_body = new_subject, new_body
         locked.review_status = Intervention.Review.APPROVED
-        locked.save(update_fields=["email_subject", "email_body", "review_status", "updated_at"])
+        if diff:
+            # A person's edits make it their text, as on the partner page; the audit keeps
+            # which writer drafted it and the diff.
+            locked.writer = Intervention.Writer.MANUAL
+        locked.save(update_fields=["email_subject", "email_body", "review_status", "writer", "updated_at"])
         audit_record(
             event_type="review_approved",
             actor=actor,
             run=locked.agent_run,
             intervention=locked,
-            payload={"edited": bool(diff), "diff": diff},
+            payload={"edited": bool(diff), "diff": diff, "drafted_by": drafted_by},
         )
     locked = intervention_send_email(intervention=locked, actor=actor, run=locked.agent_run)
     followup_schedule(intervention=locked, run=locked.agent_run)

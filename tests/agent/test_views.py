@@ -207,6 +207,9 @@ def test_a_manager_approves_an_edited_draft_in_the_admin(manager_client, manager
     assert mail.subject == "Edited subject" and mail.to == [intervention.partner.contact_email]
     event = AuditEvent.objects.get(event_type="review_approved")
     assert event.actor_user == manager and "+Edited body" in event.payload["diff"]
+    # The sent text is the manager's now; the audit keeps who drafted it.
+    intervention.refresh_from_db()
+    assert intervention.writer == "manual" and event.payload["drafted_by"] == "template"
 
 
 def test_a_manager_rejects_with_a_reason_in_the_admin(manager_client, agent_on, mailoutbox):
