@@ -123,6 +123,14 @@ def config_update(request: HttpRequest) -> HttpResponse:
     return render(request, TEMPLATE, _context(request, config_form=form), status=400)
 
 
+INELIGIBLE = {
+    "not_active": "{p} is not an active partner.",
+    "do_not_contact": "{p} is on the do-not-contact list: remove it from the list first.",
+    "no_score": "{p} has no risk score yet: the agent writes from its drivers.",
+    "cooldown": "{p} was contacted in the last {config.cooldown_days} days or has an open agent intervention.",
+}
+
+
 @require_POST
 def intervene(request: HttpRequest) -> HttpResponse:
     from agent.tasks import execute_intervention
@@ -132,6 +140,12 @@ def intervene(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     partner = form.cleaned_data["partner"]
+    # Say now why the agent would skip it (the task checks again under the partner's lock).
+    config = selectors.agent_config_get()
+    reason = selectors.partner_ineligibility(partner=partner, config=config, skip_threshold=True)
+    if reason:
+        form.add_error("partner", INELIGIBLE.get(reason, reason).format(p=partner.external_id, config=config))
+        return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER, actor=request.user, partner=partner)
     execute_intervention.delay_on_commit(run.pk, partner.pk, True)
     messages.success(

@@ -147,6 +147,20 @@ def test_intervene_now_queues_one_partner(retention_client, agent_on, django_cap
     assert response.status_code == 400
 
 
+def test_intervene_now_says_why_a_partner_cannot_be_contacted_instead_of_queueing(
+    retention_client, retention_user, agent_on, django_capture_on_commit_callbacks
+):
+    partner = scored_partner(risk=0.9)
+    services.do_not_contact_add(partner=partner, reason="asked", actor=retention_user)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = retention_client.post(reverse("agent:intervene"), {"partner": partner.external_id})
+
+    assert response.status_code == 400 and callbacks == []
+    assert f"{partner.external_id} is on the do-not-contact list" in response.content.decode()
+    assert not AgentRun.objects.filter(trigger="partner").exists()
+
+
 def test_a_retention_user_cannot_approve_and_the_attempt_is_audited(
     retention_client, retention_user, agent_on, mailoutbox
 ):
