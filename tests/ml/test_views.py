@@ -1,10 +1,12 @@
 """The Model page, as a full page and as its htmx partial (factories, no training)."""
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
 
 from agent.models import AuditEvent
-from tests.factories import ModelVersionFactory, PartnerScoreFactory
+from tests.factories import ModelVersionFactory, PartnerScoreFactory, ScoringRunFactory
 
 METRICS = {
     "roc_auc": 0.78, "pr_auc": 0.44, "brier": 0.078, "ece": 0.012, "bucket_macro_f1": 0.33,
@@ -31,13 +33,14 @@ def active_version(db):
 def test_the_model_page_shows_metrics_beside_the_oracle_with_pictures(retention_client, active_version):
     PartnerScoreFactory(model_version=active_version, risk_value=0.9)
     PartnerScoreFactory(model_version=active_version, risk_value=0.1)
+    run = ScoringRunFactory(model_version=active_version, as_of=dt.date(2027, 2, 28))
     response = retention_client.get(reverse("ml:model"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "Oracle (true probabilities)" in html
     assert '<td class="num">0.81</td>' in html and "0.963" in html
     assert html.count("<svg") >= 3  # reliability, risk distribution, importance
-    assert "Current scores of all partners" in html
+    assert f"Current scores of all partners (run {run.pk}, as of 2027-02-28)" in html  # the simulated date
     assert "~7 days" in html and "5497" in html
     # Importance bars read as words; a team's own CSV column keeps its name.
     assert ">Days overdue</text>" in html and ">Revenue vs plan, last month</text>" in html
