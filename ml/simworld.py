@@ -308,13 +308,17 @@ def world_advance(*, days: int, horizon_days: int = 90) -> dict:
             contact_day = date.fromisoformat(seen.get(str(intervention.pk), world.today.isoformat()))
             if intervention.partner_id in churned_ids:
                 outcome = Intervention.Outcome.CHURNED
+                # The day it happened in the simulated world, not the wall clock of this run.
+                outcome_day = max(intervention.partner.churned_on or world.today, contact_day)
             elif (world.today - contact_day).days >= horizon_days:
                 outcome = Intervention.Outcome.SAVED
+                outcome_day = contact_day + timedelta(days=horizon_days)
             else:
                 continue
             intervention_set_outcome(
                 intervention=intervention,
                 outcome=outcome,
+                outcome_date=outcome_day,
                 actor=None,
                 reason=f"simulation clock: {'churned' if outcome == 'churned' else f'active {horizon_days} days after contact'}",
             )

@@ -1,5 +1,6 @@
 """Writes for partners and interventions. Views, admin, commands and tasks call these."""
 
+import datetime as dt
 from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -73,13 +74,20 @@ def intervention_log(
 
 
 def intervention_set_outcome(
-    *, intervention: Intervention, outcome: str, actor: AbstractBaseUser | None, reason: str = ""
+    *,
+    intervention: Intervention,
+    outcome: str,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+    outcome_date: dt.date | None = None,
 ) -> Intervention:
     """Resolve an intervention: pending -> saved | churned.
 
     Changing an already resolved outcome is a correction only managers may make
     (permission `retention.correct_outcome`); every change is audited. `actor=None`
-    means the system (the simulation clock or a CRM sync) resolved it.
+    means the system (the simulation clock or a CRM sync) resolved it. `outcome_date` is
+    when it happened, if not now (the simulation clock: the churn day, or the end of the
+    horizon, in the simulated world).
     """
     if outcome not in Intervention.Outcome.values:
         raise ValidationError({"outcome": f"Unknown outcome {outcome!r}"})
@@ -108,13 +116,18 @@ def intervention_set_outcome(
                 locked.outcome_set_by, locked.outcome_set_at = None, None
             else:
                 locked.outcome_set_by = actor if actor is not None and actor.is_authenticated else None
-                locked.outcome_set_at = timezone.now()
+                locked.outcome_set_at = (
+                    dt.datetime.combine(outcome_date, dt.time(12), tzinfo=dt.UTC)
+                    if outcome_date
+                    else timezone.now()
+                )
             locked.save(update_fields=["outcome", "outcome_set_by", "outcome_set_at", "updated_at"])
             audit_record(
                 event_type="outcome_set" if previous == Intervention.Outcome.PENDING else "outcome_corrected",
                 actor=actor,
                 intervention=locked,
-                payload={"from": previous, "to": outcome, "reason": reason},
+                payload={"from": previous, "to": outcome, "reason": reason}
+                | ({"outcome_date": outcome_date.isoformat()} if outcome_date else {}),
             )
     if refused:
         raise PermissionDenied("Only a manager can change a resolved outcome")

@@ -123,6 +123,12 @@ def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, medi
     assert [e in db_churned for e in control] == churned(nobody, control).tolist()
     assert [e in db_churned for e in treated] == churned(everybody, treated).tolist()
 
+    # Outcomes are dated in the simulated world: the churn day, or the end of the horizon.
+    saved = Intervention.objects.filter(outcome="saved").first()
+    assert saved.outcome_set_at.date() == contact_day + timedelta(days=90)
+    gone = Intervention.objects.filter(outcome="churned").select_related("partner").first()
+    assert gone.outcome_set_at.date() == gone.partner.churned_on >= contact_day
+
     uplift = control_group_uplift()
     assert uplift["treated_n"] == len(treated) and uplift["control_n"] == len(holdout)
     assert uplift["ci_low"] <= true_effect <= uplift["ci_high"], (uplift, true_effect)
