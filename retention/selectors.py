@@ -467,7 +467,8 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
     manager later rejected, because dropping those would compare a hand-picked group
     with a random one.
     incremental_revenue = uplift x the treated partners' monthly revenue x the months of
-    revenue counted as saved (RoiAssumptions).
+    revenue counted as saved (RoiAssumptions); incremental_roi = that over the treated
+    contacts' cost.
     """
     qs = Intervention.objects.filter(
         source=Intervention.Source.AGENT, outcome__in=[Outcome.SAVED, Outcome.CHURNED]
@@ -476,6 +477,15 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
         qs = qs.filter(created_at__gte=since)
     arm = Q(action=HOLDOUT)
     churned = Q(outcome=Outcome.CHURNED)
+    assumptions = roi_assumptions()
+    # What the treated arm cost: contacts only (a rejected draft reached nobody, cost nothing).
+    treated_cost = sum(
+        (
+            Decimal(assumptions.cost_of(row["action"])) * row["n"]
+            for row in qs.exclude(_not_contacts()).values("action").annotate(n=Count("pk")).order_by()
+        ),
+        start=Decimal(0),
+    )
     agg = qs.aggregate(
         control_n=Count("pk", filter=arm),
         control_churned=Count("pk", filter=arm & churned),
@@ -498,6 +508,8 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
         "ci_high": None,
         "incremental_partners": None,
         "incremental_revenue": None,
+        "treated_cost": _money(treated_cost),
+        "incremental_roi": None,
     }
     if not tn or not cn:
         return result
@@ -507,9 +519,13 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
     result["uplift"] = uplift
     result["ci_low"] = uplift - math.sqrt((control_rate - lc) ** 2 + (ut - treated_rate) ** 2)
     result["ci_high"] = uplift + math.sqrt((uc - control_rate) ** 2 + (treated_rate - lt) ** 2)
-    months = roi_assumptions().months_of_revenue_saved
+    months = assumptions.months_of_revenue_saved
     result["incremental_partners"] = uplift * tn
     result["incremental_revenue"] = _money(
         Decimal(str(uplift)) * Decimal(agg["treated_revenue"] or 0) * months
     )
+    # The ROI the experiment supports: revenue the contacts caused (not every partner who
+    # stayed, which the realized ROI counts) over what the contacts cost.
+    if treated_cost:
+        result["incremental_roi"] = float(result["incremental_revenue"] / treated_cost)
     return result

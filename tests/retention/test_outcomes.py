@@ -60,6 +60,8 @@ def test_uplift_is_control_churn_minus_treated_churn_with_newcombes_interval():
     # 0.2 x 80 treated partners x $2,500 a month x 6 months
     assert result["incremental_partners"] == pytest.approx(16)
     assert result["incremental_revenue"] == Decimal("240000.00")
+    # ... over 80 emails at $25: $2,000 of contacts.
+    assert result["treated_cost"] == Decimal("2000.00") and result["incremental_roi"] == pytest.approx(120.0)
 
 
 def test_the_interval_stays_inside_minus_one_to_one_with_extreme_small_arms():
@@ -124,6 +126,7 @@ def test_the_outcomes_page_shows_roi_uplift_and_breakdowns(retention_client):
     assert 'class="mainnav"' in html and "Outcomes &amp; ROI" in html
     assert "Uplift: +30.0 pts" in html and "95% interval" in html
     assert 'id="incremental-revenue">$90,000' in html  # 0.3 x 20 x 2500 x 6
+    assert 'id="incremental-roi">180.00x</strong> on $500' in html  # over 20 emails at $25
     assert "Breakdown by tier" in html and "Breakdown by action type" in html
     assert html.count("<svg") >= 3
     # Not a manager: assumptions are shown, not editable.
