@@ -321,6 +321,10 @@ def _money(value) -> Decimal:
     return Decimal(value or 0).quantize(Decimal("0.01"))
 
 
+# Saved, and the partner is still with us: what retained value counts.
+RETAINED = Q(outcome=Outcome.SAVED, partner__status=Partner.Status.ACTIVE)
+
+
 def _contacts() -> QuerySet[Intervention]:
     return Intervention.objects.exclude(_not_contacts())
 
@@ -329,12 +333,13 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
     """Per group: counts, value retained by saved partners, predicted value and cost.
 
     A saved partner's revenue counts once, however many contacts it took: it is split
-    evenly over the partner's saved contacts, so the groups add up to the total."""
+    evenly over the partner's saved contacts, so the groups add up to the total. A partner
+    marked Saved who churned since retains nothing (the log flags it for correction)."""
     months = assumptions.months_of_revenue_saved
     revenue = F("partner__monthly_revenue")
     saved_contacts_of_partner = (
         _contacts()
-        .filter(partner=OuterRef("partner"), outcome=Outcome.SAVED)
+        .filter(RETAINED, partner=OuterRef("partner"))
         .order_by()
         .values("partner")
         .annotate(n=Count("pk"))
@@ -350,11 +355,11 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
             churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
             pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
             saved_revenue=Coalesce(
-                Sum(Cast(revenue, FloatField()) / F("share"), filter=Q(outcome=Outcome.SAVED)),
+                Sum(Cast(revenue, FloatField()) / F("share"), filter=RETAINED),
                 Value(0.0),
                 output_field=FloatField(),
             ),
-            saved_partners=Count("partner", filter=Q(outcome=Outcome.SAVED), distinct=True),
+            saved_partners=Count("partner", filter=RETAINED, distinct=True),
             # Expected revenue lost without action: risk at the time times monthly revenue.
             revenue_at_risk=Coalesce(
                 Sum(Coalesce("risk_at_action", Value(0.0)) * Cast(revenue, FloatField())),
@@ -408,7 +413,11 @@ def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
     rows = _group_figures(group_by="action", assumptions=assumptions)
     total = {k: sum((r[k] for r in rows), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
     total |= {k: sum(r[k] for r in rows) for k in ("n", "saved", "churned", "pending")}
-    total["saved_partners"] = _contacts().filter(outcome=Outcome.SAVED).values("partner").distinct().count()
+    saved = _contacts().filter(outcome=Outcome.SAVED)
+    total["saved_partners"] = saved.filter(RETAINED).values("partner").distinct().count()
+    total["saved_then_churned"] = (
+        saved.filter(partner__status=Partner.Status.CHURNED).values("partner").distinct().count()
+    )
     resolved = total["saved"] + total["churned"]
     total["save_rate"] = total["saved"] / resolved if resolved else None
     total["roi"] = float(total["value"] / total["cost"]) if total["cost"] else None

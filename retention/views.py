@@ -353,6 +353,8 @@ CSV_COLUMNS = [
     "risk_at_action",
     "bucket_at_action",
     "note",
+    "review_status",
+    "sent_at",
 ]
 
 
@@ -383,6 +385,8 @@ def intervention_export(request: HttpRequest) -> HttpResponse:
                     "" if i.risk_at_action is None else f"{i.risk_at_action:.4f}",
                     i.bucket_at_action,
                     i.note,
+                    i.review_status,
+                    i.sent_at.isoformat() if i.sent_at else "",
                 )
             ]
         )

@@ -187,6 +187,19 @@ def test_the_csv_export_has_the_filtered_rows_and_neutralises_formulas(retention
     assert row["outcome_set_by"] == "rita" and row["outcome_date"] != ""
     assert row["risk_at_action"] == "0.9100" and row["bucket_at_action"] == "7d"
     assert row["note"] == "'+1 call back" and row["source"] == "manual"
+    assert row["review_status"] == "not_required" and row["sent_at"] == ""
+
+
+def test_a_rejected_draft_exports_and_reads_as_not_sent(retention_client):
+    InterventionFactory(
+        partner=PartnerFactory(external_id="P4"), source="agent", review_status="rejected", outcome="saved"
+    )
+
+    [row] = csv.DictReader(io.StringIO(retention_client.get("/interventions/export.csv").content.decode()))
+    html = retention_client.get("/interventions/").content.decode()
+
+    assert row["action"] == "email_sent" and row["review_status"] == "rejected" and row["sent_at"] == ""
+    assert "Not sent: the outcome is tracked for the control-group experiment only" in html
 
 
 def test_the_log_links_to_the_export_with_the_same_filters(retention_client):

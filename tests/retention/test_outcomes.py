@@ -236,3 +236,20 @@ def test_a_rejected_draft_is_no_contact_no_cost_and_no_save_but_stays_in_the_exp
     client.force_login(manager)
     html = client.get("/interventions/").content.decode()
     assert "1 saved, 0 churned, 0 pending" in html
+
+
+def test_a_partner_marked_saved_who_churned_since_retains_nothing(retention_client):
+    stayed = PartnerFactory(monthly_revenue=Decimal("1000.00"))
+    gone = PartnerFactory(
+        monthly_revenue=Decimal("9000.00"), status="churned", churned_on=dt.date(2027, 3, 24)
+    )
+    InterventionFactory(partner=stayed, outcome="saved")
+    InterventionFactory(partner=gone, outcome="saved")
+    months = RoiAssumptions.objects.get_or_create(pk=RoiAssumptions.SINGLETON_PK)[0].months_of_revenue_saved
+
+    totals = roi_totals()
+    html = retention_client.get("/outcomes/").content.decode()
+
+    assert totals["value"] == Decimal(1000 * months) and totals["saved_partners"] == 1
+    assert totals["saved_then_churned"] == 1
+    assert "1 marked Saved churned since and count for nothing" in html
