@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 
 from agent.models import AgentConfig
 from agent.services import CONFIG_FIELDS
+from churnsite.forms import AriaLabelledForm
 from retention.models import Partner
 
 
@@ -73,7 +74,7 @@ class AgentConfigForm(forms.ModelForm):
         return value
 
 
-class PartnerRefForm(forms.Form):
+class PartnerRefForm(AriaLabelledForm):
     partner = forms.CharField(
         max_length=16, label="Partner ID", widget=forms.TextInput(attrs={"placeholder": "P10001"})
     )
@@ -90,11 +91,11 @@ class DoNotContactForm(PartnerRefForm):
     reason = forms.CharField(max_length=200, required=False)
 
 
-class ActivityFilterForm(forms.Form):
+class ActivityFilterForm(AriaLabelledForm):
     run = forms.IntegerField(
         required=False, min_value=1, widget=forms.NumberInput(attrs={"placeholder": "Run #"})
     )
-    type = forms.ChoiceField(required=False)
+    type = forms.ChoiceField(required=False, label="Event type")
 
     def __init__(self, *args, event_types: Callable[[], list[str]] = list, **kwargs):
         super().__init__(*args, **kwargs)

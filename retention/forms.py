@@ -1,10 +1,11 @@
 from django import forms
 
+from churnsite.forms import AriaLabelledForm
 from ml.models import Bucket
 from retention.models import Intervention, Partner, RoiAssumptions
 
 
-class PartnerFilterForm(forms.Form):
+class PartnerFilterForm(AriaLabelledForm):
     q = forms.CharField(required=False, label="Search", max_length=100)
     tier = forms.ChoiceField(required=False, choices=[("", "All tiers"), *Partner.Tier.choices])
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Partner.Status.choices])
@@ -14,13 +15,15 @@ def _member_choices(members, empty: str) -> list[tuple[str, str]]:
     return [("", empty)] + [(str(u.pk), u.get_full_name() or u.username) for u in members]
 
 
-class FeedFilterForm(forms.Form):
+class FeedFilterForm(AriaLabelledForm):
     SORTS = [("urgency", "Urgency"), ("risk", "Risk"), ("revenue", "Revenue at risk")]
 
     q = forms.CharField(required=False, label="Search", max_length=100)
-    sort = forms.ChoiceField(required=False, choices=SORTS)
+    sort = forms.ChoiceField(required=False, choices=SORTS, label="Sort by")
     tier = forms.ChoiceField(required=False, choices=[("", "All tiers"), *Partner.Tier.choices])
-    bucket = forms.ChoiceField(required=False, choices=[("", "Any urgency"), *Bucket.choices])
+    bucket = forms.ChoiceField(
+        required=False, choices=[("", "Any urgency"), *Bucket.choices], label="Urgency"
+    )
     # A plain ChoiceField filled from one query: a ModelChoiceField would query again to clean.
     owner = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     not_contacted = forms.BooleanField(required=False, label="Not yet contacted")
@@ -77,13 +80,13 @@ class DraftEmailForm(forms.Form):
     send = forms.BooleanField(required=False, initial=True, label="Send it to the partner's contact now")
 
 
-class InterventionFilterForm(forms.Form):
+class InterventionFilterForm(AriaLabelledForm):
     q = forms.CharField(required=False, label="Search", max_length=100)
     action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Intervention.Action.choices])
     source = forms.ChoiceField(required=False, choices=[("", "Any source"), *Intervention.Source.choices])
     outcome = forms.ChoiceField(required=False, choices=[("", "Any status"), *Intervention.Outcome.choices])
     tier = forms.ChoiceField(required=False, choices=[("", "All tiers"), *Partner.Tier.choices])
-    assigned_to = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    assigned_to = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Assigned to")
 
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)

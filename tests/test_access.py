@@ -78,3 +78,21 @@ def test_healthz_reports_database_and_broker_without_login(client):
 def test_the_favicon_needs_no_login(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 301 and response["Location"].endswith("/favicon.svg")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/interventions/", "/partners/", "/agent/"])
+def test_every_filter_and_form_control_has_an_accessible_name(retention_client, path):
+    html = retention_client.get(path).content.decode()
+    labelled = set(re.findall(r'<label[^>]*\bfor="([^"]+)"', html))
+
+    def named(control: str) -> bool:
+        control_id = re.search(r'\bid="([^"]+)"', control)
+        return "aria-label=" in control or (control_id is not None and control_id.group(1) in labelled)
+
+    controls = [
+        c
+        for c in re.findall(r"<(?:input|select|textarea)\b[^>]*>", html)
+        if not re.search(r'type="(?:hidden|submit)"', c)
+    ]
+    assert controls and [c for c in controls if not named(c)] == []
