@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django import template
 from django.template.defaultfilters import truncatechars
 
@@ -10,4 +12,9 @@ def audit_value(value) -> str:
     digits), long text cut; the stored event keeps the full value."""
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1 else f"{value:,.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
+        try:  # an ISO timestamp: to the minute, in UTC as stored
+            return dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            pass
     return truncatechars(str(value), 60)

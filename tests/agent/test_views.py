@@ -314,11 +314,13 @@ def test_the_activity_log_rounds_numbers_and_keeps_the_stored_payload_whole(rete
     from agent.audit import audit_record
 
     event = audit_record(
-        event_type="partner_selected", payload={"risk": 0.5905516338182899, "threshold": 0.5}
+        event_type="partner_selected",
+        payload={"risk": 0.5905516338182899, "threshold": 0.5, "due_at": "2026-12-02T16:47:47.493526+00:00"},
     )
 
     log = retention_client.get(URL, {"partial": "log"}, headers={"HX-Request": "true"}).content.decode()
 
     assert "risk=0.591 " in log and "threshold=0.5 " in log and "0.59055" not in log
+    assert "due_at=2026-12-02 16:47 " in log
     event.refresh_from_db()
     assert event.payload["risk"] == 0.5905516338182899
