@@ -46,6 +46,13 @@ class PartnerRowForm(forms.ModelForm):
             raise forms.ValidationError("must look like P18477 (P and digits)")
         return value
 
+    def clean_monthly_revenue(self):
+        value = self.cleaned_data["monthly_revenue"]
+        if value is not None and value < 0:
+            # Said here with the column's name, before the model's constraint says it by its own.
+            raise forms.ValidationError("must be 0 or more")
+        return value
+
     def validate_unique(self):
         pass  # updates by external_id are intended; duplicates within a file are caught separately
 
@@ -120,8 +127,10 @@ def partners_import_csv(*, path: Path, actor=None, dry_run: bool = False) -> Imp
         seen: dict[str, int] = {}
         for row in reader:
             line = reader.line_num
-            report.rows += 1
             data = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            if not any(data.values()):
+                continue  # a blank row (often the spreadsheet's trailing ",,,,"): nothing to import
+            report.rows += 1
             for key in ("tier", "region", "segment", "status"):
                 if key in data:
                     data[key] = _lower_choice(data[key])

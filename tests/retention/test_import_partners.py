@@ -71,6 +71,21 @@ def test_every_bad_row_is_reported_by_line_and_nothing_is_written(tmp_path, caps
     assert Partner.objects.count() == 0
 
 
+def test_a_negative_revenue_is_named_and_blank_rows_are_skipped(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        "P30001,Fine Ltd,silver,na,reseller,100,a@fine.example,2024-01-01,,,,\n"
+        "P30002,Owes Us,silver,na,reseller,-5,a@owes.example,2024-01-01,,,,\n"
+        ",,,,,,,,,,,\n",
+    )
+    with pytest.raises(CommandError, match="1 problem"):
+        call_command("import_partners", str(path))
+    captured = capsys.readouterr()
+    assert "line 3: monthly_revenue: must be 0 or more" in captured.err
+    assert "line 4" not in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["rows"] == 2
+
+
 def test_dry_run_validates_without_writing(tmp_path, capsys):
     path = write(tmp_path, "P30001,Initech,bronze,apac,referral,900,it@initech.example,2025-05-05,,,,\n")
     call_command("import_partners", str(path), "--dry-run")
