@@ -4,6 +4,7 @@ Every label goes through `escape`: partner names, notes and driver texts end up 
 titles and axis labels, and some of that text comes from people or an LLM.
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 from django.utils.html import escape
@@ -12,6 +13,17 @@ from django.utils.safestring import SafeString, mark_safe
 WIDTH, HEIGHT = 560, 180
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 12, 12, 28
 COLOURS = ["#2456d3", "#c62828", "#2e7d32", "#d98a00", "#6b7280"]
+
+
+def nice_top(value: float) -> float:
+    """The axis top at or above `value` whose four gridline steps are round numbers
+    (41 -> 60: 0 15 30 45 60, not 0 10 20 31 41)."""
+    if value <= 0:
+        return 1.0
+    raw = value / 4
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 10) if m * power >= raw)
+    return step * 4
 
 
 def _fmt(value: float) -> str:
@@ -69,7 +81,7 @@ def line_chart(
     if not labels:
         return _frame([_empty(width, height)], title, width, height)
     values = [v for vs in series.values() for v in vs if v is not None]
-    top = y_max if y_max is not None else (max(values) if values else 1) or 1
+    top = y_max if y_max is not None else nice_top(max(values) if values else 1)
     plot_w = width - PAD_LEFT - PAD_RIGHT
     plot_h = height - PAD_TOP - PAD_BOTTOM
 
@@ -114,7 +126,7 @@ def bar_chart(
         totals = [sum(series[s][i] for s in names) for i in range(len(labels))]
     else:
         totals = [max(series[s][i] for s in names) for i in range(len(labels))]
-    top = max(totals) or 1
+    top = nice_top(max(totals))
     plot_w = width - PAD_LEFT - PAD_RIGHT
     plot_h = height - PAD_TOP - PAD_BOTTOM
     slot = plot_w / len(labels)

@@ -242,3 +242,11 @@ def test_open_invoices_read_overdue_or_due_as_of_the_simulated_world_today(reten
     # Ten days past due in the simulated world, whatever the real date is.
     assert "Open invoice 2026-02-01: 10 days overdue." in html
     assert "Open invoice 2026-03-01: due 2026-03-31." in html
+
+
+def test_chart_axes_step_in_round_numbers():
+    from retention.charts import nice_top
+
+    assert [nice_top(v) for v in (41, 23, 40, 0.7, 543)] == [60, 24, 40, 0.8, 600]
+    svg = bar_chart(["a", "b"], {"Days late": [41, 3]}, title="Payments")
+    assert ">15<" in svg and ">60<" in svg and ">31<" not in svg
