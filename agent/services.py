@@ -69,6 +69,7 @@ RATE_LIMITED = "rate_limited"
 FAILED = "failed"
 SKIPPED = "skipped"
 STOPPED = "stopped"
+NOT_REACHED = "not_reached"
 
 
 def _is_postgres() -> bool:
@@ -399,6 +400,10 @@ class InterventionAgent:
                 self._progress()
         finally:
             self._sweep_unlock()
+        # Eligible partners this run never acted on because it stopped early (the cap, Stop or
+        # the limit), so the totals add up: eligible = acted on + skipped + failed + not reached.
+        handled = sum(self.counts[k] for k in (EXECUTED, HELD, HOLDOUT, FAILED, SKIPPED))
+        self.counts[NOT_REACHED] = 0 if run.dry_run else max(0, self.counts["eligible"] - handled)
         if stop_reason == STOPPED:
             status = AgentRun.Status.STOPPED
         _run_finish(

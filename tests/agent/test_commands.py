@@ -23,6 +23,7 @@ def test_run_agent_dry_run_prints_a_json_summary_and_contacts_nobody(agent_on, m
     call_command("run_agent", "--dry-run", stdout=out)
     summary = last_json(out)
     assert summary["eligible"] == 1 and summary["scanned"] == 2 and summary["executed"] == 0
+    assert summary["not_reached"] == 0  # a dry run reports, it does not stop short
     assert set(summary) >= {"run_id", "held_for_review", "holdouts", "rate_limited", "failed"}
     assert Intervention.objects.count() == 0 and mailoutbox == []
 

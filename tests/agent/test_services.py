@@ -140,6 +140,8 @@ def test_a_run_stops_at_the_hourly_cap_and_audits_it(agent_on, mailoutbox):
     summary, run = run_once()
     assert summary["executed"] == 3
     assert summary["rate_limited"] == 1
+    # The totals add up: 5 eligible = 3 emailed + 2 the run stopped before.
+    assert summary["eligible"] == 5 and summary["not_reached"] == 2
     assert len(mailoutbox) == 3
     assert events("rate_limited", run=run).count() == 1
     # The next run is refused outright: the window is rolling, not per run.

@@ -17,7 +17,17 @@ class Command(BaseCommand):
         run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND, dry_run=dry_run)
         result = services.agent_run_execute(run_id=run.pk, limit=limit)
         run.refresh_from_db()
-        keys = ("scanned", "eligible", "executed", "held_for_review", "holdouts", "rate_limited", "failed")
+        keys = (
+            "scanned",
+            "eligible",
+            "executed",
+            "held_for_review",
+            "holdouts",
+            "rate_limited",
+            "failed",
+            "skipped",
+            "not_reached",
+        )
         summary = {"run_id": run.pk, "status": run.status, "dry_run": dry_run}
         summary.update({key: result.get(key, 0) for key in keys})
         if run.status == AgentRun.Status.SKIPPED:
