@@ -107,10 +107,10 @@ def scoring_run_start(
 
 
 def scoring_partner_ids(*, as_of: dt.date | None = None) -> list[int]:
-    """The partners a run scores: active now, or (for a past date) active at that date."""
+    """The partners a run scores: active now, or active at `as_of` (a backfill run's date)."""
     from retention.models import Partner
 
-    if as_of is None or as_of >= scoring_as_of():
+    if as_of is None:
         qs = Partner.objects.filter(status=Partner.Status.ACTIVE)
     else:
         qs = Partner.objects.filter(joined_on__lte=as_of).filter(
@@ -141,7 +141,7 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
     the current score is an upsert. Returns the seconds spent in each stage."""
     run = ScoringRun.objects.select_related("model_version").get(pk=run_id)
     model = model_for_version(run.model_version)
-    as_of = dt.date.fromisoformat(run.stats["as_of"])
+    as_of = run.as_of
     times: dict[str, float] = {}
     t = time.perf_counter()
     X = partner_features(partner_ids=partner_ids, as_of=as_of, model=model)
@@ -259,7 +259,7 @@ def score_all_partners(
     run = scoring_run_start(model_version=model_version, as_of=as_of)
     stages = {"read_ids": 0.0, "features": 0.0, "predict": 0.0, "drivers": 0.0, "persist": 0.0}
     t = time.perf_counter()
-    ids = scoring_partner_ids(as_of=dt.date.fromisoformat(run.stats["as_of"]))
+    ids = scoring_partner_ids(as_of=run.as_of if run.backfill else None)
     stages["read_ids"] = time.perf_counter() - t
     drivers_n = 0
     try:
