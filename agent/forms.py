@@ -43,29 +43,12 @@ class AgentConfigForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name, (low, high, _message) in self.RANGES.items():
+        for name, (low, high, message) in self.RANGES.items():
             field = self.fields[name]
-            field.min_value, field.max_value = low, high
             field.widget.attrs.update(min=low, max=high)
             field.validators = [
                 v for v in field.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))
-            ]
-
-    def _in_range(self, name: str):
-        value = self.cleaned_data[name]
-        low, high, message = self.RANGES[name]
-        if not low <= value <= high:
-            raise forms.ValidationError(message, code="out_of_range")
-        return value
-
-    def clean_max_per_hour(self):
-        return self._in_range("max_per_hour")
-
-    def clean_cooldown_days(self):
-        return self._in_range("cooldown_days")
-
-    def clean_follow_up_days(self):
-        return self._in_range("follow_up_days")
+            ] + [MinValueValidator(low, message=message), MaxValueValidator(high, message=message)]
 
     def clean_control_fraction(self):
         value = self.cleaned_data["control_fraction"]
