@@ -359,7 +359,6 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
                 Value(0.0),
                 output_field=FloatField(),
             ),
-            saved_partners=Count("partner", filter=RETAINED, distinct=True),
             # Expected revenue lost without action: risk at the time times monthly revenue.
             revenue_at_risk=Coalesce(
                 Sum(Coalesce("risk_at_action", Value(0.0)) * Cast(revenue, FloatField())),
