@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from ml import simulator  # noqa: E402
+from ml.sim import simulator  # noqa: E402
 from ml.training import train_and_evaluate  # noqa: E402
 
 TODAY = dt.date(2026, 11, 20)

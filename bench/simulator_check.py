@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.simulator import SimulatorParams, generate_world, true_churn_probability  # noqa: E402
+from ml.sim.simulator import SimulatorParams, generate_world, true_churn_probability  # noqa: E402
 
 TODAY = date(2025, 6, 15)
 

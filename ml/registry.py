@@ -6,12 +6,10 @@ SHAP explainer) in memory; the key includes the checksum, so a replaced artifact
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from ml.churn_model import ChurnModel, load_model
 from ml.models import ModelVersion
@@ -38,18 +36,3 @@ def model_for_version(version: ModelVersion) -> ChurnModel:
 
 def active_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
-
-
-def simulated_today() -> dt.date | None:
-    """The simulated world's 'today' when the data comes from the simulator."""
-    try:
-        from ml.models import SimulatedWorld
-    except ImportError:  # pragma: no cover - older schema
-        return None
-    world = SimulatedWorld.objects.order_by("-created_at").first()
-    return world.today if world else None
-
-
-def scoring_as_of() -> dt.date:
-    """The date features are computed at: the end of the simulated 'today', else today."""
-    return simulated_today() or timezone.localdate()

@@ -9,7 +9,8 @@ from django.core.cache import cache
 
 from ml.churn_model import ArtifactChecksumError
 from ml.models import ModelVersion, PartnerScore, ScoringRun
-from ml.registry import active_version, model_for_version, scoring_as_of
+from ml.registry import active_version, model_for_version
+from ml.sim.clock import scoring_as_of
 
 DRIVERS_CACHE_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from django.utils import timezone
 from agent.audit import audit_record
 from ml import features as F
 from ml.churn_model import ChurnModel, save_model
-from ml.data import history_frames
+from ml.frames import history_frames
 from ml.models import BUCKET_URGENCY_RANK, ModelVersion, PartnerScore, RiskScore, ScoringRun
-from ml.registry import active_version, artifact_full_path, model_for_version, scoring_as_of
+from ml.registry import active_version, artifact_full_path, model_for_version
+from ml.sim.clock import scoring_as_of
 
 DEFAULT_CHUNK = 10_000
 DRIVERS_FROM_RISK = 0.5  # scoring computes drivers for these; the others on demand

@@ -227,7 +227,7 @@ def partner_payments(*, partner: Partner, limit: int = 24, today: dt.date | None
     """Recent invoices with how late each was paid (or is, if still open), as of the desk's
     today: the simulated world's when it has one, so the page agrees with the drivers."""
     if today is None:
-        from ml.selectors import scoring_as_of
+        from ml.sim.clock import scoring_as_of
 
         today = scoring_as_of()
     rows = list(Invoice.objects.filter(partner=partner).order_by("-issued_on")[:limit])[::-1]

@@ -8,7 +8,7 @@ TODAY = dt.date(2026, 6, 20)
 @pytest.fixture(scope="session")
 def small_world():
     """A small simulated world (1,500 partners x 18 months), the same every run."""
-    from ml.simulator import generate_world
+    from ml.sim.simulator import generate_world
 
     return generate_world(1500, months=18, seed=7, today=TODAY)
 
@@ -18,7 +18,7 @@ def trained(small_world):
     """(model, report) trained once on the small world's frames, with the oracle."""
     from threadpoolctl import threadpool_limits
 
-    from ml.simulator import true_churn_probability
+    from ml.sim.simulator import true_churn_probability
     from ml.training import train_and_evaluate
 
     w = small_world

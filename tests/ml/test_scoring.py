@@ -195,8 +195,8 @@ def test_a_backfill_at_a_past_date_fills_the_history_and_leaves_the_current_scor
 ):
     import datetime as dt
 
-    from ml.data import history_frames
     from ml.features import build_features
+    from ml.frames import history_frames
     from ml.registry import model_for_version
 
     today = SimulatedWorld.objects.get().today

@@ -4,8 +4,8 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 
-from ml import simworld
 from ml.models import SimulatedWorld
+from ml.sim import store
 from retention.models import Invoice, MonthlyActivity, Partner
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def test_it_seeds_the_simulated_world_and_the_demo_users(capsys, media):
 
 def test_the_hidden_truth_is_kept_out_of_the_partner_tables_and_reloads(capsys, media):
     seed(capsys, "--partners", "150", "--months", "6", "--seed", "5")
-    record, world = simworld.world_load()
+    record, world = store.world_load()
     assert record.seed == 5 and record.n_partners == 150
     assert (media / record.state_path).exists()
     # The reloaded state describes exactly the partners in the database.

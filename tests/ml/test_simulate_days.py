@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from ml import simulator, simworld
+from ml.sim import simulator, store
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
 from retention.selectors import control_group_uplift
 
@@ -50,13 +50,13 @@ def test_the_world_moves_forward_and_churn_lands_in_the_tables(capsys, media):
 
     summary = run(capsys, "simulate_days", "62")
 
-    record = simworld.world_current()
+    record = store.world_current()
     assert summary["simulated_today"] == record.today.isoformat()
     assert (record.today - record.started_on).days == 62
     assert summary["activity"] > 0 and MonthlyActivity.objects.count() == months_before + summary["activity"]
     assert Partner.objects.filter(status="churned").count() == seeded["churned"] + summary["churned"]
     # The database and the reloaded hidden state agree on who is gone.
-    _, world = simworld.world_load()
+    _, world = store.world_load()
     truth = set(world.partners.loc[world.partners["status"] == "churned", "external_id"])
     assert truth == set(Partner.objects.filter(status="churned").values_list("external_id", flat=True))
     # ... and on which invoices are still unpaid (payments during the advance landed).
@@ -83,7 +83,7 @@ def test_the_outcomes_page_uplift_interval_contains_the_true_effect(capsys, medi
         "2026-04-14",
         "--no-progress",
     )
-    _, world = simworld.world_load()
+    _, world = store.world_load()
     # The experiment runs on the partners most at risk (where the agent acts), split at random.
     truth_p = simulator.true_churn_probability(world, world.today)
     at_risk = truth_p.sort_values(ascending=False).index[:1600].tolist()
@@ -157,7 +157,7 @@ def test_it_says_when_the_feed_scores_are_older_than_the_new_simulated_today(cap
         "2026-04-14",
         "--no-progress",
     )
-    ScoringRunFactory(as_of=simworld.world_current().today)
+    ScoringRunFactory(as_of=store.world_current().today)
 
     call_command("simulate_days", "7")
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The seeded partner world (ml/simulator.py): reproducible, as hard as documented, its
+"""The seeded partner world (ml/sim/simulator.py): reproducible, as hard as documented, its
 truth hidden from the observable tables, and interventions working by exactly the
 documented effect. Pure numpy/pandas: no database."""
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml.simulator import (
+from ml.sim.simulator import (
     NEVER,
     advance_world,
     generate_world,

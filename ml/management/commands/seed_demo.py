@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from tqdm import tqdm
 
-from ml import simulator, simworld
 from ml.management.argtypes import iso_date
+from ml.sim import simulator, store
 from retention.models import Partner
 from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
 
@@ -92,14 +92,14 @@ class Command(BaseCommand):
             t = time.perf_counter()
             users = self._users()
             owners = [users[u].pk for u, *_ in TEAM] + [users["retention"].pk]
-            ids = simworld.write_partners(world.partners, owner_ids=owners, seed=seed, progress=bar.update)
+            ids = store.write_partners(world.partners, owner_ids=owners, seed=seed, progress=bar.update)
             t = lap("partners", t)
-            n_activity = simworld.write_activity(world.activity, ids=ids, progress=bar.update)
+            n_activity = store.write_activity(world.activity, ids=ids, progress=bar.update)
             t = lap("activity", t)
-            n_invoices = simworld.write_invoices(world.invoices, ids=ids, progress=bar.update)
+            n_invoices = store.write_invoices(world.invoices, ids=ids, progress=bar.update)
             t = lap("invoices", t)
-            state_path = simworld.world_state_save(state=world.state)
-            record = simworld.world_record(world=world, seed=seed, months=months, state_path=state_path)
+            state_path = store.world_state_save(state=world.state)
+            record = store.world_record(world=world, seed=seed, months=months, state_path=state_path)
             t = lap("hidden_state", t)
         t = lap("commit", t)
         bar.close()

@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ml import simworld
 from ml.selectors import latest_run
+from ml.sim import clock
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         if opts["days"] < 1 or opts["days"] > 3650:
             raise CommandError("days must be between 1 and 3650")
         try:
-            summary = simworld.world_advance(days=opts["days"], horizon_days=opts["horizon"])
+            summary = clock.world_advance(days=opts["days"], horizon_days=opts["horizon"])
         except LookupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

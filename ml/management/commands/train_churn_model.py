@@ -67,7 +67,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(summary, default=str))
 
     def _csv(self, opts):
-        from ml.tabular import TableError, train_on_table
+        from ml.csv_training import TableError, train_on_table
 
         if not opts["target"]:
             raise CommandError("--csv needs --target COLUMN")
@@ -82,8 +82,8 @@ class Command(BaseCommand):
         return model, report, "csv"
 
     def _database(self, opts):
-        from ml.data import history_frames
-        from ml.registry import simulated_today
+        from ml.frames import history_frames
+        from ml.sim.clock import simulated_today
         from ml.training import data_end, train_and_evaluate
 
         partners, activity, invoices = history_frames(key="external_id")
@@ -104,9 +104,9 @@ class Command(BaseCommand):
     def _oracle(self):
         """The simulator's true probabilities, when the data is a simulated world."""
         try:
-            from ml import simulator, simworld
+            from ml.sim import simulator, store
 
-            _, world = simworld.world_load()
+            _, world = store.world_load()
         except (ImportError, LookupError, OSError, ValueError, KeyError) as exc:
             self.stderr.write(f"No simulated world to compare with ({exc}); oracle figures omitted.")
             return None

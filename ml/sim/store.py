@@ -1,9 +1,9 @@
-"""Glue between the pure simulator (ml/simulator.py) and the database.
+"""Glue between the pure simulator (ml/sim/simulator.py) and the database.
 
 `seed_demo` writes a simulated world's observable tables (partners, monthly activity,
 invoices) and keeps its hidden state in a gzip file under MEDIA_ROOT, recorded in a
-`SimulatedWorld` row; `simulate_days` loads that state, advances it and applies what
-happened to the tables. Bulk writes use PostgreSQL's COPY (seconds for millions of rows)
+`SimulatedWorld` row; `simulate_days` (ml/sim/clock.py) loads that state, advances it and
+applies what happened to the tables. Bulk writes use PostgreSQL's COPY (seconds for millions of rows)
 and fall back to bulk_create on SQLite.
 """
 
@@ -13,19 +13,17 @@ import csv
 import dataclasses
 import gzip
 import json
-import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from ml import simulator
 from ml.models import SimulatedWorld
+from ml.sim import simulator
 from retention.models import Invoice, MonthlyActivity, Partner
 
 Progress = Callable[[int], None]
@@ -41,10 +39,10 @@ def _noop(_: int) -> None:
 
 def world_state_save(*, state: simulator.WorldState) -> str:
     """Write the hidden state; returns its path relative to MEDIA_ROOT."""
-    return _state_write(simulator.world_state_to_json(state), seed=state.seed)
+    return state_write(simulator.world_state_to_json(state), seed=state.seed)
 
 
-def _state_write(payload: dict, *, seed: int) -> str:
+def state_write(payload: dict, *, seed: int) -> str:
     # A new file per save: the row still points at the old one until the transaction commits.
     rel = Path("simulator") / f"world-{seed}-{timezone.now():%Y%m%dT%H%M%S%f}.json.gz"
     target = Path(settings.MEDIA_ROOT) / rel
@@ -66,10 +64,10 @@ def world_load(record: SimulatedWorld | None = None) -> tuple[SimulatedWorld, si
     record = record or world_current()
     if record is None:
         raise LookupError("No simulated world in this database: run seed_demo first")
-    return record, simulator.world_from_state(simulator.world_state_from_json(_state_read(record)))
+    return record, simulator.world_from_state(simulator.world_state_from_json(state_read(record)))
 
 
-def _state_read(record: SimulatedWorld) -> dict:
+def state_read(record: SimulatedWorld) -> dict:
     with gzip.open(Path(settings.MEDIA_ROOT) / record.state_path, "rt", encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -247,93 +245,3 @@ def apply_delta(delta: simulator.WorldDelta) -> dict[str, int]:
 
 def _params_json(world: simulator.World) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(world.state.params), default=list))
-
-
-def as_date(value: date | datetime) -> date:
-    return value.date() if isinstance(value, datetime) else value
-
-
-# -- the simulation clock -------------------------------------------------------------------
-
-APPLIED_KEY = "churnsite_interventions"  # intervention id -> simulated contact date, in the state file
-
-
-def world_advance(*, days: int, horizon_days: int = 90) -> dict:
-    """Advance the simulated world `days` days and apply what happened to the tables.
-
-    Partners reached by an intervention (any non-holdout intervention that was not held
-    back or rejected) get the simulator's true effect from their contact date; holdouts and
-    everybody else are untouched. The world stands still between advances, so a contact
-    logged since the last one happened in its present: it counts from the next simulated
-    day, whatever the wall clock said (the simulated today may lag or lead the real one). Pending interventions then resolve
-    from what happened: churned if the partner churned, saved once `horizon_days` passed
-    with the partner still active (unless a person resolved them first).
-    """
-    from retention.models import Intervention
-    from retention.services import intervention_set_outcome
-
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    started = time.perf_counter()
-    record = world_current()
-    if record is None:
-        raise LookupError("No simulated world in this database: run seed_demo first")
-    raw = _state_read(record)
-    seen: dict[str, str] = raw.pop(APPLIED_KEY, {})
-    world = simulator.world_from_state(simulator.world_state_from_json(raw))
-
-    first_new_day = world.today + timedelta(days=1)
-    contacted: dict[str, date] = {}
-    rows = Intervention.objects.exclude(pk__in=[int(k) for k in seen]).values_list(
-        "pk", "partner__external_id", "action", "review_status"
-    )
-    for pk, ext, action, review in rows.order_by("created_at"):
-        sim_day = first_new_day
-        seen[str(pk)] = sim_day.isoformat()
-        reached = action != Intervention.Action.HOLDOUT and review in (
-            Intervention.Review.NOT_REQUIRED,
-            Intervention.Review.APPROVED,
-        )
-        if reached:
-            contacted[ext] = sim_day  # the latest contact wins
-    delta = simulator.advance_world(world, days, contacted=contacted or None)
-
-    resolved = {"saved": 0, "churned": 0}
-    with transaction.atomic():
-        written = apply_delta(delta)
-        churned_ids = set(Partner.objects.filter(status=Partner.Status.CHURNED).values_list("pk", flat=True))
-        for intervention in Intervention.objects.filter(outcome=Intervention.Outcome.PENDING).select_related(
-            "partner"
-        ):
-            contact_day = date.fromisoformat(seen.get(str(intervention.pk), world.today.isoformat()))
-            if intervention.partner_id in churned_ids:
-                outcome = Intervention.Outcome.CHURNED
-                # The day it happened in the simulated world, not the wall clock of this run.
-                outcome_day = max(intervention.partner.churned_on or world.today, contact_day)
-            elif (world.today - contact_day).days >= horizon_days:
-                outcome = Intervention.Outcome.SAVED
-                outcome_day = contact_day + timedelta(days=horizon_days)
-            else:
-                continue
-            intervention_set_outcome(
-                intervention=intervention,
-                outcome=outcome,
-                outcome_date=outcome_day,
-                actor=None,
-                reason=f"simulation clock: {'churned' if outcome == 'churned' else f'active {horizon_days} days after contact'}",
-            )
-            resolved[outcome] += 1
-        payload = simulator.world_state_to_json(world.state)
-        payload[APPLIED_KEY] = seen
-        record.state_path = _state_write(payload, seed=world.state.seed)
-        record.today = world.today
-        record.save(update_fields=["state_path", "today", "updated_at"])
-    return {
-        "days": days,
-        "simulated_today": world.today.isoformat(),
-        "contacts_applied": len(contacted),
-        **written,
-        "resolved_saved": resolved["saved"],
-        "resolved_churned": resolved["churned"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
