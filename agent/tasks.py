@@ -5,38 +5,18 @@ attempts x 2 rounds when the first reply is invalid) before the template takes o
 per-partner task allows 300 s and a batch (drafts 8 at a time, ~7 waves for 50 partners) 1200 s.
 Both stay far below the broker's visibility timeout (3600 s), after which Redis would
 redeliver a running task to a second worker. Every task is safe to run twice: runs are claimed
-queued -> running once, partners through claims and the unique constraint.
+queued -> running once, partners through claims and the unique constraint. The beat entries that
+call these tasks are declared in churnsite/schedules.py.
 """
 
 from celery import shared_task
 
-from agent import services
+from agent import services, workflow
 from agent.models import AgentRun
-
-AGENT_SCHEDULE_NAME = "agent: scan for at-risk partners every 15 minutes"
-FOLLOWUP_SCHEDULE_NAME = "agent: check due follow-ups hourly"
 
 RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT = 1200, 1260
 PARTNER_SOFT_TIME_LIMIT, PARTNER_TIME_LIMIT = 300, 330
 FOLLOWUP_SOFT_TIME_LIMIT, FOLLOWUP_TIME_LIMIT = 600, 660
-
-# The one place the periodic schedules are declared; `setup_periodic_tasks` upserts them (with
-# ml.tasks.PERIODIC_TASKS when it exists) into django-celery-beat, where the admin can pause them.
-PERIODIC_TASKS = [
-    {
-        "name": AGENT_SCHEDULE_NAME,
-        "task": "agent.run_agent",
-        "interval": {"every": 15, "period": "minutes"},
-        # A tick nobody picked up within 10 minutes is dropped, not piled up behind the next one.
-        "expire_seconds": 600,
-    },
-    {
-        "name": FOLLOWUP_SCHEDULE_NAME,
-        "task": "agent.check_followups",
-        "crontab": {"minute": "5"},
-        "expire_seconds": 1800,
-    },
-]
 
 
 @shared_task(
@@ -46,7 +26,7 @@ def run_agent(run_id: int | None = None) -> dict:
     """A scan and batch; the beat schedule calls it without a run (one is created)."""
     if run_id is None:
         run_id = services.agent_run_create(trigger=AgentRun.Trigger.SCHEDULE).pk
-    return services.agent_run_execute(run_id=run_id)
+    return workflow.agent_run_execute(run_id=run_id)
 
 
 @shared_task(
@@ -57,7 +37,7 @@ def run_agent(run_id: int | None = None) -> dict:
 )
 def execute_intervention(run_id: int, partner_id: int, skip_threshold: bool = False) -> dict:
     """One partner ("intervene now" skips the threshold, never the cap or the approval)."""
-    return services.agent_partner_execute(run_id=run_id, partner_id=partner_id, skip_threshold=skip_threshold)
+    return workflow.agent_partner_execute(run_id=run_id, partner_id=partner_id, skip_threshold=skip_threshold)
 
 
 @shared_task(

@@ -29,7 +29,7 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from agent import services  # noqa: E402
+from agent import services, workflow  # noqa: E402
 from agent.models import AgentConfig, AgentRun  # noqa: E402
 from ml.models import ModelVersion, PartnerScore  # noqa: E402
 from retention.models import Intervention, Partner  # noqa: E402
@@ -87,8 +87,8 @@ def make_partners(prefix: str, n: int) -> None:
 
 def one_pass(label: str, concurrency: int) -> dict:
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    services._run_claim(run.pk)
-    agent = services.InterventionAgent(run=AgentRun.objects.get(pk=run.pk), concurrency=concurrency)
+    workflow._run_claim(run.pk)
+    agent = workflow.InterventionAgent(run=AgentRun.objects.get(pk=run.pk), concurrency=concurrency)
     started = time.perf_counter()
     with CaptureQueriesContext(connection) as queries:
         summary = agent.batch_process()
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--partners", type=int, default=50)
     parser.add_argument("--llm-latency", type=float, default=1.0)
-    parser.add_argument("--concurrency", type=int, default=services.DRAFT_CONCURRENCY)
+    parser.add_argument("--concurrency", type=int, default=workflow.DRAFT_CONCURRENCY)
     args = parser.parse_args()
 
     connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_agent_{os.getpid()}"

@@ -7,14 +7,7 @@ from django.conf import settings
 
 from ml import services
 
-# Upserted into django-celery-beat by the agent app's setup_periodic_tasks command.
-PERIODIC_TASKS = [
-    {
-        "name": "nightly scoring",
-        "task": "ml.tasks.score_all_partners",
-        "crontab": {"minute": "30", "hour": "2"},
-    },
-]
+# The nightly schedule is declared in churnsite/schedules.py.
 
 
 @shared_task(time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent import services
+from agent import services, workflow
 from agent.models import AgentRun, AuditEvent
 from retention.models import Intervention, Partner
 from tests.agent.helpers import scored_partner
@@ -11,7 +11,7 @@ from tests.openai_server import GOOD_REPLY
 
 def run_once():
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    return services.agent_run_execute(run_id=run.pk)
+    return workflow.agent_run_execute(run_id=run.pk)
 
 
 def drafted(partner) -> AuditEvent:

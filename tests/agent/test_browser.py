@@ -44,14 +44,14 @@ def test_a_retention_user_starts_the_agent_and_watches_a_run(page, in_process_ta
 
 
 def test_a_manager_edits_and_approves_a_held_platinum_draft(page, in_process_tasks, mailoutbox):
-    from agent import services
+    from agent import services, workflow
     from agent.models import AgentConfig
 
     UserFactory(username="max", is_staff=True, groups=["Managers"])
     AgentConfig.objects.update_or_create(pk=1, defaults={"enabled": True, "control_fraction": 0})
     partner = scored_partner(risk=0.97, tier=Partner.Tier.PLATINUM)
     run = services.agent_run_create(trigger="command")
-    services.agent_run_execute(run_id=run.pk)
+    workflow.agent_run_execute(run_id=run.pk)
     intervention = Intervention.objects.get(partner=partner)
     browser_login(page, "max")
     page.goto("/admin/agent/interventionreview/")

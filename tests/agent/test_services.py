@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
-from agent import selectors, services
+from agent import selectors, services, workflow
 from agent.models import AgentRun, AuditEvent, DoNotContact, FollowUp
 from retention.models import Intervention, Partner
 from tests.agent.helpers import scored_partner
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 def run_once(**kwargs):
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    return services.agent_run_execute(run_id=run.pk, **kwargs), run
+    return workflow.agent_run_execute(run_id=run.pk, **kwargs), run
 
 
 def events(event_type, **filters):
@@ -156,8 +156,8 @@ def test_holdouts_contact_nobody_and_do_not_use_the_budget(agent_on, mailoutbox)
     for _ in range(4):
         scored_partner(risk=0.95)
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    agent = services.InterventionAgent(run=AgentRun.objects.get(pk=run.pk), rng=random.Random(3))
-    services._run_claim(run.pk)
+    agent = workflow.InterventionAgent(run=AgentRun.objects.get(pk=run.pk), rng=random.Random(3))
+    workflow._run_claim(run.pk)
     summary = agent.batch_process()
     holdouts = Intervention.objects.filter(action="holdout")
     assert summary["holdouts"] == holdouts.count() >= 1
@@ -194,7 +194,7 @@ def test_a_stopped_agent_does_not_run(mailoutbox):
 def test_a_dry_run_counts_and_contacts_nobody(agent_on, mailoutbox):
     scored_partner(risk=0.95)
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND, dry_run=True)
-    summary = services.agent_run_execute(run_id=run.pk)
+    summary = workflow.agent_run_execute(run_id=run.pk)
     assert summary["eligible"] == 1 and summary["executed"] == 0
     assert Intervention.objects.count() == 0 and mailoutbox == []
 
@@ -202,8 +202,8 @@ def test_a_dry_run_counts_and_contacts_nobody(agent_on, mailoutbox):
 def test_running_the_same_run_twice_does_nothing_the_second_time(agent_on, mailoutbox):
     scored_partner(risk=0.95)
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    services.agent_run_execute(run_id=run.pk)
-    again = services.agent_run_execute(run_id=run.pk)
+    workflow.agent_run_execute(run_id=run.pk)
+    again = workflow.agent_run_execute(run_id=run.pk)
     assert again["note"] == "already processed"
     assert Intervention.objects.count() == 1 and len(mailoutbox) == 1
 
@@ -211,25 +211,25 @@ def test_running_the_same_run_twice_does_nothing_the_second_time(agent_on, mailo
 def test_intervene_now_skips_the_threshold_but_not_the_approval_or_the_cap(agent_on, mailoutbox):
     low = scored_partner(risk=0.2, tier=Partner.Tier.PLATINUM)
     run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER)
-    result = services.agent_partner_execute(run_id=run.pk, partner_id=low.pk, skip_threshold=True)
+    result = workflow.agent_partner_execute(run_id=run.pk, partner_id=low.pk, skip_threshold=True)
     assert result["held_for_review"] == 1 and mailoutbox == []
     agent_on.max_per_hour = 1
     agent_on.save()
     other = scored_partner(risk=0.2)
     run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER)
-    result = services.agent_partner_execute(run_id=run.pk, partner_id=other.pk, skip_threshold=True)
+    result = workflow.agent_partner_execute(run_id=run.pk, partner_id=other.pk, skip_threshold=True)
     assert result["rate_limited"] == 1
     assert not Intervention.objects.filter(partner=other).exists()
 
 
 def test_a_claimed_partner_is_not_processed_by_a_second_agent(agent_on, mailoutbox):
     partner = scored_partner(risk=0.95)
-    first = services.InterventionAgent(run=services.agent_run_create(trigger="manual"))
-    second = services.InterventionAgent(run=services.agent_run_create(trigger="manual"))
+    first = workflow.InterventionAgent(run=services.agent_run_create(trigger="manual"))
+    second = workflow.InterventionAgent(run=services.agent_run_create(trigger="manual"))
     job = first._prepare(partner.pk, skip_threshold=False)
-    assert second.execute_intervention(partner.pk) == services.SKIPPED
+    assert second.execute_intervention(partner.pk) == workflow.SKIPPED
     first._draft(job)
-    assert first._commit(job, skip_threshold=False) == services.EXECUTED
+    assert first._commit(job, skip_threshold=False) == workflow.EXECUTED
     assert Intervention.objects.filter(partner=partner).count() == 1 and len(mailoutbox) == 1
 
 
@@ -257,9 +257,9 @@ def test_config_changes_are_validated_and_audited(manager):
 def test_start_and_stop_follow_the_beat_schedule(manager):
     from django_celery_beat.models import PeriodicTask
 
-    from agent.tasks import AGENT_SCHEDULE_NAME
+    from churnsite.schedules import AGENT_SCHEDULE_NAME, periodic_tasks_sync
 
-    services.periodic_tasks_sync()
+    periodic_tasks_sync()
     assert PeriodicTask.objects.get(name=AGENT_SCHEDULE_NAME).enabled is False
     services.agent_set_enabled(enabled=True, actor=manager)
     task = PeriodicTask.objects.get(name=AGENT_SCHEDULE_NAME)

@@ -3,7 +3,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from agent import services
+from agent import services, workflow
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact
 from retention.models import Intervention, Partner
 from tests.agent.helpers import scored_partner
@@ -16,7 +16,7 @@ URL = "/agent/"
 def held_intervention(**partner_fields) -> Intervention:
     partner = scored_partner(risk=0.97, tier=Partner.Tier.PLATINUM, **partner_fields)
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    services.agent_run_execute(run_id=run.pk)
+    workflow.agent_run_execute(run_id=run.pk)
     return Intervention.objects.get(partner=partner)
 
 
@@ -57,7 +57,7 @@ def test_each_live_section_is_served_as_an_htmx_partial(retention_client, partia
 def test_the_activity_log_filters_by_run_and_type(retention_client, agent_on):
     scored_partner(risk=0.95)
     first = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    services.agent_run_execute(run_id=first.pk)
+    workflow.agent_run_execute(run_id=first.pk)
     second = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
     response = retention_client.get(URL, {"partial": "log", "run": second.pk}, headers={"HX-Request": "true"})
     body = response.content.decode()
@@ -95,7 +95,7 @@ def test_run_now_queues_a_run_through_celery_after_commit_and_polls_its_progress
 
 def test_a_finished_run_stops_polling(retention_client, agent_on):
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    services.agent_run_execute(run_id=run.pk)
+    workflow.agent_run_execute(run_id=run.pk)
     body = retention_client.get(reverse("agent:run_progress", args=[run.pk])).content.decode()
     assert "Finished" in body and "every 1s" not in body
 

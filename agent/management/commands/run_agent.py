@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from agent import services
+from agent import services, workflow
 from agent.models import AgentRun
 
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool, limit: int | None, **options):
         run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND, dry_run=dry_run)
-        result = services.agent_run_execute(run_id=run.pk, limit=limit)
+        result = workflow.agent_run_execute(run_id=run.pk, limit=limit)
         run.refresh_from_db()
         keys = (
             "scanned",

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from agent.services import periodic_tasks_sync
+from churnsite.schedules import periodic_tasks_sync
 
 
 class Command(BaseCommand):
