@@ -5,9 +5,9 @@ Design (why the two outputs cannot disagree)
 Two gradient-boosted models are combined, the second *conditioned on churning*:
 
 1. a binary ``HistGradientBoostingClassifier`` for churn within 90 days, whose raw output
-   ``z`` (log-odds) is calibrated by Platt scaling fitted on partners held out of the tree
-   fit: ``logit = a * z + b`` and ``risk = sigmoid(logit)`` (the trees are then refitted on
-   all partners with the same number of iterations, keeping the map). A linear map of the log-odds
+   ``z`` (log-odds) is calibrated by Platt scaling fitted on out-of-fold scores of every
+   training partner (cross-fitting, see ``fit_churn_model``): ``logit = a * z + b`` and
+   ``risk = sigmoid(logit)``. A linear map of the log-odds
    keeps SHAP exact: the calibrated log-odds has SHAP values ``a * phi`` and base
    ``a * phi_0 + b``, so drivers add up to the displayed risk, not to an uncalibrated score;
 2. a 3-class ``HistGradientBoostingClassifier`` trained on churners only, giving
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,32 +179,40 @@ def fit_churn_model(
     features: list[str],
     churn_table: dict | None = None,
     seed: int = 0,
-    calib_share: float = 0.1,
+    folds: int = 5,
     kind: str = "partner",
     schema: dict | None = None,
-    refit: bool = os.environ.get("ML_REFIT", "1") == "1",
 ) -> ChurnModel:
-    """Fit the risk trees on most partners and Platt scaling on the rest (``groups`` are
-    partner ids, so one partner's rows never sit on both sides), then the bucket model on
-    the churners."""
+    """Cross-fitted calibration, then one final fit, then the bucket model on the churners.
+
+    ``groups`` (partner ids) are split into ``folds``; the trees fitted on the other folds
+    give every training row an out-of-fold raw log-odds, Platt scaling is fitted on all of
+    them, and the final trees are fitted on every row with the folds' median number of
+    iterations (so their log-odds sit on the scale the map was fitted on). Calibrating on
+    every row instead of a 10% slice is what holds on small tables: a 300-row slice gave
+    maps off by a third, and the trees refitted on all rows were more confident than the
+    slice they were calibrated on (the issue's 0.07 ECE against 0.03 for a logistic
+    regression)."""
     y = np.asarray(y).astype(int)
-    calib_mask = _hash_share(groups, seed) < calib_share
-    if calib_mask.sum() < 50 or y[calib_mask].sum() < 5:
-        calib_mask = np.zeros(len(y), dtype=bool)
     Xm = X[features].to_numpy(dtype=float)
-    risk_model = _gbm(seed, int((~calib_mask).sum())).fit(Xm[~calib_mask], y[~calib_mask])
+    fold_of = np.minimum((_hash_share(groups, seed) * folds).astype(int), folds - 1)
     a, b = 1.0, 0.0
-    if calib_mask.any():
-        z = risk_model.decision_function(Xm[calib_mask]).reshape(-1, 1)
-        platt = LogisticRegression(C=1e6).fit(z, y[calib_mask])
+    n_iter = None
+    if y.sum() >= 2 * folds and (1 - y).sum() >= 2 * folds and len(np.unique(fold_of)) == folds:
+        oof = np.empty(len(y))
+        iterations = []
+        for k in range(folds):
+            held = fold_of == k
+            fold_model = _gbm(seed + k, int((~held).sum())).fit(Xm[~held], y[~held])
+            oof[held] = fold_model.decision_function(Xm[held])
+            iterations.append(fold_model.n_iter_)
+        n_iter = int(np.median(iterations))
+        platt = LogisticRegression(C=1e6).fit(oof.reshape(-1, 1), y)
         a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-        if refit:
-            # Refit on every row with the same number of trees: the held-out partners add
-            # data, and the same hyperparameters give log-odds on the same scale, so the
-            # Platt map stays valid (the out-of-time holdout's ECE checks exactly that).
-            full = _gbm(seed, len(y))
-            full.set_params(max_iter=risk_model.n_iter_, early_stopping=False)
-            risk_model = full.fit(Xm, y)
+    risk_model = _gbm(seed, len(y))
+    if n_iter is not None:
+        risk_model.set_params(max_iter=n_iter, early_stopping=False)
+    risk_model.fit(Xm, y)
     bucket_model = None
     if bucket is not None:
         churned = y == 1
@@ -226,6 +233,32 @@ def fit_churn_model(
         kind=kind,
         schema=schema or {},
     )
+
+
+def fit_baseline(X: pd.DataFrame, y: np.ndarray, *, features: list[str]):
+    """The yardstick: a plain L2 logistic regression on the same (standardised) features
+    and rows. A team sees whether the trees earn their keep over it."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    return pipeline.fit(X[features].to_numpy(dtype=float), np.asarray(y).astype(int))
+
+
+def baseline_metrics(baseline, X: pd.DataFrame, y: np.ndarray, *, features: list[str]) -> dict:
+    """The baseline's holdout figures under ``baseline_*`` keys, beside the model's."""
+    if not len(X):
+        return {}
+    p = baseline.predict_proba(X[features].to_numpy(dtype=float))[:, 1]
+    m = binary_metrics(y, p)
+    return {
+        "baseline_roc_auc": m["roc_auc"],
+        "baseline_pr_auc": m["pr_auc"],
+        "baseline_brier": m["brier"],
+        "baseline_ece": m["ece"],
+        "baseline_reliability": reliability_curve(y, p),
+        "baseline_model": "logistic regression (L2, standardised features)",
+    }
 
 
 def _hash_share(groups: np.ndarray, seed: int) -> np.ndarray:

@@ -17,7 +17,9 @@ import pandas as pd
 from ml.churn_model import (
     ChurnModel,
     _hash_share,
+    baseline_metrics,
     binary_metrics,
+    fit_baseline,
     fit_churn_model,
     reliability_curve,
     risk_histogram,
@@ -119,6 +121,8 @@ def train_on_table(
     )
     risk = model.predict(X_test)["risk"].to_numpy()
     report = binary_metrics(y_test, risk)
+    baseline = fit_baseline(X_train, y_train, features=features)
+    report.update(baseline_metrics(baseline, X_test, y_test, features=features))
     report.update(
         {
             "bucket_macro_f1": None,  # a team's table has no time-to-churn column

@@ -19,9 +19,11 @@ from ml import features as F
 from ml.churn_model import (
     ChurnModel,
     _hash_share,
+    baseline_metrics,
     binary_metrics,
     bucket_from_probabilities,
     bucket_metrics,
+    fit_baseline,
     fit_churn_model,
     reliability_curve,
     risk_histogram,
@@ -99,6 +101,9 @@ def train_and_evaluate(
 
     pred = model.predict(test)
     report = evaluate(test, pred, model)
+    baseline = fit_baseline(train, train["label"].to_numpy(), features=F.FEATURES)
+    report.update(baseline_metrics(baseline, test, test["label"].to_numpy(), features=F.FEATURES))
+    t_baseline = time.perf_counter() - t0 - t_features - t_fit
     sample = test.sample(n=min(len(test), 3000), random_state=seed)
     report["feature_importance"] = model.global_importance(sample)
     if oracle is not None:
@@ -114,7 +119,11 @@ def train_and_evaluate(
             "window_start": str(train_cut[0]),
             "window_end": str(test_cut[-1]),
             "calibration": {"a": round(model.calib_a, 5), "b": round(model.calib_b, 5)},
-            "timings": {"features_s": round(t_features, 2), "fit_s": round(t_fit, 2)},
+            "timings": {
+                "features_s": round(t_features, 2),
+                "fit_s": round(t_fit, 2),
+                "baseline_s": round(t_baseline, 2),
+            },
         }
     )
     return model, report

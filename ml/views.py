@@ -41,10 +41,13 @@ def model_page(request: HttpRequest) -> HttpResponse:
                         "hint": hint,
                         "model": m.get(k),
                         "oracle": m.get(ORACLE_KEYS.get(k, f"oracle_{k}")),
+                        "baseline": m.get(f"baseline_{k}"),
                     }
                     for k, label, hint in METRIC_ROWS
                 ],
                 "has_oracle": "oracle_auc" in m,
+                # Models trained before the baseline existed have no such figures.
+                "has_baseline": "baseline_roc_auc" in m,
                 "reliability": charts.reliability(m.get("reliability", []), m.get("oracle_reliability")),
                 "live_histogram": charts.histogram(live) if live and sum(live) else None,
                 "test_histogram": charts.histogram(m.get("risk_histogram", []))

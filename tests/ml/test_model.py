@@ -32,6 +32,9 @@ def test_the_report_has_the_agreed_metrics_and_oracle_figures(trained):
     assert 0.6 < report["roc_auc"] <= 1 and 0.6 < report["oracle_auc"] <= 1
     assert report["auc_ratio"] == pytest.approx(report["roc_auc"] / report["oracle_auc"], abs=1e-3)
     assert report["ece"] < 0.1
+    # The logistic baseline on the same rows sits beside the model, figure for figure.
+    assert 0.5 < report["baseline_roc_auc"] <= 1 and report["baseline_brier"] > 0
+    assert report["baseline_ece"] is not None and report["baseline_reliability"]
     assert report["feature_importance"][0]["mean_abs_shap"] > 0
     # Out of time: every test cutoff is after every training cutoff.
     assert max(report["train_cutoffs"]) < min(report["test_cutoffs"])

@@ -75,3 +75,13 @@ def test_only_managers_can_activate_a_version_and_it_is_audited(
     active_version.refresh_from_db()
     assert other.is_active and not active_version.is_active
     assert AuditEvent.objects.filter(event_type="model_activated", actor_user=manager).exists()
+
+
+def test_on_imported_data_the_model_page_shows_the_baseline_and_no_oracle(retention_client, db):
+    metrics = {k: v for k, v in METRICS.items() if not k.startswith("oracle") and k != "auc_ratio"}
+    metrics.update({"baseline_roc_auc": 0.7412, "baseline_brier": 0.0811, "baseline_ece": 0.0173})
+    ModelVersionFactory(is_active=True, metrics=metrics)
+    html = retention_client.get(reverse("ml:model")).content.decode()
+    assert "Baseline (logistic regression)" in html and "Oracle (true probabilities)" not in html
+    assert '<td class="num">0.7412</td>' in html and '<td class="num">0.0173</td>' in html
+    assert "No simulator truth for this data" in html

@@ -14,7 +14,8 @@ from ml.services import model_version_register
 SUMMARY_KEYS = [
     "roc_auc", "pr_auc", "brier", "ece", "bucket_macro_f1", "bucket_confusion", "n_train", "n_test",
     "seconds", "model_version", "oracle_auc", "oracle_brier", "auc_ratio", "oracle_bucket_macro_f1",
-    "oracle_ece", "window_start", "window_end", "source",
+    "oracle_ece", "window_start", "window_end", "source", "baseline_roc_auc", "baseline_brier",
+    "baseline_ece",
 ]  # fmt: skip
 
 
