@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agent import selectors, services
 from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
 from agent.models import AgentRun
+from churnsite.broker import enqueue
 from churnsite.health import broker_status
 from retention.models import Intervention, Partner
 
@@ -99,11 +100,13 @@ def run_now(request: HttpRequest) -> HttpResponse:
 
     _require(request, "agent.run_agent")
     run = services.agent_run_create(trigger=AgentRun.Trigger.MANUAL, actor=request.user)
-    # Through Celery like the schedule (in-process when there is no broker), after commit.
-    run_agent.delay_on_commit(run.pk)
+    # Through Celery like the schedule (in-process when there is no broker); the run committed.
+    if enqueue(run_agent, run.pk, run=run):
+        messages.success(request, f"Run {run.pk} queued.")
+    else:
+        messages.warning(request, BROKER_DOWN.format(run=run.pk))
     if request.htmx:
         return render(request, TEMPLATE + "#progress", {"run": run})
-    messages.success(request, f"Run {run.pk} queued.")
     return redirect(f"{reverse('agent:control')}?run={run.pk}")
 
 
@@ -123,6 +126,9 @@ def config_update(request: HttpRequest) -> HttpResponse:
     return render(request, TEMPLATE, _context(request, config_form=form), status=400)
 
 
+BROKER_DOWN = (
+    "Run {run} is queued, but the task queue (Redis) is unreachable: it starts when the queue is back."
+)
 INELIGIBLE = {
     "not_active": "{p} is not an active partner.",
     "do_not_contact": "{p} is on the do-not-contact list: remove it from the list first.",
@@ -147,10 +153,12 @@ def intervene(request: HttpRequest) -> HttpResponse:
         form.add_error("partner", INELIGIBLE.get(reason, reason).format(p=partner.external_id, config=config))
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER, actor=request.user, partner=partner)
-    execute_intervention.delay_on_commit(run.pk, partner.pk, True)
-    messages.success(
-        request, f"Intervening on {partner.external_id} now (run {run.pk}): see the activity log."
-    )
+    if not enqueue(execute_intervention, run.pk, partner.pk, True, run=run):
+        messages.warning(request, BROKER_DOWN.format(run=run.pk))
+    else:
+        messages.success(
+            request, f"Intervening on {partner.external_id} now (run {run.pk}): see the activity log."
+        )
     return redirect(f"{reverse('agent:control')}?run={run.pk}")
 
 

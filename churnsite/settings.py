@@ -150,8 +150,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Every page reads the session: keep it in the cache (Redis when configured), backed by the database.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in the database only: every page reads the session, and with cached_db a Redis
+# outage turned every logged-in page and the login POST into a 500 (issue 9).
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "retention:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -206,16 +207,26 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "churnsite")
 
-# Cache (driver explanations on demand are cached here)
+# Cache (driver explanations on demand are cached here). It is only ever a cache: when Redis is
+# down, reads miss and writes are dropped (django-redis IGNORE_EXCEPTIONS, logged), so callers
+# compute from the database instead of failing; short timeouts keep a dead Redis from stalling
+# pages.
+CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5)
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env_str("CACHE_PREFIX", "churnsite"),
+        "OPTIONS": {
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+        },
     }
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
 # OpenAI (any OpenAI-compatible server via OPENAI_BASE_URL; no key = template writer)
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

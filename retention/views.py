@@ -31,7 +31,9 @@ from retention.templatetags import retention_tags as tags
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers and `make demo`: database and broker reachability."""
+    """For load balancers and `make demo`: "ok" (200); "degraded" (503) when only the broker is
+    down (pages, logins and sessions work from the database, tasks wait in it); "down" (503)
+    when the database is."""
     from churnsite.health import broker_status
 
     checks = {}
@@ -42,8 +44,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["database"] = {"ok": False, "error": str(exc)[:200]}
     checks["broker"] = broker_status()
-    ok = checks["database"]["ok"] and checks["broker"]["ok"]
-    return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+    if not checks["database"]["ok"]:
+        status = "down"
+    elif not checks["broker"]["ok"]:
+        status = "degraded"
+    else:
+        status = "ok"
+    return JsonResponse({"status": status, **checks}, status=200 if status == "ok" else 503)
 
 
 def partner_list(request: HttpRequest) -> HttpResponse:

@@ -21,6 +21,26 @@ from churnsite.celery import app
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def subprocess_env(**overrides: str) -> dict:
+    """The environment for a site or worker process on the pytest test database."""
+    db = settings.DATABASES["default"]
+    user = quote(db["USER"] or "postgres", safe="")
+    if db.get("PASSWORD"):
+        user += ":" + quote(db["PASSWORD"], safe="")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "DB_CONN_MAX_AGE": "0",
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    env.pop("TEST_DATABASE_NAME", None)
+    return env
+
+
 class WorkerPool:
     def __init__(self, *, count: int, outbox: Path, extra_env: dict | None = None):
         self.count = count
@@ -31,25 +51,12 @@ class WorkerPool:
         self.procs: list[subprocess.Popen] = []
 
     def env(self) -> dict:
-        db = settings.DATABASES["default"]
-        user = quote(db["USER"] or "postgres", safe="")
-        if db.get("PASSWORD"):
-            user += ":" + quote(db["PASSWORD"], safe="")
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,
-            "CELERY_QUEUE": self.queue,
-            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-            "EMAIL_FILE_PATH": str(self.outbox),
-            "DB_CONN_MAX_AGE": "0",
-            "OPENAI_API_KEY": "",
-            "OPENAI_BASE_URL": "",
-            "LOG_LEVEL": "WARNING",
+        return subprocess_env(
+            CELERY_QUEUE=self.queue,
+            EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+            EMAIL_FILE_PATH=str(self.outbox),
             **self.extra_env,
-        }
-        env.pop("TEST_DATABASE_NAME", None)
-        return env
+        )
 
     def start(self) -> "WorkerPool":
         env = self.env()

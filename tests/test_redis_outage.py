@@ -1,0 +1,235 @@
+"""Redis down degrades the site, it does not take it down (issue 9).
+
+The site runs as a real gunicorn process and the agent as a real Celery worker, both on a
+redis-server of this test's own (on a free port, so stopping it disturbs nobody else) and the
+pytest PostgreSQL database. The test logs in over HTTP, stops Redis mid-session, and checks
+what a user would: pages and logins work, /healthz says degraded, and an agent run started
+meanwhile says it is waiting for the queue.
+"""
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from agent.models import AgentConfig, AgentRun, AuditEvent
+from tests.agent.helpers import scored_partner
+from tests.agent.workers import subprocess_env
+from tests.conftest import PASSWORD
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (no persistence: a restart starts empty, like a
+    Redis that lost its data)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=10, what="redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class Browser:
+    """A cookie-keeping HTTP client: what a browser without JavaScript does."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def request(self, path: str, data: dict | None = None) -> tuple[int, str, str]:
+        body = None
+        if data is not None:
+            body = urllib.parse.urlencode({"csrfmiddlewaretoken": self.csrf(), **data}).encode()
+        try:
+            with self.opener.open(self.base + path, data=body, timeout=20) as response:
+                return response.status, response.geturl(), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.geturl(), exc.read().decode()
+
+    def csrf(self) -> str:
+        return next(c.value for c in self.cookies if c.name == "csrftoken")
+
+    def login(self, username: str) -> tuple[int, str, str]:
+        self.request("/login/")
+        return self.request("/login/", {"username": username, "password": PASSWORD})
+
+
+def _answers(base: str) -> bool:
+    try:
+        return Browser(base).request("/healthz")[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(redis_server):
+    """gunicorn and one Celery worker on the test's Redis and database."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the outage test runs the site as separate processes on PostgreSQL")
+    port = free_port()
+    env = subprocess_env(
+        REDIS_URL=redis_server.url,
+        CELERY_QUEUE=f"outage-{uuid.uuid4().hex[:8]}",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "churnsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
+             "--timeout", "60"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "churnsite", "worker", "--pool=solo", "-Q", env["CELERY_QUEUE"],
+             "-n", f"outage-{port}@localhost", "--without-gossip", "--without-mingle", "--loglevel=WARNING"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base), timeout=60, what="gunicorn")
+        yield base
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def test_with_redis_down_pages_and_logins_work_healthz_says_degraded_and_a_run_says_it_waits(
+    site, redis_server
+):
+    AgentConfig.objects.update_or_create(pk=1, defaults={"enabled": True, "control_fraction": 0.0})
+    UserFactory(username="rita", groups=["Retention"])
+    partner = scored_partner(risk=0.95)
+    browser = Browser(site)
+    status, url, _ = browser.login("rita")
+    assert status == 200 and "/login/" not in url
+    assert browser.request(f"/partners/{partner.external_id}/")[0] == 200
+
+    redis_server.stop()
+
+    # The session is in the database: the same browser is still logged in on every page.
+    for path in (
+        "/",
+        "/partners/",
+        f"/partners/{partner.external_id}/",
+        "/interventions/",
+        "/agent/",
+        "/crm/",
+    ):
+        status, url, _ = browser.request(path)
+        assert (status, urllib.parse.urlparse(url).path) == (200, path)
+    # A new login works too.
+    status, url, body = Browser(site).login("rita")
+    assert status == 200 and "/login/" not in url and "Live Feed" in body
+
+    status, _, body = browser.request("/healthz")
+    health = json.loads(body)
+    assert status == 503
+    assert health["status"] == "degraded"
+    assert health["database"]["ok"] is True and health["broker"]["ok"] is False
+
+    # Run now: the run is recorded and the page says it waits for the queue.
+    status, url, body = browser.request("/agent/run/", {})
+    assert status == 200
+    run = AgentRun.objects.get()
+    assert f"?run={run.pk}" in url
+    assert re.search(rf"Run {run.pk} is queued, but the task queue \(Redis\) is unreachable", body)
+    assert run.status == AgentRun.Status.QUEUED
+    failed = AuditEvent.objects.get(event_type="task_enqueue_failed")
+    assert failed.run == run and failed.payload["task"] == "agent.run_agent"
+
+    redis_server.start()
+    status, _, body = browser.request("/healthz")
+    assert (status, json.loads(body)["status"]) == (200, "ok")
+    # With the queue back, Run now starts a run the worker carries out.
+    status, url, body = browser.request("/agent/run/", {})
+    assert status == 200 and "is unreachable" not in body
+    second = AgentRun.objects.exclude(pk=run.pk).get()
+    wait_for(
+        lambda: AgentRun.objects.get(pk=second.pk).status == AgentRun.Status.FINISHED,
+        timeout=60,
+        what="the run after Redis came back",
+    )
