@@ -44,6 +44,10 @@ class Partner(TimeStampedModel):
     joined_on = models.DateField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     churned_on = models.DateField(null=True, blank=True)
+    # db_default: the simulator seeds partners with COPY and does not name this column.
+    churn_reason = models.CharField(
+        max_length=200, blank=True, default="", db_default="", help_text="From an imported churn event"
+    )
     notes = models.TextField(blank=True)
 
     class Meta:
@@ -98,6 +102,8 @@ class MonthlyActivity(models.Model):
 
 class Invoice(models.Model):
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="invoices")
+    # The team's own invoice number, the natural key of an import (the simulator has none).
+    invoice_id = models.CharField(max_length=64, null=True, blank=True)
     issued_on = models.DateField()
     due_on = models.DateField()
     paid_on = models.DateField(null=True, blank=True)
@@ -110,6 +116,8 @@ class Invoice(models.Model):
                 condition=Q(due_on__gte=models.F("issued_on")), name="invoice_due_after_issue"
             ),
             models.CheckConstraint(condition=Q(amount__gte=0), name="invoice_amount_non_negative"),
+            # Re-importing the same invoices updates them (NULLs, the simulator's, never clash).
+            models.UniqueConstraint(fields=["partner", "invoice_id"], name="invoice_one_row_per_invoice_id"),
         ]
         indexes = [
             # Partner page payment chart and feature extraction read a partner's invoices by date.

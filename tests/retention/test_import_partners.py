@@ -43,28 +43,28 @@ def test_a_valid_file_creates_and_updates_partners(tmp_path, capsys):
     assert (acme.name, acme.tier, acme.account_owner.username) == ("Acme Corp", "gold", "alex.kim")
     globex = Partner.objects.get(external_id="P10002")
     assert globex.status == "churned" and str(globex.churned_on) == "2026-10-01"
-    assert AuditEvent.objects.filter(event_type="partners_imported").count() == 1
+    assert AuditEvent.objects.filter(event_type="history_imported").count() == 1
 
 
 def test_every_bad_row_is_reported_by_line_and_nothing_is_written(tmp_path, capsys):
     path = write(
         tmp_path,
         "P20001,Fine Ltd,silver,na,reseller,100,a@fine.example,2024-01-01,,,,\n"
-        "X1,Bad Id,silver,na,reseller,100,a@b.example,2024-01-01,,,,\n"
+        "X 1,Bad Id,silver,na,reseller,100,a@b.example,2024-01-01,,,,\n"
         "P20003,Bad Tier,diamond,na,reseller,100,a@c.example,2024-01-01,,,,\n"
         "P20004,Bad Money,silver,na,reseller,lots,not-an-email,2024-13-01,,,,\n"
         "P20001,Duplicate,silver,na,reseller,100,a@d.example,2024-01-01,,,,\n"
         "P20006,Churn Without Date,silver,na,reseller,100,a@e.example,2024-01-01,,churned,,\n"
         "P20007,Ghost Owner,silver,na,reseller,100,a@f.example,2024-01-01,nobody,,,\n",
     )
-    with pytest.raises(CommandError, match="6 problem"):
+    with pytest.raises(CommandError, match="8 problem"):
         call_command("import_partners", str(path))
     captured = capsys.readouterr()
     errors = captured.err
     assert "line 3: external_id" in errors
     assert "line 4: tier" in errors
     assert "line 5: monthly_revenue" in errors and "contact_email" in errors and "joined_on" in errors
-    assert "line 6: external_id P20001 already appears on line 2" in errors
+    assert "line 6: external_id: P20001 duplicates line 2" in errors
     assert "line 7: churned_on" in errors
     assert "line 8: account_owner: no user named 'nobody'" in errors
     assert json.loads(captured.out.strip().splitlines()[-1])["written"] is False

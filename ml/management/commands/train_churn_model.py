@@ -89,7 +89,7 @@ class Command(BaseCommand):
 
         partners, activity, invoices = history_frames(key="external_id")
         if partners.empty or activity.empty:
-            raise CommandError("No partner history in the database (run seed_demo or import_partners).")
+            raise CommandError("No partner history in the database (run seed_demo or import_data).")
         # Labels need to know who churned up to 90 days after a cutoff: "today" is the end
         # of the recorded history (the simulated today for the demo world).
         today = simulated_today() or data_end(partners, activity, invoices)

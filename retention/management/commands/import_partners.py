@@ -1,11 +1,13 @@
-"""Import partners from a CSV file, transactionally."""
+"""Import partners from a CSV file, transactionally (an alias of import_data for one partners file)."""
 
-import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from retention.importing import OPTIONAL, REQUIRED, partners_import_csv
+from retention.management.commands.import_data import print_report
+
+SUMMARY_KEYS = ["rows", "created", "updated", "errors", "dry_run", "written"]
 
 
 class Command(BaseCommand):
@@ -23,12 +25,4 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         report = partners_import_csv(path=opts["path"], dry_run=opts["dry_run"])
-        for error in report.errors:
-            self.stderr.write(error)
-        summary = json.dumps(report.as_dict())
-        if not report.ok:
-            self.stdout.write(summary)
-            raise CommandError(f"{len(report.errors)} problem(s) found; nothing was written")
-        verb = "Would import" if report.dry_run else "Imported"
-        self.stdout.write(f"{verb} {report.rows} partners ({report.created} new, {report.updated} updated).")
-        self.stdout.write(summary)
+        print_report(self, report, noun="partners", keys=SUMMARY_KEYS)
