@@ -4,6 +4,7 @@ Defaults serve the embedded demo (SQLite, in-process agent); DATABASE_URL and
 REDIS_URL switch to PostgreSQL and Redis. A bad value fails loudly at start-up.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from exc
+
+
+def env_date(name: str) -> dt.date | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a date (YYYY-MM-DD)") from exc
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -255,6 +266,8 @@ CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
 
 # Retention desk
 SIMULATION_MODE = env_bool("SIMULATION_MODE", True)
+# The desk's today on imported data (no simulated world); unset = the end of the imported history.
+DESK_TODAY = env_date("DESK_TODAY")
 
 LOGGING = {
     "version": 1,

@@ -141,3 +141,28 @@ class RoiAssumptionsForm(forms.ModelForm):
             if name.startswith("cost_") and value is not None and value < 0:
                 self.add_error(name, "A cost cannot be negative")
         return data
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
+
+
+class ImportForm(forms.Form):
+    files = MultipleFileField(
+        label="CSV files", help_text="partners, monthly activity, invoices, churn events (.csv or .csv.gz)"
+    )
+    dry_run = forms.BooleanField(required=False, label="Check only (write nothing)")
+    replace = forms.BooleanField(
+        required=False,
+        label="The files hold these partners' whole history (delete months and invoices not in them)",
+    )

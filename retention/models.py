@@ -306,3 +306,43 @@ class RoiAssumptions(TimeStampedModel):
 
     def action_costs(self) -> dict:
         return {a: self.cost_of(a) for a in Intervention.Action.values if a != Intervention.Action.HOLDOUT}
+
+
+class ImportJob(TimeStampedModel):
+    """One upload on the Import page: its files, how far it got, and its per-row errors."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Imported"
+        FAILED = "failed", "Not imported"
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    dry_run = models.BooleanField(default=False)
+    replace = models.BooleanField(default=False)
+    files = models.JSONField(default=list, help_text="[{name, path}] as uploaded")
+    summary = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(
+        default=list, blank=True, help_text="The first errors, {file, line, column, reason}"
+    )
+    error_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="importjob_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

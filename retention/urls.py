@@ -19,5 +19,6 @@ urlpatterns = [
     path("interventions/export.csv", views.intervention_export, name="intervention_export"),
     path("interventions/<int:pk>/outcome/", views.intervention_outcome, name="intervention_outcome"),
     path("outcomes/", views.outcomes, name="outcomes"),
+    path("import/", views.import_page, name="import"),
     path("outcomes/assumptions/", views.outcomes_assumptions, name="outcomes_assumptions"),
 ]

@@ -17,13 +17,14 @@ from retention import charts, selectors, services
 from retention.forms import (
     DraftEmailForm,
     FeedFilterForm,
+    ImportForm,
     InterventionFilterForm,
     InterventionForm,
     OutcomeForm,
     PartnerFilterForm,
     RoiAssumptionsForm,
 )
-from retention.models import Intervention, Partner
+from retention.models import ImportJob, Intervention, Partner
 from retention.templatetags import retention_tags as tags
 
 
@@ -470,3 +471,46 @@ def outcomes_assumptions(request: HttpRequest) -> HttpResponse:
     if not request.htmx:
         messages.error(request, "The ROI assumptions were not saved: check the values")
     return render(request, "retention/outcomes.html#figures", _outcomes_context(request, form))
+
+
+# Import -------------------------------------------------------------------------------------
+
+IMPORT_PERMISSION = "retention.change_partner"  # managers: an import rewrites partner data
+
+
+def _import_context(request: HttpRequest, job: ImportJob | None, form: ImportForm | None = None) -> dict:
+    from retention.importing import import_job_progress
+
+    return {
+        "form": form or ImportForm(),
+        "job": job,
+        "progress": import_job_progress(job=job) if job else None,
+        "jobs": ImportJob.objects.order_by("-created_at")[:10],
+    }
+
+
+def import_page(request: HttpRequest) -> HttpResponse:
+    """Managers upload a team's history files; the page follows the job and lists bad rows."""
+    from retention.importing import import_job_create
+    from retention.tasks import run_import_job
+
+    if not request.user.has_perm(IMPORT_PERMISSION):
+        raise PermissionDenied("Only managers can import data.")
+    job = None
+    if request.GET.get("job", "").isdigit():
+        job = get_object_or_404(ImportJob, pk=int(request.GET["job"]))
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES)
+        if not form.is_valid():
+            return render(request, "retention/import.html", _import_context(request, None, form), status=400)
+        job = import_job_create(
+            uploads=form.cleaned_data["files"], actor=request.user,
+            dry_run=form.cleaned_data["dry_run"], replace=form.cleaned_data["replace"],
+        )  # fmt: skip
+        from churnsite.broker import enqueue
+
+        if not enqueue(run_import_job, job.pk):
+            messages.warning(request, f"Import {job.pk} waits: the task queue is unreachable.")
+        return redirect(f"{reverse('retention:import')}?job={job.pk}")
+    template = "retention/import.html#job" if request.htmx and job else "retention/import.html"
+    return render(request, template, _import_context(request, job))

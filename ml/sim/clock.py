@@ -27,8 +27,26 @@ def simulated_today() -> dt.date | None:
 
 
 def scoring_as_of() -> dt.date:
-    """The date features are computed at: the end of the simulated 'today', else today."""
-    return simulated_today() or timezone.localdate()
+    """The date features are computed at: the simulated world's today; on imported data the
+    DESK_TODAY setting, else the end of the imported history; the real date when empty."""
+    from django.conf import settings
+
+    return simulated_today() or settings.DESK_TODAY or history_end() or timezone.localdate()
+
+
+def history_end() -> dt.date | None:
+    """The end of the imported history, as the latest import measured it (one indexed read;
+    None when nothing was ever imported)."""
+    from agent.models import AuditEvent
+
+    payload = (
+        AuditEvent.objects.filter(event_type="history_imported")
+        .order_by("-created_at")
+        .values_list("payload", flat=True)
+        .first()
+    )
+    end = (payload or {}).get("history_end")
+    return dt.date.fromisoformat(end) if end else None
 
 
 APPLIED_KEY = "churnsite_interventions"  # intervention id -> simulated contact date, in the state file
@@ -50,7 +68,10 @@ def world_advance(*, days: int, horizon_days: int = 90) -> dict:
     started = time.perf_counter()
     record = world_current()
     if record is None:
-        raise LookupError("No simulated world in this database: run seed_demo first")
+        raise LookupError(
+            "This database holds no simulated world (its partners were imported, or nothing is "
+            "seeded yet): simulate_days only moves a world made by seed_demo on"
+        )
     raw = state_read(record)
     seen: dict[str, str] = raw.pop(APPLIED_KEY, {})
     world = simulator.world_from_state(simulator.world_state_from_json(raw))

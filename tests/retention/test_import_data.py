@@ -1,5 +1,6 @@
 """import_data: a team's whole history, all files together or nothing, idempotent."""
 
+import datetime as dt
 import gzip
 import json
 import shutil
@@ -137,3 +138,19 @@ def test_a_dry_run_counts_what_would_change_and_writes_nothing(tmp_path, capsys)
     summary = run(capsys, samples(tmp_path), "--dry-run")
     assert summary["dry_run"] is True and summary["created"] == 16 and summary["written"] is False
     assert not Partner.objects.exists()
+
+
+def test_on_imported_data_the_desk_today_is_the_end_of_the_history_or_the_setting(tmp_path, capsys, settings):
+    from ml.sim.clock import scoring_as_of
+
+    run(capsys, samples(tmp_path))
+    assert str(scoring_as_of()) == "2024-12-31"  # the end of the last imported month
+    settings.DESK_TODAY = dt.date(2024, 12, 20)
+    assert str(scoring_as_of()) == "2024-12-20"
+
+
+def test_simulate_days_refuses_a_world_that_was_imported(tmp_path, capsys):
+    run(capsys, samples(tmp_path))
+    with pytest.raises(CommandError, match="no simulated world"):
+        call_command("simulate_days", "30")
+    assert MonthlyActivity.objects.count() == 8

@@ -92,7 +92,9 @@ class Command(BaseCommand):
             raise CommandError("No partner history in the database (run seed_demo or import_data).")
         # Labels need to know who churned up to 90 days after a cutoff: "today" is the end
         # of the recorded history (the simulated today for the demo world).
-        today = simulated_today() or data_end(partners, activity, invoices)
+        from django.conf import settings
+
+        today = simulated_today() or settings.DESK_TODAY or data_end(partners, activity, invoices)
         oracle = self._oracle()
         try:
             model, report = train_and_evaluate(
