@@ -5,8 +5,8 @@ import functools
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agent import selectors, services
 from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
 from agent.models import AgentRun
+from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.broker import enqueue
 from churnsite.health import broker_status
 from retention.models import Intervention, Partner
@@ -21,17 +22,12 @@ from retention.models import Intervention, Partner
 TEMPLATE = "agent/control.html"
 
 
-def _require(request: HttpRequest, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied
-
-
 def _once(compute):
     """A callable the template calls when it needs the value; computed at most once."""
     return functools.cache(compute)
 
 
-def _context(request: HttpRequest, **extra) -> dict:
+def _context(request: AuthedHttpRequest, **extra) -> dict:
     config = selectors.agent_config_get()
     filters = ActivityFilterForm(request.GET or None, event_types=selectors.audit_event_types)
     cleaned = filters.cleaned_data if filters.is_valid() else {}
@@ -67,25 +63,25 @@ def _context(request: HttpRequest, **extra) -> dict:
     }
 
 
+@permission_required("agent.view_agentrun")
 @require_GET
-def control(request: HttpRequest) -> HttpResponse:
-    _require(request, "agent.view_agentrun")
+def control(request: AuthedHttpRequest) -> HttpResponse:
     template = TEMPLATE
     if request.htmx and request.GET.get("partial") in {"log", "budget", "queue"}:
         template += "#" + request.GET["partial"]
     return render(request, template, _context(request))
 
 
+@permission_required("agent.view_agentrun")
 @require_GET
-def run_progress(request: HttpRequest, run_id: int) -> HttpResponse:
-    _require(request, "agent.view_agentrun")
+def run_progress(request: AuthedHttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(AgentRun, pk=run_id)
     return render(request, TEMPLATE + "#progress", {"run": run})
 
 
+@permission_required("agent.run_agent")
 @require_POST
-def toggle(request: HttpRequest) -> HttpResponse:
-    _require(request, "agent.run_agent")
+def toggle(request: AuthedHttpRequest) -> HttpResponse:
     enabled = request.POST.get("enabled") == "1"
     services.agent_set_enabled(enabled=enabled, actor=request.user)
     messages.success(
@@ -94,11 +90,11 @@ def toggle(request: HttpRequest) -> HttpResponse:
     return redirect("agent:control")
 
 
+@permission_required("agent.run_agent")
 @require_POST
-def run_now(request: HttpRequest) -> HttpResponse:
+def run_now(request: AuthedHttpRequest) -> HttpResponse:
     from agent.tasks import run_agent
 
-    _require(request, "agent.run_agent")
     run = services.agent_run_create(trigger=AgentRun.Trigger.MANUAL, actor=request.user)
     # Through Celery like the schedule (in-process when there is no broker); the run committed.
     if enqueue(run_agent, run.pk, run=run):
@@ -110,9 +106,9 @@ def run_now(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('agent:control')}?run={run.pk}")
 
 
+@permission_required("agent.change_agentconfig", message="Only a manager can change the guardrail settings")
 @require_POST
-def config_update(request: HttpRequest) -> HttpResponse:
-    _require(request, "agent.change_agentconfig")
+def config_update(request: AuthedHttpRequest) -> HttpResponse:
     config = selectors.agent_config_get()
     form = AgentConfigForm(request.POST, instance=config)
     if form.is_valid():
@@ -137,11 +133,11 @@ INELIGIBLE = {
 }
 
 
+@permission_required("agent.run_agent")
 @require_POST
-def intervene(request: HttpRequest) -> HttpResponse:
+def intervene(request: AuthedHttpRequest) -> HttpResponse:
     from agent.tasks import execute_intervention
 
-    _require(request, "agent.run_agent")
     form = PartnerRefForm(request.POST)
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
@@ -162,9 +158,9 @@ def intervene(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('agent:control')}?run={run.pk}")
 
 
+@permission_required("agent.add_donotcontact")
 @require_POST
-def dnc_add(request: HttpRequest) -> HttpResponse:
-    _require(request, "agent.add_donotcontact")
+def dnc_add(request: AuthedHttpRequest) -> HttpResponse:
     form = DoNotContactForm(request.POST)
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, dnc_form=form), status=400)
@@ -174,17 +170,18 @@ def dnc_add(request: HttpRequest) -> HttpResponse:
     return redirect("agent:control")
 
 
+@permission_required("agent.delete_donotcontact")
 @require_POST
-def dnc_remove(request: HttpRequest, partner_id: int) -> HttpResponse:
-    _require(request, "agent.delete_donotcontact")
+def dnc_remove(request: AuthedHttpRequest, partner_id: int) -> HttpResponse:
     partner = get_object_or_404(Partner, pk=partner_id)
     services.do_not_contact_remove(partner=partner, actor=request.user)
     messages.success(request, f"{partner.external_id} removed from the do-not-contact list.")
     return redirect("agent:control")
 
 
+@permission_required("retention.approve_intervention", message="Only managers can approve held interventions")
 @require_POST
-def review_approve(request: HttpRequest, intervention_id: int) -> HttpResponse:
+def review_approve(request: AuthedHttpRequest, intervention_id: int) -> HttpResponse:
     """Approve as drafted (the admin review page also allows editing). Refusals are audited."""
     intervention = get_object_or_404(Intervention, pk=intervention_id)
     try:
@@ -196,8 +193,9 @@ def review_approve(request: HttpRequest, intervention_id: int) -> HttpResponse:
     return redirect("agent:control")
 
 
+@permission_required("retention.approve_intervention", message="Only managers can reject held interventions")
 @require_POST
-def review_reject(request: HttpRequest, intervention_id: int) -> HttpResponse:
+def review_reject(request: AuthedHttpRequest, intervention_id: int) -> HttpResponse:
     intervention = get_object_or_404(Intervention, pk=intervention_id)
     try:
         services.intervention_reject(

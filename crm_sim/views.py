@@ -1,13 +1,13 @@
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
+from churnsite.access import AuthedHttpRequest, permission_required
 from crm_sim import selectors
 from crm_sim.forms import CompleteTaskForm, TaskViewForm
 from crm_sim.models import CrmTask
@@ -16,9 +16,9 @@ from crm_sim.services import crm_task_complete
 TEMPLATE = "crm_sim/task_list.html"
 
 
+@permission_required("crm_sim.view_crmtask")
 @require_GET
-@permission_required("crm_sim.view_crmtask", raise_exception=True)
-def task_list(request: HttpRequest) -> HttpResponse:
+def task_list(request: AuthedHttpRequest) -> HttpResponse:
     form = TaskViewForm(request.GET or None)
     view = form.cleaned_data["view"] if form.is_valid() else ""
     today = timezone.localdate()
@@ -40,9 +40,9 @@ def task_list(request: HttpRequest) -> HttpResponse:
     return render(request, TEMPLATE + "#results" if request.htmx else TEMPLATE, context)
 
 
+@permission_required("crm_sim.change_crmtask")
 @require_POST
-@permission_required("crm_sim.change_crmtask", raise_exception=True)
-def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
+def task_complete(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     task = get_object_or_404(CrmTask.objects.select_related("partner"), external_id=external_id)
     form = CompleteTaskForm(request.POST)
     error = ""

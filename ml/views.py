@@ -1,9 +1,9 @@
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from churnsite.access import AuthedHttpRequest, permission_required
 from ml import charts, selectors
 from ml.models import ModelVersion
 from ml.services import ModelActivationError, model_version_activate
@@ -19,7 +19,9 @@ METRIC_ROWS = [
 ORACLE_KEYS = {"roc_auc": "oracle_auc"}
 
 
-def model_page(request: HttpRequest) -> HttpResponse:
+@permission_required("ml.view_modelversion")
+@require_GET
+def model_page(request: AuthedHttpRequest) -> HttpResponse:
     """The active model (or ?version=N): its holdout metrics beside the oracle's, pictures."""
     versions = list(ModelVersion.objects.order_by("-trained_at")[:20])
     version = None
@@ -63,9 +65,9 @@ def model_page(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+@permission_required("ml.change_modelversion")
 @require_POST
-@permission_required("ml.change_modelversion", raise_exception=True)
-def model_activate(request: HttpRequest, pk: int) -> HttpResponse:
+def model_activate(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion, pk=pk)
     try:
         model_version_activate(version=version, actor=request.user)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
+from retention.services import INTERVENTION_EDITABLE, intervention_update
 
 
 @admin.register(Partner)
@@ -39,10 +40,11 @@ class InvoiceAdmin(admin.ModelAdmin):
 
 
 # Intervention ----------------------------------------------------------------------
-# Kept simple and separate on purpose: the agent engineer extends InterventionAdmin with
-# the managers' review actions (approve / reject held interventions), which must call
-# the agent's services. Outcomes are read-only here: they change only through
-# retention.services.intervention_set_outcome (the Intervention Log), which audits them.
+# History must not change here: every field is read-only but the note and the assignee, which
+# go through retention.services.intervention_update (audited). Outcomes change through the
+# Intervention Log, reviews through the review page, sends through the send service. Issue 9:
+# a staff Retention user set review_status=approved here and a manager rewrote a sent agent
+# intervention's source and sent_at, both without an audit event.
 
 
 @admin.register(Intervention)
@@ -60,6 +62,19 @@ class InterventionAdmin(admin.ModelAdmin):
     list_filter = ["review_status", "outcome", "source", "action", "partner__tier"]
     search_fields = ["partner__external_id", "partner__name"]
     list_select_related = ["partner", "assigned_to"]
-    raw_id_fields = ["partner", "created_by", "assigned_to", "outcome_set_by", "agent_run"]
+    raw_id_fields = ["assigned_to"]
     date_hierarchy = "created_at"
-    readonly_fields = ["outcome", "outcome_set_by", "outcome_set_at", "created_at", "updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # logged from the partner page or by the agent, through the services
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the audit trail points at it
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Intervention._meta.fields if f.name not in INTERVENTION_EDITABLE]
+
+    def save_model(self, request, obj, form, change):
+        changes = {f: form.cleaned_data[f] for f in form.changed_data if f in INTERVENTION_EDITABLE}
+        if changes:
+            intervention_update(intervention=obj, actor=request.user, **changes)

@@ -9,6 +9,6 @@ class RetentionConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from retention.roles import sync_group_permissions
+        from churnsite.access import sync_group_permissions
 
         post_migrate.connect(sync_group_permissions, dispatch_uid="retention_sync_group_permissions")

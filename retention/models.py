@@ -52,6 +52,7 @@ class Partner(TimeStampedModel):
 
     class Meta:
         ordering = ["external_id"]
+        permissions = [("import_data", "Can import partner data")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(tier__in=["bronze", "silver", "gold", "platinum"]),

@@ -27,9 +27,9 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce, TruncMonth, TruncWeek
 from django.shortcuts import get_object_or_404
 
+from churnsite.access import MANAGERS, RETENTION
 from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner, RoiAssumptions
-from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
 
 log = logging.getLogger(__name__)
 Outcome = Intervention.Outcome
@@ -167,7 +167,7 @@ def team_members() -> QuerySet:
     """People an intervention can be assigned to, and Live Feed owners."""
     return (
         get_user_model()
-        .objects.filter(is_active=True, groups__name__in=[RETENTION_GROUP, MANAGERS_GROUP])
+        .objects.filter(is_active=True, groups__name__in=[RETENTION, MANAGERS])
         .distinct()
         .order_by("first_name", "username")
     )

@@ -73,6 +73,40 @@ def intervention_log(
     return intervention
 
 
+# What a person may change on a logged intervention after the fact (admin); the rest is
+# history (source, action, sent_at, review_status, run, the email once sent, the outcome)
+# and changes only through the services that audit it.
+INTERVENTION_EDITABLE = ("note", "assigned_to")
+
+
+def intervention_update(*, intervention: Intervention, actor: AbstractBaseUser, **changes) -> Intervention:
+    """Change an intervention's note or assignee; audited with the old and new values."""
+    unknown = set(changes) - set(INTERVENTION_EDITABLE)
+    if unknown:
+        raise ValidationError(f"{', '.join(sorted(unknown))} cannot be changed after the fact")
+    with transaction.atomic():
+        locked = Intervention.objects.select_for_update().get(pk=intervention.pk)
+        before, after = {}, {}
+        for field, value in changes.items():
+            old = getattr(locked, field)
+            if old != value:
+                before[field], after[field] = _plain(old), _plain(value)
+                setattr(locked, field, value)
+        if after:
+            locked.save(update_fields=[*after, "updated_at"])
+            audit_record(
+                event_type="intervention_updated",
+                actor=actor,
+                intervention=locked,
+                payload={"from": before, "to": after},
+            )
+    return locked
+
+
+def _plain(value) -> str | int | None:
+    return value.pk if hasattr(value, "pk") else value
+
+
 def intervention_set_outcome(
     *,
     intervention: Intervention,

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget, trigger_client_event
 
+from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_required
 from retention import charts, selectors, services
 from retention.forms import (
     DraftEmailForm,
@@ -31,7 +32,7 @@ from retention.templatetags import retention_tags as tags
 @login_not_required
 @never_cache
 @require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
+def healthz(request: HtmxHttpRequest) -> JsonResponse:
     """For load balancers and `make demo`: "ok" (200); "degraded" (503) when only the broker is
     down (pages, logins and sessions work from the database, tasks wait in it); "down" (503)
     when the database is."""
@@ -54,7 +55,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": status, **checks}, status=200 if status == "ok" else 503)
 
 
-def partner_list(request: HttpRequest) -> HttpResponse:
+@permission_required("retention.view_partner")
+@require_GET
+def partner_list(request: AuthedHttpRequest) -> HttpResponse:
     form = PartnerFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     partners = selectors.partner_list(
@@ -70,7 +73,7 @@ def partner_list(request: HttpRequest) -> HttpResponse:
 # Live Feed ------------------------------------------------------------------------
 
 
-def _feed_context(request: HttpRequest) -> dict:
+def _feed_context(request: AuthedHttpRequest) -> dict:
     form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
     partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**form.selector_kwargs()))
     paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE, page=request.GET.get("page"))
@@ -122,15 +125,18 @@ def _feed_rows(partners) -> list[dict]:
     return rows
 
 
-def live_feed(request: HttpRequest) -> HttpResponse:
+@permission_required("retention.view_partner")
+@require_GET
+def live_feed(request: AuthedHttpRequest) -> HttpResponse:
     template = "retention/live_feed.html"
     if request.htmx and not request.htmx.boosted:
         template += "#results"
     return render(request, template, _feed_context(request))
 
 
+@permission_required("retention.view_partner")
 @require_GET
-def live_feed_poll(request: HttpRequest) -> HttpResponse:
+def live_feed_poll(request: AuthedHttpRequest) -> HttpResponse:
     """Polled by the feed: 204 (nothing to do) until a new scoring run lands, then the fresh rows."""
     latest = selectors.latest_scoring_run_id()
     if str(latest or "") == request.GET.get("run", ""):
@@ -150,7 +156,7 @@ def _draft_available() -> bool:
     return True
 
 
-def _workspace_context(request: HttpRequest, partner, form=None, notice: str = "") -> dict:
+def _workspace_context(request: AuthedHttpRequest, partner, form=None, notice: str = "") -> dict:
     members = list(selectors.team_members())
     return {
         "partner": partner,
@@ -161,7 +167,9 @@ def _workspace_context(request: HttpRequest, partner, form=None, notice: str = "
     }
 
 
-def partner_detail(request: HttpRequest, external_id: str) -> HttpResponse:
+@permission_required("retention.view_partner")
+@require_GET
+def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
     if request.htmx and request.htmx.target == "workspace":
         return render(
@@ -208,8 +216,9 @@ def partner_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     return render(request, "retention/partner_detail.html", context)
 
 
+@permission_required("retention.add_intervention")
 @require_POST
-def partner_log_intervention(request: HttpRequest, external_id: str) -> HttpResponse:
+def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
     form = InterventionForm(request.POST, members=list(selectors.team_members()))
     notice = ""
@@ -232,8 +241,9 @@ def partner_log_intervention(request: HttpRequest, external_id: str) -> HttpResp
     )
 
 
+@permission_required("retention.add_intervention")
 @require_POST
-def partner_draft_email(request: HttpRequest, external_id: str) -> HttpResponse:
+def partner_draft_email(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
     context = {"partner": partner, "draft_available": _draft_available()}
     if context["draft_available"]:
@@ -252,8 +262,9 @@ def partner_draft_email(request: HttpRequest, external_id: str) -> HttpResponse:
     return render(request, "retention/partner_detail.html#draft", context)
 
 
+@permission_required("retention.add_intervention")
 @require_POST
-def partner_send_email(request: HttpRequest, external_id: str) -> HttpResponse:
+def partner_send_email(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     """Log the (possibly edited) draft as an "email sent" intervention, and send it if asked."""
     partner = selectors.partner_for_page(external_id=external_id)
     form = DraftEmailForm(request.POST)
@@ -291,11 +302,13 @@ def partner_send_email(request: HttpRequest, external_id: str) -> HttpResponse:
 # Intervention Log ------------------------------------------------------------------
 
 
-def _log_filters(request: HttpRequest) -> InterventionFilterForm:
+def _log_filters(request: AuthedHttpRequest) -> InterventionFilterForm:
     return InterventionFilterForm(request.GET or None, members=list(selectors.team_members()))
 
 
-def intervention_list(request: HttpRequest) -> HttpResponse:
+@permission_required("retention.view_intervention")
+@require_GET
+def intervention_list(request: AuthedHttpRequest) -> HttpResponse:
     form = _log_filters(request)
     filters = form.selector_kwargs()
     context = {"form": form, "summary": selectors.outcome_summary(**filters)}
@@ -309,8 +322,9 @@ def intervention_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+@permission_required("retention.change_intervention")
 @require_POST
-def intervention_outcome(request: HttpRequest, pk: int) -> HttpResponse:
+def intervention_outcome(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     intervention = get_object_or_404(Intervention.objects.select_related("partner"), pk=pk)
     form = OutcomeForm(request.POST)
     error = ""
@@ -366,8 +380,9 @@ CSV_COLUMNS = [
 ]
 
 
+@permission_required("retention.view_intervention")
 @require_GET
-def intervention_export(request: HttpRequest) -> HttpResponse:
+def intervention_export(request: AuthedHttpRequest) -> HttpResponse:
     """The filtered Intervention Log as CSV (all rows, not just the page on screen)."""
     rows = selectors.intervention_list(**_log_filters(request).selector_kwargs())
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -404,7 +419,7 @@ def intervention_export(request: HttpRequest) -> HttpResponse:
 # Outcomes & ROI --------------------------------------------------------------------
 
 
-def _outcomes_context(request: HttpRequest, form=None) -> dict:
+def _outcomes_context(request: AuthedHttpRequest, form=None) -> dict:
     assumptions = selectors.roi_assumptions()
     over_time = selectors.outcomes_over_time()
     uplift = selectors.control_group_uplift()
@@ -450,17 +465,20 @@ def _outcomes_context(request: HttpRequest, form=None) -> dict:
     }
 
 
-def outcomes(request: HttpRequest) -> HttpResponse:
+@permission_required("retention.view_intervention")
+@require_GET
+def outcomes(request: AuthedHttpRequest) -> HttpResponse:
     template = "retention/outcomes.html"
     if request.htmx and not request.htmx.boosted:
         template += "#figures"
     return render(request, template, _outcomes_context(request))
 
 
+@permission_required(
+    "retention.change_roiassumptions", message="Only a manager can change the ROI assumptions"
+)
 @require_POST
-def outcomes_assumptions(request: HttpRequest) -> HttpResponse:
-    if not request.user.has_perm("retention.change_roiassumptions"):
-        raise PermissionDenied("Only a manager can change the ROI assumptions")
+def outcomes_assumptions(request: AuthedHttpRequest) -> HttpResponse:
     form = RoiAssumptionsForm(request.POST, instance=selectors.roi_assumptions())
     if form.is_valid():
         services.roi_assumptions_update(actor=request.user, changes=form.cleaned_data)
@@ -475,10 +493,10 @@ def outcomes_assumptions(request: HttpRequest) -> HttpResponse:
 
 # Import -------------------------------------------------------------------------------------
 
-IMPORT_PERMISSION = "retention.change_partner"  # managers: an import rewrites partner data
 
-
-def _import_context(request: HttpRequest, job: ImportJob | None, form: ImportForm | None = None) -> dict:
+def _import_context(
+    request: AuthedHttpRequest, job: ImportJob | None, form: ImportForm | None = None
+) -> dict:
     from retention.importing import import_job_progress
 
     return {
@@ -489,13 +507,12 @@ def _import_context(request: HttpRequest, job: ImportJob | None, form: ImportFor
     }
 
 
-def import_page(request: HttpRequest) -> HttpResponse:
+@permission_required("retention.import_data", message="Only managers can import data.")
+def import_page(request: AuthedHttpRequest) -> HttpResponse:
     """Managers upload a team's history files; the page follows the job and lists bad rows."""
     from retention.importing import import_job_create
     from retention.tasks import run_import_job
 
-    if not request.user.has_perm(IMPORT_PERMISSION):
-        raise PermissionDenied("Only managers can import data.")
     job = None
     if request.GET.get("job", "").isdigit():
         job = get_object_or_404(ImportJob, pk=int(request.GET["job"]))

@@ -1,9 +1,13 @@
-"""Every page needs a login, except the login page itself, /healthz and the favicon."""
+"""Every page needs a login, except the login page itself, /healthz and the favicon; behind
+the login, the permission matrix of the README, walked over every URL pattern the site has."""
 
 import re
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+
+from agent.models import AuditEvent
+from tests.factories import InterventionFactory, PartnerFactory, UserFactory
 
 PUBLIC = {"login", "healthz", "favicon"}
 SAMPLE_ARGS = {
@@ -12,6 +16,39 @@ SAMPLE_ARGS = {
     "slug": "x",
     "path": "x",
     "uuid": "00000000-0000-0000-0000-000000000000",
+}
+
+# The README's permission matrix, by URL name: the least role that may use it. A new view must
+# be added here (the walk below fails on a URL it does not know).
+RETENTION, MANAGER = "retention", "manager"
+MATRIX = {
+    "retention:home": RETENTION,
+    "retention:feed_poll": RETENTION,
+    "retention:partner_list": RETENTION,
+    "retention:partner_detail": RETENTION,
+    "retention:partner_log_intervention": RETENTION,
+    "retention:partner_draft_email": RETENTION,
+    "retention:partner_send_email": RETENTION,
+    "retention:intervention_list": RETENTION,
+    "retention:intervention_export": RETENTION,
+    "retention:intervention_outcome": RETENTION,
+    "retention:outcomes": RETENTION,
+    "retention:outcomes_assumptions": MANAGER,
+    "retention:import": MANAGER,
+    "agent:control": RETENTION,
+    "agent:run_progress": RETENTION,
+    "agent:toggle": RETENTION,
+    "agent:run_now": RETENTION,
+    "agent:intervene": RETENTION,
+    "agent:dnc_add": RETENTION,
+    "agent:dnc_remove": MANAGER,
+    "agent:config": MANAGER,
+    "agent:review_approve": MANAGER,
+    "agent:review_reject": MANAGER,
+    "crm_sim:task_list": RETENTION,
+    "crm_sim:task_complete": RETENTION,
+    "ml:model": RETENTION,
+    "ml:activate": MANAGER,
 }
 
 
@@ -43,6 +80,95 @@ def all_paths():
         if path is not None:
             paths.add(path)
     return sorted(paths)
+
+
+def site_paths():
+    """The site's own pages (not the admin's, not logout), with their URL names."""
+    out = []
+    for path in all_paths():
+        match = resolve(path)
+        if match.view_name.startswith("admin:") or match.view_name == "logout":
+            continue
+        out.append((match.view_name, path))
+    return out
+
+
+def admin_paths():
+    return [p for p in all_paths() if p.startswith("/admin/") and resolve(p).url_name != "logout"]
+
+
+@pytest.fixture
+def sample_objects(db):
+    """Something behind the sample URLs, so allowed requests reach the view's own code."""
+    partner = PartnerFactory(external_id="P10000")
+    InterventionFactory(partner=partner, pk=1)
+    return partner
+
+
+@pytest.fixture
+def users(db, settings):
+    # Hashing three passwords per case with the real hasher made the walk take minutes.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return {
+        "no group": UserFactory(username="nora"),
+        RETENTION: UserFactory(username="rita", groups=["Retention"]),
+        MANAGER: UserFactory(username="max", is_staff=True, groups=["Managers"]),
+    }
+
+
+def test_every_site_url_is_in_the_matrix_and_wears_the_access_decorator():
+    names = {name for name, _ in site_paths()}
+    assert names == set(MATRIX), "add new views to MATRIX (and the README's matrix)"
+    for name, path in site_paths():
+        callback = resolve(path).func
+        assert getattr(callback, "access_permission", None), f"{name} has no @permission_required"
+
+
+@pytest.mark.parametrize(("name", "path"), site_paths())
+def test_each_url_answers_each_role_as_the_matrix_says(client, users, sample_objects, name, path):
+    least = MATRIX[name]
+    for method, who in [(m, w) for m in ("get", "post") for w in ["anonymous", *users]]:
+        if who == "anonymous":
+            response = getattr(client, method)(path)
+            assert response.status_code == 302 and response["Location"].startswith("/login/"), method
+            continue
+        user = users[who]
+        client.force_login(user)
+        before = AuditEvent.objects.filter(event_type="access_refused").count()
+        response = getattr(client, method)(path)
+        allowed = who == MANAGER or (who == RETENTION and least == RETENTION)
+        if allowed:
+            assert response.status_code != 403 and response.status_code < 500, (
+                f"{who} {method}: {response.status_code}"
+            )
+        else:
+            assert response.status_code == 403, f"{who} {method} got {response.status_code}"
+            if who == "no group":
+                assert "no role" in response.content.decode()
+            # Refused writes leave a trace; refused reads do not fill the trail.
+            refused = AuditEvent.objects.filter(event_type="access_refused").count() - before
+            assert refused == (1 if method == "post" else 0)
+        client.logout()
+
+
+@pytest.mark.parametrize("path", admin_paths())
+def test_a_staff_user_without_a_role_is_refused_every_admin_page(client, users, path):
+    users["no group"].is_staff = True
+    users["no group"].save()
+    client.force_login(users["no group"])
+    for method in ("get", "post"):
+        response = getattr(client, method)(path)
+        assert response.status_code == 403 and "no role" in response.content.decode(), method
+
+
+@pytest.mark.django_db
+def test_a_user_without_a_role_sees_a_page_saying_so_and_can_log_out(client):
+    client.force_login(UserFactory(username="nora"))
+    response = client.get("/")
+    assert response.status_code == 403
+    assert "You have no role" in response.content.decode()
+    assert client.post("/logout/").status_code == 302
+    assert client.get("/").status_code == 302  # logged out: back to the login page
 
 
 def test_the_site_has_pages_to_protect():
@@ -96,3 +222,24 @@ def test_every_filter_and_form_control_has_an_accessible_name(retention_client, 
         if not re.search(r'type="(?:hidden|submit)"', c)
     ]
     assert controls and [c for c in controls if not named(c)] == []
+
+
+# The bypasses of issue 9, each now refused ------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_user_in_no_group_can_neither_set_an_outcome_nor_send_an_email(client, mailoutbox):
+    intervention = InterventionFactory(partner=PartnerFactory(external_id="P12773", tier="platinum"))
+    client.force_login(UserFactory(username="nora"))
+
+    outcome = client.post(f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved"})
+    send = client.post(
+        "/partners/P12773/send-email/",
+        {"subject": "Hi", "body": "Hello", "writer": "manual", "original_body": "Hello", "send": "on"},
+    )
+
+    assert outcome.status_code == 403 and send.status_code == 403
+    intervention.refresh_from_db()
+    assert intervention.outcome == "pending" and mailoutbox == []
+    assert intervention.partner.interventions.count() == 1
+    assert AuditEvent.objects.filter(event_type="access_refused", actor_user__username="nora").count() == 2

@@ -100,7 +100,7 @@ def test_a_finished_run_stops_polling(retention_client, agent_on):
     assert "Finished" in body and "every 1s" not in body
 
 
-def test_the_configuration_form_validates_and_saves(retention_client):
+def test_the_configuration_form_validates_and_saves(manager_client):
     data = {
         "risk_threshold": "1.5",
         "max_per_hour": "50",
@@ -110,16 +110,16 @@ def test_the_configuration_form_validates_and_saves(retention_client):
         "control_fraction": "0.1",
         "llm_model": "",
     }
-    response = retention_client.post(reverse("agent:config"), data)
+    response = manager_client.post(reverse("agent:config"), data)
     assert response.status_code == 400 and "between 0 and 1" in response.content.decode()
     # A negative cooldown gets the form's own range, the same one the browser enforces.
-    html = retention_client.post(
+    html = manager_client.post(
         reverse("agent:config"), {**data, "risk_threshold": "0.9", "cooldown_days": "-3"}
     ).content.decode()
     assert "Between 1 and 365 days." in html and "greater than or equal to 0" not in html
     cooldown_input = re.search(r'<input[^>]*name="cooldown_days"[^>]*>', html).group(0)
     assert 'min="1"' in cooldown_input and 'max="365"' in cooldown_input
-    response = retention_client.post(
+    response = manager_client.post(
         reverse("agent:config"), {**data, "risk_threshold": "0.9", "approval_tiers": ["gold", "platinum"]}
     )
     assert response.status_code == 302
@@ -127,13 +127,36 @@ def test_the_configuration_form_validates_and_saves(retention_client):
     assert config.risk_threshold == 0.9 and config.approval_tiers == ["gold", "platinum"]
 
 
-def test_the_do_not_contact_list_can_be_edited(retention_client):
+def test_the_do_not_contact_list_can_be_added_to_by_retention_and_emptied_by_a_manager(
+    retention_client, manager
+):
     partner = scored_partner()
     retention_client.post(reverse("agent:dnc_add"), {"partner": partner.external_id, "reason": "legal"})
     assert DoNotContact.objects.get().partner == partner
     assert partner.external_id in retention_client.get(URL).content.decode()
+    # Taking a partner off the list lets the agent contact it again: a manager's call.
+    assert retention_client.post(reverse("agent:dnc_remove", args=[partner.pk])).status_code == 403
+    assert DoNotContact.objects.exists()
+    retention_client.force_login(manager)
     retention_client.post(reverse("agent:dnc_remove", args=[partner.pk]))
     assert not DoNotContact.objects.exists()
+
+
+def test_a_retention_user_cannot_switch_the_guardrails_off(retention_client):
+    """Issue 9: Retention POSTed no approval tiers and max_per_hour=1000, and it was saved."""
+    before = AgentConfig.objects.get_or_create(pk=1)[0]
+    response = retention_client.post(
+        reverse("agent:config"),
+        {"risk_threshold": "0.1", "max_per_hour": "1000", "cooldown_days": "1", "follow_up_days": "7"}
+        | {"control_fraction": "0", "llm_model": ""},
+    )
+    assert response.status_code == 403
+    after = AgentConfig.objects.get(pk=1)
+    assert (after.max_per_hour, after.approval_tiers) == (before.max_per_hour, before.approval_tiers)
+    refused = AuditEvent.objects.get(event_type="access_refused")
+    assert (
+        refused.actor_user.username == "rita" and refused.payload["permission"] == "agent.change_agentconfig"
+    )
 
 
 def test_intervene_now_queues_one_partner(retention_client, agent_on, django_capture_on_commit_callbacks):
@@ -167,7 +190,8 @@ def test_a_retention_user_cannot_approve_and_the_attempt_is_audited(
     intervention = held_intervention()
     response = retention_client.post(reverse("agent:review_approve", args=[intervention.pk]))
     assert response.status_code == 403
-    assert AuditEvent.objects.filter(event_type="review_refused", actor_user=retention_user).exists()
+    refused = AuditEvent.objects.get(event_type="access_refused", actor_user=retention_user)
+    assert refused.payload["permission"] == "retention.approve_intervention"
     intervention.refresh_from_db()
     assert intervention.review_status == "awaiting" and mailoutbox == []
 

@@ -27,3 +27,72 @@ def test_the_intervention_admin_lists_by_review_status_and_keeps_outcomes_read_o
     assert listing.status_code == 200 and re.search(r">P1\b", listing.content.decode())  # a cell, not a token
     # Outcomes change only through the audited service (the Intervention Log), not this form.
     assert 'name="outcome"' not in change
+
+
+PROTECTED = ["source", "action", "sent_at", "review_status", "agent_run", "email_subject", "email_body"]
+
+
+def _change_form_post(client, intervention, **data):
+    return client.post(
+        f"/admin/retention/intervention/{intervention.pk}/change/",
+        {"note": intervention.note, "assigned_to": "", "_save": "Save"} | data,
+    )
+
+
+def test_a_staff_retention_user_cannot_approve_a_held_draft_in_the_admin(client):
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="sam", is_staff=True, groups=["Retention"]))
+    held = InterventionFactory(
+        source="agent", review_status="awaiting", email_subject="Hi", email_body="Hello"
+    )
+
+    form = client.get(f"/admin/retention/intervention/{held.pk}/change/").content.decode()
+    response = _change_form_post(client, held, review_status="approved", sent_at="2026-01-01 10:00:00")
+
+    assert 'name="review_status"' not in form
+    assert response.status_code in (200, 302, 403)
+    held.refresh_from_db()
+    assert held.review_status == "awaiting" and held.sent_at is None
+
+
+def test_a_manager_cannot_rewrite_a_sent_agent_intervention_in_the_admin(manager_client):
+    from django.utils import timezone
+
+    sent = InterventionFactory(source="agent", sent_at=timezone.now(), email_subject="Hi", email_body="Hello")
+    before = {f: getattr(sent, f) for f in PROTECTED}
+
+    form = manager_client.get(f"/admin/retention/intervention/{sent.pk}/change/").content.decode()
+    response = _change_form_post(
+        manager_client, sent, source="manual", sent_at="", action="call", email_body="Other", review_status=""
+    )
+
+    assert response.status_code == 302
+    assert [f for f in PROTECTED if f'name="{f}"' in form] == []
+    sent.refresh_from_db()
+    assert {f: getattr(sent, f) for f in PROTECTED} == before
+
+
+def test_the_note_edited_in_the_admin_is_audited(manager_client):
+    from agent.models import AuditEvent
+
+    intervention = InterventionFactory(note="first call")
+
+    _change_form_post(manager_client, intervention, note="called back, wants a discount")
+
+    intervention.refresh_from_db()
+    event = AuditEvent.objects.get(event_type="intervention_updated")
+    assert intervention.note == "called back, wants a discount"
+    assert event.payload == {"from": {"note": "first call"}, "to": {"note": "called back, wants a discount"}}
+    assert event.actor_user.username == "max"
+
+
+def test_interventions_cannot_be_added_or_deleted_in_the_admin(manager_client):
+    intervention = InterventionFactory()
+    assert manager_client.get("/admin/retention/intervention/add/").status_code == 403
+    assert (
+        manager_client.post(
+            f"/admin/retention/intervention/{intervention.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )

@@ -8,15 +8,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from tqdm import tqdm
 
+from churnsite.access import MANAGERS, RETENTION
 from ml.management.argtypes import iso_date
 from ml.sim import simulator, store
 from retention.models import Partner
-from retention.roles import MANAGERS_GROUP, RETENTION_GROUP
 
 DEMO_USERS = [
     # username, password, group, first, last, staff
-    ("retention", "retention-demo", RETENTION_GROUP, "Riley", "Reyes", False),
-    ("manager", "manager-demo", MANAGERS_GROUP, "Morgan", "Mills", True),
+    ("retention", "retention-demo", RETENTION, "Riley", "Reyes", False),
+    ("manager", "manager-demo", MANAGERS, "Morgan", "Mills", True),
 ]
 # Account owners of the demo partners (the retention demo user owns a share too).
 TEAM = [
@@ -143,7 +143,7 @@ class Command(BaseCommand):
             user.save()
             user.groups.add(Group.objects.get(name=group))
             users[username] = user
-        retention = Group.objects.get(name=RETENTION_GROUP)
+        retention = Group.objects.get(name=RETENTION)
         for username, first, last in TEAM:
             user, created = User.objects.get_or_create(
                 username=username,
