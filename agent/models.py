@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from churnsite.db import TimeStampedModel
 from retention.models import Intervention
@@ -49,16 +50,30 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise PermissionError("The audit trail is append-only")
 
+    def bulk_create(self, objs, *args, **kwargs):
+        raise PermissionError(
+            "Audit events are appended one by one to the chain: use agent.audit.audit_record"
+        )
+
 
 class AuditEvent(models.Model):
-    """Append-only record of every step the agent and the team take."""
+    """Append-only record of every step the agent and the team take.
+
+    A hash chain makes it tamper-evident: event `seq` n stores the hash of event n-1
+    (`prev_hash`) and `hash` = SHA-256 of its own content and prev_hash (agent.audit), so a row
+    changed, removed or inserted by anyone who got past the database trigger (a superuser, the
+    table owner) breaks the chain at that event, and `manage.py audit_verify` names it."""
 
     class Actor(models.TextChoices):
         AGENT = "agent", "Agent"
         USER = "user", "User"
         SYSTEM = "system", "System"
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set before the hash is computed (auto_now_add would stamp it after), never edited.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    seq = models.PositiveBigIntegerField("chain position", unique=True, editable=False)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
     actor_type = models.CharField(max_length=10, choices=Actor.choices)
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -94,6 +109,40 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit trail is append-only")
+
+
+class AuditChainHead(models.Model):
+    """The chain's last link (one row, pk=1). Appenders lock it FOR UPDATE, which serialises
+    appends across every process and records where the chain must end, so events removed from
+    its end are detected too. No foreign key to the events: TRUNCATE ... CASCADE of the events
+    leaves the head saying how many there were."""
+
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"Audit chain head: event {self.seq}"
+
+
+class AuditVerification(models.Model):
+    """One walk of the chain (`audit_verify`, nightly on the beat): the Agent page shows the last."""
+
+    checked_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    events = models.PositiveBigIntegerField(help_text="Events checked")
+    head_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    head_hash = models.CharField(max_length=64, blank=True)
+    broken_seq = models.PositiveBigIntegerField(null=True, blank=True, help_text="First broken link")
+    broken_event_id = models.BigIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        get_latest_by = "checked_at"
+
+    def __str__(self) -> str:
+        return f"Audit chain {'verified' if self.ok else 'BROKEN'} {self.checked_at:%Y-%m-%d %H:%M}"
 
 
 class AgentConfig(models.Model):

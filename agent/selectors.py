@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact
+from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
 from retention.models import Intervention, Partner
 
 BUDGET_WINDOW = dt.timedelta(minutes=60)
@@ -139,3 +139,8 @@ def writer_status() -> dict:
         base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
         return {"llm": True, "label": f"LLM: {model} at {base_url}"}
     return {"llm": False, "label": "Template writer: no OPENAI_API_KEY"}
+
+
+def audit_verification_latest() -> AuditVerification | None:
+    """The last walk of the audit chain (audit_verify, nightly), for the Agent page."""
+    return AuditVerification.objects.order_by("-checked_at", "-id").first()

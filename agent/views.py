@@ -42,6 +42,7 @@ def _context(request: AuthedHttpRequest, **extra) -> dict:
         "broker": _once(broker_status),
         "eager": settings.CELERY_TASK_ALWAYS_EAGER,
         "budget_used": _once(selectors.budget_used),
+        "audit_check": _once(selectors.audit_verification_latest),
         # What a run would act on now, so an empty run is never a mystery.
         "eligible_now": _once(
             lambda: selectors.partners_eligible(

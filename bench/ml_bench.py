@@ -34,7 +34,12 @@ def run_timed(args: list[str]) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB, stdout) of a manage.py command."""
     t = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-v", PY, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ["/usr/bin/time", "-v", PY, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DEBUG": "true"},  # seed_demo --reset is a demo maintenance step
     )
     seconds = time.perf_counter() - t
     if proc.returncode:

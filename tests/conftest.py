@@ -7,21 +7,6 @@ from tests.factories import PartnerFactory, UserFactory
 PASSWORD = "correct-horse-battery"
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
-    """The audit trail refuses TRUNCATE on PostgreSQL (a trigger, agent migration 0004) unless
-    this session setting is on; test teardown (flush) empties every table, so allow it in the
-    test database only."""
-    from django.db import connection
-
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            name = connection.settings_dict["NAME"]
-            with connection.cursor() as cursor:
-                cursor.execute(f"ALTER DATABASE \"{name}\" SET churnsite.allow_audit_truncate = 'on'")
-            connection.close()  # new connections pick the setting up
-
-
 @pytest.fixture(autouse=True)
 def _product_defaults(settings):
     """The suite runs on the product's defaults, whatever the developer's shell exports: with

@@ -4,6 +4,8 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 
+from agent.audit import audit_record
+from agent.models import AuditEvent
 from ml.models import SimulatedWorld
 from ml.sim import store
 from retention.models import Invoice, MonthlyActivity, Partner
@@ -20,6 +22,12 @@ def seed(capsys, *args) -> dict:
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     return tmp_path
+
+
+@pytest.fixture
+def demo_debug(settings):
+    """--reset is a demo maintenance step, refused unless DEBUG is on (pytest turns it off)."""
+    settings.DEBUG = True
 
 
 def test_it_seeds_the_simulated_world_and_the_demo_users(capsys, media):
@@ -53,7 +61,7 @@ def test_the_hidden_truth_is_kept_out_of_the_partner_tables_and_reloads(capsys, 
 
 # TRUNCATE (the reset) cannot run inside the test's wrapping transaction.
 @pytest.mark.django_db(transaction=True)
-def test_the_same_seed_gives_the_same_partners(capsys, media):
+def test_the_same_seed_gives_the_same_partners(capsys, media, demo_debug):
     seed(capsys, "--partners", "120", "--months", "6", "--seed", "9")
     first = list(
         Partner.objects.order_by("external_id").values_list("external_id", "name", "tier", "monthly_revenue")
@@ -66,7 +74,7 @@ def test_the_same_seed_gives_the_same_partners(capsys, media):
 
 
 @pytest.mark.django_db(transaction=True)  # --reset truncates, outside a test transaction
-def test_a_given_simulated_today_gives_the_same_world_on_any_run_date(capsys, media):
+def test_a_given_simulated_today_gives_the_same_world_on_any_run_date(capsys, media, demo_debug):
     def world(*today):
         summary = seed(capsys, "--partners", "150", "--months", "6", "--seed", "9", *today, "--reset")
         rows = list(
@@ -87,6 +95,13 @@ def test_a_given_simulated_today_gives_the_same_world_on_any_run_date(capsys, me
         seed(capsys, "--partners", "10", "--today", "14/04/2026")
 
 
+def test_reset_is_refused_when_debug_is_off(capsys, media):
+    seed(capsys, "--partners", "50", "--months", "6")
+    with pytest.raises(CommandError, match="refused when DEBUG is off"):
+        seed(capsys, "--partners", "50", "--months", "6", "--reset")
+    assert Partner.objects.count() == 50
+
+
 def test_it_refuses_to_seed_over_existing_data_without_reset(capsys, media):
     seed(capsys, "--partners", "100", "--months", "6")
     with pytest.raises(CommandError, match="--reset"):
@@ -95,9 +110,13 @@ def test_it_refuses_to_seed_over_existing_data_without_reset(capsys, media):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_reset_replaces_the_world(capsys, media):
+def test_reset_replaces_the_world(capsys, media, demo_debug):
     seed(capsys, "--partners", "100", "--months", "6", "--seed", "1")
+    audit_record(event_type="note", partner=Partner.objects.first())
     summary = seed(capsys, "--partners", "60", "--months", "6", "--seed", "2", "--reset")
+    # The demo's trail starts over (the command runs as the tables' owner, here the test's user).
+    assert not AuditEvent.objects.exists()
+    assert audit_record(event_type="note").seq == 1
     assert summary["partners"] == Partner.objects.count() == 60
     assert SimulatedWorld.objects.count() == 1
     assert SimulatedWorld.objects.get().seed == 2

@@ -3,6 +3,7 @@
 import json
 import time
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
@@ -30,6 +31,8 @@ TEAM = [
 RESET_TABLES = [
     "crm_sim_crmtask",
     "agent_auditevent",
+    "agent_auditchainhead",
+    "agent_auditverification",
     "retention_intervention",
     "agent_agentrun",
     "ml_riskscore",
@@ -70,6 +73,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"The database already holds {existing} partners. seed_demo refuses to mix worlds: "
                 "run it with --reset to erase the demo data and seed again."
+            )
+        if existing and not settings.DEBUG:
+            # The reset empties the audit trail too: a demo maintenance step, never production's.
+            raise CommandError(
+                "seed_demo --reset erases every partner and the audit trail: refused when DEBUG is off "
+                "(set DEBUG=true for a demo database)."
             )
         started = time.perf_counter()
         if existing:
@@ -160,8 +169,7 @@ class Command(BaseCommand):
         self.stdout.write("Erasing the existing demo data (--reset)...")
         with transaction.atomic(), connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                # The audit trail refuses TRUNCATE unless this transaction says it is a demo reset.
-                cursor.execute("SET LOCAL churnsite.allow_audit_truncate = 'on'")
+                # The audit trail's trigger lets only its owner (the migrations role) truncate it.
                 existing = set(connection.introspection.table_names(cursor))
                 tables = [t for t in RESET_TABLES if t in existing]
                 cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
