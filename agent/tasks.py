@@ -50,6 +50,20 @@ def check_followups() -> dict:
     return services.followups_process_due()
 
 
+@shared_task(name="agent.audit_verify", soft_time_limit=1800, time_limit=1860)
+def audit_verify() -> dict:
+    """Walk the audit chain (nightly on the beat); the Agent page shows the stored result."""
+    from agent.audit import audit_chain_verify
+
+    result = audit_chain_verify()
+    return {
+        "ok": result.ok,
+        "events": result.events,
+        "broken_seq": result.broken_seq,
+        "reason": result.reason,
+    }
+
+
 @shared_task(name="agent.ping", soft_time_limit=10, time_limit=20)
 def ping() -> str:
     """Lets tests and health checks wait until a worker consumes this queue."""

@@ -16,6 +16,7 @@ from agent.audit import audit_record
 AGENT_SCHEDULE_NAME = "agent: scan for at-risk partners every 15 minutes"
 FOLLOWUP_SCHEDULE_NAME = "agent: check due follow-ups hourly"
 SCORING_SCHEDULE_NAME = "nightly scoring"
+AUDIT_VERIFY_SCHEDULE_NAME = "audit: verify the hash chain nightly"
 
 PERIODIC_TASKS: list[dict] = [
     {
@@ -35,6 +36,12 @@ PERIODIC_TASKS: list[dict] = [
         "name": SCORING_SCHEDULE_NAME,
         "task": "ml.tasks.score_all_partners",
         "crontab": {"minute": "30", "hour": "2"},
+    },
+    {
+        # The Agent page shows "audit chain verified <time>" from this walk.
+        "name": AUDIT_VERIFY_SCHEDULE_NAME,
+        "task": "agent.audit_verify",
+        "crontab": {"minute": "15", "hour": "3"},
     },
 ]
 

@@ -322,3 +322,18 @@ def test_events_written_before_the_chain_existed_are_backfilled_into_it_in_time_
     assert audit_record(event_type="note").seq == 4
     summary = verify(capsys)
     assert summary["ok"] is True and summary["events"] == 4
+
+
+def test_the_beat_verifies_the_chain_nightly_and_the_task_records_the_result(partner):
+    from django_celery_beat.models import PeriodicTask
+
+    from agent.tasks import audit_verify
+    from churnsite.schedules import AUDIT_VERIFY_SCHEDULE_NAME, PERIODIC_TASKS, periodic_tasks_sync
+
+    spec = next(spec for spec in PERIODIC_TASKS if spec["name"] == AUDIT_VERIFY_SCHEDULE_NAME)
+    assert spec["task"] == audit_verify.name and spec["crontab"]["hour"] == "3"
+    periodic_tasks_sync()
+    assert PeriodicTask.objects.get(name=AUDIT_VERIFY_SCHEDULE_NAME).enabled
+    audit_record(event_type="note", partner=partner)
+    assert audit_verify.apply().get() == {"ok": True, "events": 2, "broken_seq": None, "reason": ""}
+    assert AuditVerification.objects.latest().events == 2
