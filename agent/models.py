@@ -50,10 +50,17 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise PermissionError("The audit trail is append-only")
 
+
+UNCHAINED = "Audit events are appended to the hash chain: use agent.audit.audit_record"
+
+
+class AuditEventManager(models.Manager.from_queryset(AuditEventQuerySet)):
+    # from_queryset copies only the methods a Manager lacks, and it has create/bulk_create.
+    def create(self, **kwargs):
+        raise PermissionError(UNCHAINED)
+
     def bulk_create(self, objs, *args, **kwargs):
-        raise PermissionError(
-            "Audit events are appended one by one to the chain: use agent.audit.audit_record"
-        )
+        raise PermissionError(UNCHAINED)
 
 
 class AuditEvent(models.Model):
@@ -88,7 +95,7 @@ class AuditEvent(models.Model):
     event_type = models.CharField(max_length=50)
     payload = models.JSONField(default=dict, blank=True)
 
-    objects = AuditEventQuerySet.as_manager()
+    objects = AuditEventManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -28,6 +28,8 @@ def test_an_audit_event_cannot_be_changed_or_deleted(partner):
         AuditEvent.objects.filter(pk=event.pk).update(payload={})
     with pytest.raises(PermissionError):
         AuditEvent.objects.all().delete()
+    with pytest.raises(PermissionError, match="audit_record"):
+        AuditEvent.objects.create(event_type="unchained", actor_type="system")
     assert AuditEvent.objects.get(pk=event.pk).payload == {"a": 1}
 
 
