@@ -80,6 +80,10 @@ def train_and_evaluate(
     test_partners = partners[is_test_partner.to_numpy()]
 
     train = F.build_training_table(train_partners, activity, invoices, train_cut, key=key)
+    # Rows in a fixed order, whatever order the database returned them in: the trees' early
+    # stopping and the folds draw rows by position, and the same history must train the same
+    # model (an exported and re-imported world ranks its partners the same way).
+    train = train.sort_values(["cutoff", key], kind="stable").reset_index(drop=True)
     if len(train) > max_train_rows:
         train = train.sample(n=max_train_rows, random_state=seed)
     churn_table = F.fit_churn_table(train)

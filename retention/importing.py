@@ -258,6 +258,10 @@ def history_import(
                     context,
                     lambda f, d=done, n=size, name=item["file"]: say((d + f * n) / sum(sizes) * 0.8, name),
                 )
+                if connection.vendor == "postgresql":
+                    # Autovacuum never analyzes temporary tables: without statistics the planner
+                    # takes a 2M-row staging table for a small one and picks nested loops.
+                    _execute(f"ANALYZE {_stage_name(spec.name)}")
                 report.tables[spec.name] = {"rows": rows}
                 report.files[-1]["rows"] = rows
                 done += size
@@ -624,13 +628,15 @@ def _check_across(staged: list[str], files: dict[str, str], report: ImportReport
             )
         if table == "partners":
             continue
-        known = "SELECT 1 FROM retention_partner p WHERE p.external_id = s.external_id"
+        # Two NOT EXISTS, not one over a UNION: each becomes a hash anti-join.
+        unknown = "NOT EXISTS (SELECT 1 FROM retention_partner p WHERE p.external_id = s.external_id)"
         if "partners" in staged:
-            known += (
-                f" UNION ALL SELECT 1 FROM {_stage_name('partners')} sp WHERE sp.external_id = s.external_id"
+            partners_stage = _stage_name("partners")
+            unknown += (
+                f" AND NOT EXISTS (SELECT 1 FROM {partners_stage} sp WHERE sp.external_id = s.external_id)"
             )
         for line, ext in _query(
-            f"SELECT s.line, s.external_id FROM {stage} s WHERE NOT EXISTS ({known}) ORDER BY s.line"
+            f"SELECT s.line, s.external_id FROM {stage} s WHERE {unknown} ORDER BY s.line"
         ):
             report.error(
                 files[table],

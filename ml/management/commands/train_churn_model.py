@@ -94,7 +94,14 @@ class Command(BaseCommand):
         # of the recorded history (the simulated today for the demo world).
         from django.conf import settings
 
-        today = simulated_today() or settings.DESK_TODAY or data_end(partners, activity, invoices)
+        from ml.sim.clock import history_end
+
+        today = (
+            simulated_today()
+            or settings.DESK_TODAY
+            or history_end()
+            or data_end(partners, activity, invoices)
+        )
         oracle = self._oracle()
         try:
             model, report = train_and_evaluate(
