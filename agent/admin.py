@@ -146,8 +146,14 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
                     form.add_error(None, exc)
                 else:
                     return redirect("admin:agent_interventionreview_changelist")
+        from agent.emails import diff_in_words
+
+        approved = intervention.audit_events.filter(event_type="review_approved").first()
+        held = intervention.audit_events.filter(event_type="held_for_review").first()
         context = {
             **self.admin_site.each_context(request),
+            "edit_in_words": diff_in_words(approved.payload.get("diff") or "") if approved else [],
+            "held_reason": (held.payload.get("reason") or "") if held else "",
             "opts": self.model._meta,
             "title": f"Review: {intervention.partner}",
             "intervention": intervention,

@@ -15,12 +15,25 @@ class Playbook:
     key: str
     keywords: tuple[str, ...]
     subject: str
-    # "{facts}" is replaced by the driver texts, e.g. "payment 45 days overdue".
+    # What a partner manager would write about this kind of driver. Never the driver's own
+    # figures: "4.2 support tickets per active user" is the model's wording, not a customer's.
     paragraph: str
     offer: str  # one line for the LLM prompt: what we propose
+    # The email is "about" this playbook when its body uses one of these words (the quality gate).
+    topic_words: tuple[str, ...] = ()
+    # Driver feature keyword -> the opening sentence a partner manager would write about it;
+    # the first entry is the default. These are also the facts the LLM may state.
+    openings: tuple[tuple[str, str], ...] = ()
 
-    def render(self, facts: list[str], *, booking_url: str = "") -> str:
-        text = self.paragraph.format(facts="; ".join(facts))
+    def opening(self, driver: dict | None) -> str:
+        feature = str((driver or {}).get("feature") or "").lower()
+        for keyword, sentence in self.openings:
+            if keyword and keyword in feature:
+                return sentence
+        return self.openings[0][1]
+
+    def render(self, *, opening: str, booking_url: str = "") -> str:
+        text = f"{opening} {self.paragraph}"
         if self.key == "enablement":
             text += (
                 f" You can pick a time that suits you here: {booking_url}"
@@ -35,12 +48,18 @@ BILLING = Playbook(
     keywords=("overdue", "payment", "invoice", "billing", "arrear", "late", "dso"),
     subject="Can we help with your open invoice?",
     paragraph=(
-        "I saw that an invoice is still open on your account ({facts}). If anything on it is unclear, "
+        "If anything on an invoice is unclear, "
         "or the timing is difficult right now, our billing team can help: we can walk through the "
         "amount with you, split it into instalments, or move your billing date so it lines up "
         "better with your cash flow."
     ),
     offer="Billing help: walk through the open invoice, a payment plan, or a new billing date.",
+    topic_words=("invoice", "billing", "payment"),
+    openings=(
+        ("", "I saw that an invoice is still open on your account."),
+        ("late", "I noticed that some recent invoices were paid later than usual."),
+        ("days_to_pay", "I noticed that some recent invoices were paid later than usual."),
+    ),
 )
 ENABLEMENT = Playbook(
     key="enablement",
@@ -60,54 +79,73 @@ ENABLEMENT = Playbook(
     ),
     subject="A free enablement session for your team",
     paragraph=(
-        "I noticed that activity on your account has slowed recently ({facts}). That often "
+        "That often "
         "means something in the setup is not working as well as it should, so I would like to offer "
         "your team a free 30-minute enablement session with one of our solution specialists, to look "
         "at your current workflows and share what works well for similar partners."
     ),
     offer="A free 30-minute enablement session with a solution specialist.",
+    topic_words=("session", "enablement", "activity", "using", "usage", "workflow"),
+    openings=(
+        ("", "I noticed that activity on your account has slowed over the last few months."),
+        ("transaction", "I noticed that fewer transactions have gone through your account recently."),
+        ("active_user", "I noticed that fewer people on your team have been using the platform recently."),
+        ("revenue", "I noticed that your business with us has been quieter over the last few months."),
+    ),
 )
 SUPPORT = Playbook(
     key="support",
     keywords=("support", "ticket", "complaint", "incident", "escalation", "csat", "nps"),
     subject="Our support lead is looking into your tickets",
     paragraph=(
-        "I know your team has needed our support a lot lately ({facts}), and that is not the "
-        "experience we want for you. I have asked our support lead to review your open and recent "
+        "I have asked our support lead to review your open and recent "
         "tickets personally and to follow up with you directly."
     ),
     offer="Escalation: the support lead reviews the partner's tickets personally and follows up.",
+    topic_words=("support", "ticket"),
+    openings=(
+        (
+            "",
+            "I know your team has needed our support a lot lately, and that is not the experience we want for you.",
+        ),
+    ),
 )
 ONBOARDING = Playbook(
     key="onboarding",
     keywords=("tenure", "joined", "onboard", "account_age", "months_active", "new_partner"),
     subject="Checking in on your first months with us",
     paragraph=(
-        "You are still fairly new with us ({facts}), and the first months are when a little extra "
-        "help goes furthest. I would be glad to run a short onboarding check-in to make sure "
+        "I would be glad to run a short onboarding check-in to make sure "
         "everything is set up the way your team needs."
     ),
     offer="An onboarding check-in to make sure the setup fits the partner's needs.",
+    topic_words=("onboarding", "set up", "setup", "first months", "new"),
+    openings=(
+        (
+            "",
+            "You are still fairly new with us, and the first months are when a little extra help goes furthest.",
+        ),
+    ),
 )
 PLAN_REVIEW = Playbook(
     key="plan_review",
     keywords=("tier", "plan", "price", "pricing", "discount", "contract", "renewal", "fee"),
     subject="Making sure your plan still fits",
     paragraph=(
-        "I would like to make sure your plan still fits the way you work with us ({facts}). "
         "I am happy to review it with you and look at whether a different setup would serve you better."
     ),
     offer="An account review to check the plan and terms still fit the partner.",
+    topic_words=("plan", "terms", "review"),
+    openings=(("", "I would like to make sure your plan still fits the way you work with us."),),
 )
 GENERIC = Playbook(
     key="check_in",
     keywords=(),
     subject="Checking in on how things are going",
-    paragraph=(
-        "I wanted to check in on how things are going on your side ({facts}), and whether there is "
-        "anything we could be doing better for you."
-    ),
+    paragraph=("I would love to hear whether there is anything we could be doing better for you."),
     offer="A check-in call to hear how things are going and what we could do better.",
+    topic_words=(),
+    openings=(("", "I wanted to check in on how things are going on your side."),),
 )
 
 PLAYBOOKS: tuple[Playbook, ...] = (BILLING, SUPPORT, ENABLEMENT, ONBOARDING, PLAN_REVIEW)

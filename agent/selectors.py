@@ -3,7 +3,7 @@
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
@@ -144,3 +144,120 @@ def writer_status() -> dict:
 def audit_verification_latest() -> AuditVerification | None:
     """The last walk of the audit chain (audit_verify, nightly), for the Agent page."""
     return AuditVerification.objects.order_by("-checked_at", "-id").first()
+
+
+# The LLM writer: trust, hit rate, examples -------------------------------------------
+
+
+def _llm_drafted(key: str | None = None) -> QuerySet[AuditEvent]:
+    drafted = AuditEvent.objects.filter(
+        event_type="email_drafted", payload__writer="llm", intervention__isnull=False
+    )
+    return drafted.filter(payload__writer_key=key) if key is not None else drafted
+
+
+def writer_trust(*, key: str) -> dict:
+    """How a model (base URL + model) did with the managers: its drafts approved without an edit,
+    edited, rejected. It is trusted (its drafts stop being held) after LLM_TRUSTED_AFTER clean
+    approvals."""
+    reviews = AuditEvent.objects.filter(
+        event_type__in=("review_approved", "review_rejected"),
+        intervention_id__in=_llm_drafted(key).values("intervention_id"),
+    )
+    counts = reviews.aggregate(
+        clean=Count("id", filter=Q(event_type="review_approved", payload__edited=False)),
+        edited=Count("id", filter=Q(event_type="review_approved", payload__edited=True)),
+        rejected=Count("id", filter=Q(event_type="review_rejected")),
+    )
+    reviewed = counts["clean"] + counts["edited"] + counts["rejected"]
+    needed = int(getattr(settings, "LLM_TRUSTED_AFTER", 20))
+    return {
+        "key": key,
+        "approved_clean": counts["clean"],
+        "approved_edited": counts["edited"],
+        "rejected": counts["rejected"],
+        "reviewed": reviewed,
+        "clean_rate": counts["clean"] / reviewed if reviewed else None,
+        "needed": needed,
+        "trusted": counts["clean"] >= needed,
+    }
+
+
+def writer_trust_table() -> list[dict]:
+    """Every model that drafted an email, with its approval-without-edit rate (Agent page)."""
+    keys = (
+        AuditEvent.objects.filter(event_type="email_drafted", payload__writer_key__isnull=False)
+        .exclude(payload__writer_key="")
+        .order_by()
+        .values_list("payload__writer_key", flat=True)
+        .distinct()
+    )
+    return [writer_trust(key=key) for key in sorted(set(keys))]
+
+
+def llm_hit_rate(*, runs: int = 10) -> list[dict]:
+    """Per recent run: drafts by the LLM, fell back to the template (with the reasons), and
+    whether the circuit breaker opened."""
+    run_ids = list(AgentRun.objects.order_by("-pk").values_list("pk", flat=True)[:runs])
+    rows = {
+        pk: {"run_id": pk, "llm": 0, "template": 0, "reasons": {}, "circuit_open": False} for pk in run_ids
+    }
+    events = AuditEvent.objects.filter(
+        run_id__in=run_ids, event_type__in=("email_drafted", "llm_circuit_open")
+    ).values_list("run_id", "event_type", "payload__writer", "payload__fallback_reason")
+    for run_id, event_type, writer, reason in events:
+        row = rows[run_id]
+        if event_type == "llm_circuit_open":
+            row["circuit_open"] = True
+        elif writer == "llm":
+            row["llm"] += 1
+        else:
+            row["template"] += 1
+            key = (reason or "unknown").split(" '")[0]
+            row["reasons"][key] = row["reasons"].get(key, 0) + 1
+    result = []
+    for pk in run_ids:
+        row = rows[pk]
+        total = row["llm"] + row["template"]
+        if total or row["circuit_open"]:
+            row["total"] = total
+            row["rate"] = row["llm"] / total if total else None
+            row["reasons"] = sorted(row["reasons"].items(), key=lambda kv: -kv[1])
+            result.append(row)
+    return result
+
+
+def approved_edited_examples(
+    *, playbook_key: str, exclude_partner_id: int | None = None, limit: int = 3
+) -> list[dict]:
+    """The last emails a manager edited and then approved for agent drafts led by the same
+    playbook: the writer gets them as examples of what managers want."""
+    from agent.playbooks import plan_for
+
+    recent = (
+        Intervention.objects.filter(
+            source=Intervention.Source.AGENT,
+            review_status=Intervention.Review.APPROVED,
+            writer=Intervention.Writer.MANUAL,
+        )
+        .exclude(partner_id=exclude_partner_id)
+        .select_related("partner", "assigned_to")
+        .order_by("-updated_at")[:100]
+    )
+    found = []
+    for intervention in recent:
+        plan = plan_for(intervention.drivers_at_action)
+        if not plan or plan[0][0].key != playbook_key:
+            continue
+        owner = intervention.assigned_to
+        found.append(
+            {
+                "subject": intervention.email_subject,
+                "body": intervention.email_body,
+                "partner_name": intervention.partner.name,
+                "sender_name": (owner.get_full_name() or owner.get_username()) if owner else "",
+            }
+        )
+        if len(found) >= limit:
+            break
+    return found

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from agent import selectors
 from agent.audit import audit_record
+from agent.emails import email_reply_to
 from agent.models import AgentConfig, AgentRun, DoNotContact, FollowUp
 from churnsite import schedules
 from retention.models import Intervention, Partner
@@ -146,14 +147,14 @@ def intervention_send_email(
             if locked.review_status in (Intervention.Review.AWAITING, Intervention.Review.REJECTED):
                 raise ValidationError("This email waits for (or was refused) a manager's approval")
             partner = locked.partner
-            owner = partner.account_owner
             subject = " ".join(locked.email_subject.split())[:200]
             message = EmailMessage(
                 subject=subject,
                 body=locked.email_body,
                 from_email=settings.DEFAULT_FROM_EMAIL,
                 to=[partner.contact_email],
-                reply_to=[owner.email] if owner is not None and owner.email else None,
+                # The person who signed the draft (owner, or the user who sent it).
+                reply_to=email_reply_to(locked),
                 headers={"X-Churnsite-Intervention": str(locked.pk)},
             )
             message.send(fail_silently=False)

@@ -39,6 +39,8 @@ def _context(request: AuthedHttpRequest, **extra) -> dict:
         # The live sections poll this view every few seconds for one partial each: the costly
         # values below are computed only if the rendered part uses them (and then once).
         "writer": _once(selectors.writer_status),
+        "llm_hits": _once(selectors.llm_hit_rate),
+        "writer_trust": _once(selectors.writer_trust_table),
         "broker": _once(broker_status),
         "eager": settings.CELERY_TASK_ALWAYS_EAGER,
         "budget_used": _once(selectors.budget_used),

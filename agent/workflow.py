@@ -47,7 +47,8 @@ SWEEP_LOCK_KEY = 7_301_002
 # A claim older than this belongs to a worker that died mid-partner (tasks time out long before).
 CLAIM_TTL = dt.timedelta(minutes=15)
 # Drafts in flight at once when the LLM writer is active (bounded: the LLM server is shared).
-DRAFT_CONCURRENCY = getattr(settings, "AGENT_DRAFT_CONCURRENCY", 8)
+# (0 = as many as the LLM server takes at once: OPENAI_CONCURRENCY.)
+DRAFT_CONCURRENCY = getattr(settings, "AGENT_DRAFT_CONCURRENCY", 0)
 
 # Per-partner results, also the keys of the run summary.
 EXECUTED = "executed"
@@ -160,7 +161,10 @@ class InterventionAgent:
     def __init__(self, *, run: AgentRun, rng: random.Random | None = None, concurrency: int | None = None):
         self.run = run
         self.rng = rng or random.SystemRandom()
-        self.concurrency = concurrency or DRAFT_CONCURRENCY
+        self.concurrency = concurrency or _draft_concurrency()
+        # One breaker per run: after a few failed LLM calls in a row the rest of the run drafts
+        # with the template at once instead of waiting out a timeout per partner.
+        self.breaker = _llm_breaker()
         self.counts = {
             "scanned": 0,
             "eligible": 0,
@@ -217,6 +221,7 @@ class InterventionAgent:
             return self._count(job_or_result)
         job = job_or_result
         self._draft(job)
+        self._announce_breaker()
         return self._count(self._commit(job, skip_threshold=skip_threshold))
 
     def _count(self, result: str, *, progress: bool = True) -> str:
@@ -276,6 +281,7 @@ class InterventionAgent:
                         break
                 self._progress()
                 self._draft_all(batch)
+                self._announce_breaker()
                 for i, job in enumerate(batch):
                     if stop_reason in (STOPPED, RATE_LIMITED):
                         self._release(job)
@@ -432,7 +438,10 @@ class InterventionAgent:
 
         try:
             job.draft = draft_retention_email(
-                partner=job.partner, drivers=job.drivers, model=self.config.llm_model or None
+                partner=job.partner,
+                drivers=job.drivers,
+                model=self.config.llm_model or None,
+                breaker=self.breaker,
             )
         except Exception as exc:  # noqa: BLE001 - the writer should never raise; if it does, record it
             log.exception("Drafting failed for partner %s", job.partner.pk)
@@ -458,6 +467,11 @@ class InterventionAgent:
             # Connections are per thread: a pool thread must not leak one if the writer used it.
             connections.close_all()
 
+    def _announce_breaker(self) -> None:
+        opened = self.breaker.take_announcement() if self.breaker is not None else None
+        if opened:
+            self._audit("llm_circuit_open", payload=opened | {"threshold": self.breaker.threshold})
+
     def _budget_payload(self, used: int | None = None) -> dict:
         return {
             "used": selectors.budget_used() if used is None else used,
@@ -472,7 +486,9 @@ class InterventionAgent:
             self._release(job)
             return FAILED
         draft = job.draft
-        held = partner.tier in (self.config.approval_tiers or [])
+        # The tier, or the writer itself (an untrusted model, an unusable partner name).
+        tier_held = partner.tier in (self.config.approval_tiers or [])
+        held = tier_held or bool(getattr(draft, "hold_reason", ""))
         try:
             with transaction.atomic():
                 now = _lock_budget()
@@ -527,7 +543,11 @@ class InterventionAgent:
                     self._audit(
                         "held_for_review",
                         intervention=intervention,
-                        payload={"tier": locked.tier, "approval_tiers": self.config.approval_tiers},
+                        payload={
+                            "tier": locked.tier,
+                            "approval_tiers": self.config.approval_tiers,
+                            "reason": "approval_tier" if tier_held else draft.hold_reason,
+                        },
                     )
                 else:
                     # The follow-up row commits with the intervention; its CRM task comes after.
@@ -551,6 +571,22 @@ class InterventionAgent:
             intervention=intervention, run=self.run, follow_up_days=self.config.follow_up_days
         )
         return EXECUTED
+
+
+def _draft_concurrency() -> int:
+    from agent.llm import llm_concurrency, llm_configured
+
+    if DRAFT_CONCURRENCY:
+        return DRAFT_CONCURRENCY
+    # As many drafts in flight as the LLM server takes at once, so none waits out its deadline
+    # in a queue (the template writer needs no pool).
+    return llm_concurrency() if llm_configured() else 8
+
+
+def _llm_breaker():
+    from agent.llm import CircuitBreaker, llm_configured
+
+    return CircuitBreaker() if llm_configured() else None
 
 
 def _config_snapshot(config: AgentConfig) -> dict:

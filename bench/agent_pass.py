@@ -139,6 +139,8 @@ def main() -> None:
                 "OPENAI_MODEL": "bench-model",
                 "OPENAI_TIMEOUT": args.llm_latency + 10,
                 "OPENAI_MAX_RETRIES": 0,
+                "OPENAI_CONCURRENCY": args.concurrency or 8,  # the fake server answers in parallel
+                "LLM_TRUSTED_AFTER": 0,  # a trusted model: drafts are sent, as in production
             }
             with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", **llm):
                 make_partners("L", args.partners)

@@ -247,6 +247,15 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL") or None
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 20.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
+# Requests in flight per process and server; 0 = 1 for a local base URL (llama.cpp serves one
+# completion at a time and queues the rest), 8 for a hosted API.
+OPENAI_CONCURRENCY = env_int("OPENAI_CONCURRENCY", 0)
+# One draft's whole budget in seconds (waiting for a slot, both tries, retries), then the template.
+OPENAI_DRAFT_DEADLINE = env_float("OPENAI_DRAFT_DEADLINE", 60.0)
+# Consecutive failed LLM calls after which the rest of an agent run uses the template at once.
+OPENAI_BREAKER_FAILURES = env_int("OPENAI_BREAKER_FAILURES", 3)
+# A model's drafts are held for a manager until this many were approved without an edit.
+LLM_TRUSTED_AFTER = env_int("LLM_TRUSTED_AFTER", 20)
 # The one link retention emails may carry (the LLM may repeat it, never invent others).
 RETENTION_BOOKING_URL = env_str("RETENTION_BOOKING_URL")
 

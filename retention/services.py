@@ -187,7 +187,8 @@ def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseU
     """
     from agent.emails import draft_retention_email
 
-    draft = draft_retention_email(partner=partner, drivers=drivers)
+    # Signed by the user who drafts (and sends) it; Reply-To names the same person.
+    draft = draft_retention_email(partner=partner, drivers=drivers, sender_user=actor)
     audit_record(
         event_type="email_drafted",
         actor=actor,
@@ -204,16 +205,19 @@ def intervention_email_send(*, intervention: Intervention, actor: AbstractBaseUs
     sent or failed, is audited either way. Returns whether it was sent.
     """
     from django.conf import settings
-    from django.core.mail import send_mail
+    from django.core.mail import EmailMessage
+
+    from agent.emails import email_reply_to
 
     partner = intervention.partner
     try:
-        send_mail(
-            intervention.email_subject,
-            intervention.email_body,
-            settings.DEFAULT_FROM_EMAIL,
-            [partner.contact_email],
-        )
+        EmailMessage(
+            subject=intervention.email_subject,
+            body=intervention.email_body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[partner.contact_email],
+            reply_to=email_reply_to(intervention),
+        ).send(fail_silently=False)
     except Exception as exc:  # noqa: BLE001 - any transport error is reported and audited
         audit_record(
             event_type="email_send_failed",

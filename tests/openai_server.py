@@ -9,6 +9,19 @@ Celery worker processes can call it at once over HTTP. Each test scripts its beh
     server.latency = 1.0                                # added to every request
     server.requests[-1].user_prompt                     # what the client sent
 
+By default it answers like a good writer (`writer()`): an email composed from the request's
+data block (the greeting line, the facts, the offer, the sender), as JSON when the request asks
+for a JSON schema and as "Subject: ..." plain text otherwise. Servers as they are in the wild:
+
+    server.schema = "reject"     # 400 for any request with response_format (old servers)
+    server.schema = "json_object"  # 500 for json_schema, honours json_object (llama-cpp-python)
+    server.schema = "ignore"     # accepts response_format, answers plain text anyway
+    server.reply(writer(style="chatty"))  # chatter, a code fence, the email, more chatter
+    server.reply(writer(echo_examples=True))  # copies the first approved example it was given
+    server.queue(Reply(refusal="I can't help with that."))  # a structured-output refusal
+    server.serial = True         # one completion at a time, the rest queue (llama.cpp)
+    server.down = True           # every completion fails with 503 (after `down_hang` seconds)
+
 Worker processes reach it through `server.env()` (OPENAI_BASE_URL, OPENAI_API_KEY, ...).
 """
 
@@ -26,16 +39,50 @@ from typing import Any
 
 TEST_API_KEY = "sk-test-churnsite"
 
-GOOD_REPLY = {
-    "subject": "Let's get your account back on track",
-    "body": (
-        "Hi team,\n\n"
-        "I noticed a few things on your account that I would like to help with, starting with the "
-        "overdue payment and the recent drop in transactions.\n\n"
-        "Could we set up a short call this week? I am happy to work around your schedule.\n\n"
-        "Best regards,\nPartner Success team"
-    ),
-}
+DATA_BEGIN = "<<<PARTNER_DATA"
+DATA_END = "PARTNER_DATA>>>"
+GOOD_SUBJECT = "Can we help on your account?"
+
+
+def compose_email(data: dict, *, echo_examples: bool = False) -> dict:
+    """A sensible email from the writer's data block, as a careful model would write it."""
+    examples = data.get("approved_examples") or []
+    if echo_examples and examples:
+        return {"subject": examples[0]["subject"], "body": examples[0]["body"]}
+    facts = " ".join(data.get("why_we_write") or [])
+    offer = (data.get("what_to_offer") or ["A check-in call."])[0]
+    body = (
+        f"{data.get('greeting_line') or 'Hello,'}\n\n"
+        f"{facts} I would like to help you with this, and here is what I can offer: "
+        f"{offer[0].lower() + offer[1:]}\n\n"
+        "Would a short call this week or next work for you? Just reply to this email and I will "
+        "find a time that suits you.\n\n"
+        f"Best regards,\n{data.get('sender_name') or 'Partner Success team'}"
+    )
+    return {"subject": GOOD_SUBJECT, "body": body}
+
+
+def writer(*, style: str = "auto", echo_examples: bool = False) -> Callable[[RecordedRequest], str | dict]:
+    """A reply that writes from the request's data. style: "auto" (JSON when a schema was asked
+    for, else plain), "json", "plain", "chatty" (plain text in a code fence between chatter)."""
+
+    def write(request: RecordedRequest) -> str | dict:
+        email = compose_email(request.data_block, echo_examples=echo_examples)
+        kind = style
+        if kind == "auto":
+            kind = "json" if request.wants_json_schema else "plain"
+        if kind == "json":
+            return email
+        plain = f"Subject: {email['subject']}\n\n{email['body']}"
+        if kind == "chatty":
+            return (
+                "Sure! Here is a warm, personal retention email for this partner:\n\n"
+                f"```\n{plain}\n```\n\n"
+                "Let me know if you would like a shorter version or a different tone!"
+            )
+        return plain
+
+    return write
 
 
 @dataclass
@@ -52,6 +99,8 @@ class Reply:
     raw_body: bytes | None = None
     hang: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    refusal: str | None = None  # a structured-output refusal (content null)
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -61,6 +110,7 @@ class RecordedRequest:
     body: dict[str, Any] | None
     raw: bytes
     received_at: float
+    schema_ignored: bool = False  # the server pretends it was never asked for a schema
 
     @property
     def messages(self) -> list[dict]:
@@ -82,6 +132,24 @@ class RecordedRequest:
         return str((self.body or {}).get("model", ""))
 
     @property
+    def wants_json_schema(self) -> bool:
+        """A JSON reply was asked for (json_schema, or json_object with a schema)."""
+        asked = ((self.body or {}).get("response_format") or {}).get("type") in ("json_schema", "json_object")
+        return asked and not self.schema_ignored
+
+    @property
+    def data_block(self) -> dict:
+        """The writer's partner data (the JSON between the markers) of the first user message."""
+        prompt = self.user_prompt
+        if DATA_BEGIN not in prompt or DATA_END not in prompt:
+            return {}
+        inside = prompt.split(DATA_BEGIN, 1)[1].split(DATA_END, 1)[0]
+        try:
+            return json.loads(inside)
+        except ValueError:
+            return {}
+
+    @property
     def retry_count(self) -> int:
         """The openai client's own retry counter for this request (0 = first try)."""
         return int(self.headers.get("x-stainless-retry-count", "0") or 0)
@@ -94,8 +162,13 @@ class OpenAIServer:
         self._ids = itertools.count(1)
         self.requests: list[RecordedRequest] = []
         self._script: deque[Reply] = deque()
-        self._default = Reply(content=GOOD_REPLY)
+        self._default = Reply(content=writer())
         self.latency = 0.0
+        self.schema = "accept"  # "accept" | "reject" | "ignore" | "json_object"
+        self.serial = False
+        self.down = False
+        self.down_hang = 0.0
+        self._serial_lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -145,8 +218,12 @@ class OpenAIServer:
         with self._lock:
             self.requests.clear()
             self._script.clear()
-            self._default = Reply(content=GOOD_REPLY)
+            self._default = Reply(content=writer())
             self.latency = 0.0
+            self.schema = "accept"
+            self.serial = False
+            self.down = False
+            self.down_hang = 0.0
 
     def reply(self, content: str | dict | Callable[[RecordedRequest], str | dict]) -> None:
         """Set the default reply (used once the queue is empty)."""
@@ -190,7 +267,7 @@ class OpenAIServer:
             step = self._script.popleft() if self._script else self._default
             return step, self.latency
 
-    def _completion(self, recorded: RecordedRequest, content: str) -> bytes:
+    def _completion(self, recorded: RecordedRequest, content: str | None, step: Reply) -> bytes:
         return json.dumps(
             {
                 "id": f"chatcmpl-test-{next(self._ids)}",
@@ -200,9 +277,9 @@ class OpenAIServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "message": {"role": "assistant", "content": content, "refusal": step.refusal},
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": step.finish_reason,
                     }
                 ],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 80, "total_tokens": 180},
@@ -260,6 +337,36 @@ class OpenAIServer:
                         server.requests.append(recorded)
                     self._send(401, b'{"error": {"message": "bad api key", "type": "invalid_request_error"}}')
                     return
+                if server.down:
+                    with server._lock:
+                        server.requests.append(recorded)
+                    if server.down_hang and server._released.wait(server.down_hang):
+                        return
+                    self._send(503, b'{"error": {"message": "down", "type": "server_error"}}')
+                    return
+                asked = ((recorded.body or {}).get("response_format") or {}).get("type")
+                if asked and server.schema == "reject":
+                    with server._lock:
+                        server.requests.append(recorded)
+                    self._send(400, b'{"error": {"message": "response_format is not supported"}}')
+                    return
+                if asked == "json_schema" and server.schema == "json_object":
+                    # llama-cpp-python's server: a 500 for a body it cannot validate.
+                    with server._lock:
+                        server.requests.append(recorded)
+                    msg = b"Input should be 'text' or 'json_object' ('body', 'response_format', 'type')"
+                    self._send(500, b'{"error": {"message": "' + msg + b'"}}')
+                    return
+                # "ignore": answers as if no schema had been asked for.
+                recorded.schema_ignored = server.schema == "ignore"
+                if server.serial:
+                    # One completion at a time, like llama.cpp's server: the rest wait here.
+                    with server._serial_lock:
+                        self._answer(recorded)
+                else:
+                    self._answer(recorded)
+
+            def _answer(self, recorded: RecordedRequest) -> None:
                 step, latency = server._next_step(recorded)
                 delay = latency + step.hang
                 if delay and server._released.wait(delay):
@@ -270,7 +377,9 @@ class OpenAIServer:
                 content = step.content(recorded) if callable(step.content) else step.content
                 if isinstance(content, dict):
                     content = json.dumps(content)
-                self._send(step.status, server._completion(recorded, content or ""), step.headers)
+                if step.refusal:
+                    content = None
+                self._send(step.status, server._completion(recorded, content, step), step.headers)
 
         return Handler
 

@@ -18,3 +18,12 @@ def audit_value(value) -> str:
         except ValueError:
             pass
     return truncatechars(str(value), 60)
+
+
+@register.filter
+def percent(value) -> str:
+    """0.873 -> "87%" (a share for people)."""
+    try:
+        return f"{float(value) * 100:.0f}%"
+    except (TypeError, ValueError):
+        return ""

@@ -1,5 +1,6 @@
 import pytest
 
+from agent.llm import forget_formats, writer_key
 from tests.agent.helpers import agent_on, owner  # noqa: F401 - the agent engineer's fixtures
 from tests.openai_server import TEST_API_KEY, OpenAIServer
 
@@ -31,4 +32,9 @@ def llm_settings(settings, openai_server):
     settings.OPENAI_TIMEOUT = 1.0
     settings.OPENAI_MAX_RETRIES = 1
     settings.RETENTION_BOOKING_URL = "https://book.churnsite.example/partner-success"
-    return settings
+    # A model that earned trust already, unless the test is about earning it.
+    settings.LLM_TRUSTED_AFTER = 0
+    settings.OPENAI_CONCURRENCY = 0
+    forget_formats(writer_key("test-model"))
+    yield settings
+    forget_formats()

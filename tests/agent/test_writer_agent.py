@@ -1,0 +1,190 @@
+"""The LLM writer inside agent runs: plain-text servers, the circuit breaker, earned trust,
+learning from managers' edits, the sender, and what the Agent page shows."""
+
+import time
+
+import pytest
+from django.urls import reverse
+
+from agent import services, workflow
+from agent.models import AgentRun, AuditEvent
+from retention.models import Intervention
+from tests.agent.helpers import scored_partner
+from tests.openai_server import writer
+
+
+def run_once() -> dict:
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    return workflow.agent_run_execute(run_id=run.pk)
+
+
+def drafted_events():
+    return AuditEvent.objects.filter(event_type="email_drafted")
+
+
+@pytest.fixture
+def many(agent_on):
+    agent_on.max_per_hour = 500
+    agent_on.save()
+    return agent_on
+
+
+@pytest.mark.django_db
+def test_against_a_chatty_plain_text_server_at_least_90_percent_of_drafts_are_llm_written(
+    many, llm_settings, openai_server, mailoutbox
+):
+    openai_server.schema = "ignore"  # takes response_format, answers in plain text anyway
+    openai_server.reply(writer(style="chatty"))
+    for i in range(50):
+        scored_partner(risk=0.9 + i / 1000)
+
+    summary = run_once()
+
+    writers = list(Intervention.objects.values_list("writer", flat=True))
+    assert summary["executed"] == 50 and len(writers) == 50
+    share = writers.count("llm") / len(writers)
+    assert share >= 0.9, share
+    # Learnt once: only the first request asked for a schema.
+    asked = [r.body.get("response_format") is not None for r in openai_server.chat_requests]
+    assert asked[0] and not any(asked[1:])
+    assert not any("Sure!" in m.body or "```" in m.body or "Let me know" in m.body for m in mailoutbox)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hang", [0.0, 5.0], ids=["503", "hanging"])
+def test_a_down_server_opens_the_breaker_so_a_50_partner_pass_does_not_wait_per_partner(
+    many, llm_settings, openai_server, mailoutbox, hang
+):
+    openai_server.down, openai_server.down_hang = True, hang
+    for i in range(50):
+        scored_partner(risk=0.9 + i / 1000)
+
+    started = time.monotonic()
+    summary = run_once()
+    elapsed = time.monotonic() - started
+
+    assert summary["executed"] == 50
+    # The time the writer spent (what the breaker bounds): without it, 50 partners x (a timeout
+    # or two tries) would be 50-100 s. The rest of the pass is the agent's own database work
+    # (~3 s on an idle machine, several times that when the 2 cores are shared), so the wall
+    # clock is reported, not asserted: bench/agent_pass.py measures it.
+    drafting_s = sum(e.payload["duration_ms"] for e in drafted_events()) / 1000
+    assert drafting_s <= 8, (drafting_s, elapsed)
+    print(f"50-partner pass with the server down: {elapsed:.1f} s, drafting {drafting_s:.1f} s")
+    reasons = [e.payload["fallback_reason"] for e in drafted_events()]
+    assert len(reasons) == 50 and all(reasons)  # every draft audited with its reason
+    assert reasons.count("llm_circuit_open") >= 45
+    assert set(reasons) - {"llm_circuit_open"} <= {"server_error", "timeout"}
+    [opened] = AuditEvent.objects.filter(event_type="llm_circuit_open")
+    assert opened.payload["consecutive_failures"] == 3
+    assert len(openai_server.chat_requests) <= 6  # 3 drafts, with at most one retry each
+
+
+@pytest.mark.django_db
+def test_an_untrusted_models_drafts_are_held_until_n_were_approved_without_edits(
+    agent_on, llm_settings, openai_server, mailoutbox, manager, client
+):
+    llm_settings.LLM_TRUSTED_AFTER = 2
+    first = [scored_partner(risk=0.95), scored_partner(risk=0.94)]
+    run_once()
+    held = list(Intervention.objects.filter(review_status="awaiting"))
+    assert len(held) == 2 and mailoutbox == []  # Silver partners: held only for the model
+    assert {e.payload["reason"] for e in AuditEvent.objects.filter(event_type="held_for_review")} == {
+        "untrusted_model"
+    }
+    for intervention in held:
+        services.intervention_approve(intervention=intervention, actor=manager)
+    assert len(mailoutbox) == 2
+
+    later = scored_partner(risk=0.93)
+    run_once()
+
+    assert Intervention.objects.get(partner=later).review_status == "not_required"
+    assert len(mailoutbox) == 3
+    assert {i.partner for i in held} == set(first)
+    client.force_login(manager)
+    page = client.get(reverse("agent:control")).content.decode()
+    assert "2 of 2 approved without edits (100%)" in page and "trusted" in page
+
+
+@pytest.mark.django_db
+def test_an_edit_before_approval_is_given_to_the_writer_and_its_phrasing_comes_back(
+    agent_on, llm_settings, openai_server, mailoutbox, manager, owner, client
+):
+    llm_settings.LLM_TRUSTED_AFTER = 100  # everything held, so a manager sees every draft
+    openai_server.reply(writer(echo_examples=True))
+    first = scored_partner(risk=0.95, name="Initech Supplies", account_owner=owner)
+    run_once()
+    draft = Intervention.objects.get(partner=first)
+    edited = draft.email_body.replace(
+        "I would like to help you with this",
+        "our billing desk can pause the reminders while we sort this out together",
+    )
+    services.intervention_approve(intervention=draft, actor=manager, body=edited)
+    client.force_login(manager)
+    review = client.get(reverse("admin:agent_interventionreview_review", args=[draft.pk])).content.decode()
+    assert (
+        "Replaced &quot;I would like to help you with this,&quot; with &quot;our billing desk can pause the "
+        "reminders while we sort this out together,&quot;" in review
+    )
+    assert "has not yet earned trust" in review
+
+    second = scored_partner(risk=0.95, name="Globex Trading", account_owner=owner)
+    run_once()
+
+    request = openai_server.chat_requests[-1]
+    assert request.data_block["approved_examples"][0]["body"].startswith("Hi Globex Trading team,")
+    new = Intervention.objects.get(partner=second)
+    assert new.writer == "llm"
+    assert "our billing desk can pause the reminders while we sort this out together" in new.email_body
+    assert "Initech" not in new.email_body and new.email_body.startswith("Hi Globex Trading team,")
+
+
+@pytest.mark.django_db
+def test_the_email_is_signed_and_replied_to_by_the_same_person(
+    agent_on, llm_settings, openai_server, mailoutbox, owner
+):
+    partner = scored_partner(risk=0.95, account_owner=owner)
+    run_once()
+    [mail] = mailoutbox
+    assert mail.reply_to == ["olivia@churnsite.example"]
+    assert mail.body.rstrip().endswith("Olivia Owner")
+    assert Intervention.objects.get(partner=partner).writer == "llm"
+
+
+@pytest.mark.django_db
+def test_the_agent_page_shows_the_llm_hit_rate_with_reasons_and_the_open_breaker(
+    many, llm_settings, openai_server, manager, client
+):
+    openai_server.down = True
+    for i in range(5):
+        scored_partner(risk=0.9 + i / 1000)
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    workflow.agent_run_execute(run_id=run.pk)
+
+    client.force_login(manager)
+    page = client.get(reverse("agent:control")).content.decode()
+
+    assert 'id="llm-hits"' in page
+    assert f"Run {run.pk}" in page and "0 of 5 by the LLM" in page
+    assert "circuit breaker opened" in page
+    assert "llm_circuit_open: 2" in page and "server_error: 3" in page
+
+
+@pytest.mark.django_db
+def test_a_manual_email_is_signed_and_replied_to_by_the_user_who_sends_it(
+    retention_client, retention_user, owner, settings, mailoutbox
+):
+    settings.OPENAI_API_KEY = ""
+    scored_partner(external_id="P1", risk=0.9, account_owner=owner)
+
+    html = retention_client.post("/partners/P1/draft-email/", headers={"HX-Request": "true"}).content.decode()
+    assert "Rita Retention" in html and "Olivia Owner" not in html
+    retention_client.post(
+        "/partners/P1/send-email/",
+        {"subject": "Let us help", "body": "Hello, from Rita.", "writer": "template", "send": "on"},
+        headers={"HX-Request": "true"},
+    )
+
+    [mail] = mailoutbox
+    assert mail.reply_to == [retention_user.email]
