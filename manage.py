@@ -8,6 +8,10 @@ import sys
 def main():
     """Run administrative tasks."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
+    if sys.argv[1:2] != ["runserver"]:
+        # Commands (migrate, seed_demo, makemigrations ...) sign nothing a visitor sees, so a
+        # throwaway key will do; serving (runserver, gunicorn, Celery) needs the real one.
+        os.environ.setdefault("SECRET_KEY", "django-insecure-management-command-only")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

@@ -107,7 +107,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         review = self.admin_site.admin_view(self.review_view)
-        return [path("<int:pk>/review/", review, name="agent_interventionreview_review"), *super().get_urls()]
+        return [path("<id:pk>/review/", review, name="agent_interventionreview_review"), *super().get_urls()]
 
     def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """One held draft: partner, tier, risk, drivers, the editable draft; approve or reject."""

@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from agent.models import AgentConfig
 from agent.services import CONFIG_FIELDS
 from churnsite.forms import AriaLabelledForm
+from churnsite.http import MAX_ID
 from retention.models import Partner
 
 
@@ -76,7 +77,10 @@ class DoNotContactForm(PartnerRefForm):
 
 class ActivityFilterForm(AriaLabelledForm):
     run = forms.IntegerField(
-        required=False, min_value=1, widget=forms.NumberInput(attrs={"placeholder": "Run #"})
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        widget=forms.NumberInput(attrs={"placeholder": "Run #"}),
     )
     type = forms.ChoiceField(required=False, label="Event type")
 

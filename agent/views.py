@@ -17,6 +17,7 @@ from agent.models import AgentRun
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.broker import enqueue
 from churnsite.health import broker_status
+from churnsite.http import partial_template
 from retention.models import Intervention, Partner
 
 TEMPLATE = "agent/control.html"
@@ -69,10 +70,7 @@ def _context(request: AuthedHttpRequest, **extra) -> dict:
 @permission_required("agent.view_agentrun")
 @require_GET
 def control(request: AuthedHttpRequest) -> HttpResponse:
-    template = TEMPLATE
-    if request.htmx and request.GET.get("partial") in {"log", "budget", "queue"}:
-        template += "#" + request.GET["partial"]
-    return render(request, template, _context(request))
+    return render(request, partial_template(request, TEMPLATE, {"log", "budget", "queue"}), _context(request))
 
 
 @permission_required("agent.view_agentrun")

@@ -292,6 +292,7 @@ def main() -> None:
         DJANGO_SETTINGS_MODULE="churnsite.settings",
         DB_CONN_MAX_AGE="600",
     )
+    os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
     os.environ.pop("TEST_DATABASE_NAME", None)
     sys.path.insert(0, str(ROOT))
     ensure_database(args.db)

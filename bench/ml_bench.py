@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
+os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
 PY = sys.executable
 
 

@@ -66,12 +66,18 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 # Core
 DEBUG = env_bool("DEBUG", False)
+# The demo key is public (it is in this file), so only a DEBUG site may sign sessions with it.
+# The test suite (pyproject's pytest env), manage.py's non-serving commands and the bench
+# scripts set their own throwaway key.
+DEMO_SECRET_KEY = "django-insecure-churnsite-demo-key-change-me"
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    # Demo and tests only: production sets SECRET_KEY (check --deploy flags it).
-    SECRET_KEY = "django-insecure-churnsite-demo-key-change-me"
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off: set a long random SECRET_KEY "
+            "(or DEBUG=true for the demo, which uses a public demo key)"
+        )
+    SECRET_KEY = DEMO_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

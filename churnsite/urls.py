@@ -2,10 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
+from churnsite.http import IdConverter
 from retention import views as retention_views
+
+# Before the apps' urls are included: they use <id:...> for database ids.
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("healthz", retention_views.healthz, name="healthz"),

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from churnsite.access import AuthedHttpRequest, permission_required
+from churnsite.http import partial_template
 from crm_sim import selectors
 from crm_sim.forms import CompleteTaskForm, TaskViewForm
 from crm_sim.models import CrmTask
@@ -27,8 +28,9 @@ def task_list(request: AuthedHttpRequest) -> HttpResponse:
     )
     counts = selectors.crm_view_counts(user=request.user, today=today)
     views = [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()]
-    if request.htmx and request.GET.get("part") == "nav":
-        return render(request, TEMPLATE + "#views_nav", {"view": view, "views": views})
+    template = partial_template(request, TEMPLATE, {"crm-views": "views_nav", "results": "results"})
+    if template.endswith("#views_nav"):
+        return render(request, template, {"view": view, "views": views})
     context = {
         "view": view,
         "views": views,
@@ -37,7 +39,7 @@ def task_list(request: AuthedHttpRequest) -> HttpResponse:
         "today": today,
         "complete_form": CompleteTaskForm(),
     }
-    return render(request, TEMPLATE + "#results" if request.htmx else TEMPLATE, context)
+    return render(request, template, context)
 
 
 @permission_required("crm_sim.change_crmtask")

@@ -5,5 +5,5 @@ from ml import views
 app_name = "ml"
 urlpatterns = [
     path("", views.model_page, name="model"),
-    path("versions/<int:pk>/activate/", views.model_activate, name="activate"),
+    path("versions/<id:pk>/activate/", views.model_activate, name="activate"),
 ]

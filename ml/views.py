@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from churnsite.access import AuthedHttpRequest, permission_required
+from churnsite.http import MAX_ID, partial_template
 from ml import charts, selectors
 from ml.models import ModelVersion
 from ml.services import ModelActivationError, model_version_activate
@@ -25,7 +26,7 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
     """The active model (or ?version=N): its holdout metrics beside the oracle's, pictures."""
     versions = list(ModelVersion.objects.order_by("-trained_at")[:20])
     version = None
-    if request.GET.get("version", "").isdigit():
+    if request.GET.get("version", "").isdigit() and int(request.GET["version"]) <= MAX_ID:
         version = get_object_or_404(ModelVersion, pk=int(request.GET["version"]))
     else:
         version = next((v for v in versions if v.is_active), versions[0] if versions else None)
@@ -61,7 +62,7 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
                 "can_activate": request.user.has_perm("ml.change_modelversion"),
             }
         )
-    template = "ml/model.html#detail" if request.htmx else "ml/model.html"
+    template = partial_template(request, "ml/model.html", {"model-detail": "detail"})
     return render(request, template, context)
 
 

@@ -137,7 +137,8 @@ class CappedPaginator(Paginator):
     def __init__(self, object_list, per_page, cap: int | None = None, *, page=None, **kwargs):
         self.cap = cap if cap is not None else FEED_COUNT_CAP
         try:
-            requested = max(1, int(page))
+            # Bounded: a huge page number made LIMIT overflow (beyond the rows it is the last page).
+            requested = min(max(1, int(page)), 10**6)
         except (TypeError, ValueError):
             requested = 1
         super().__init__(object_list, per_page, **kwargs)

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget, trigger_client_event
 
 from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_required
+from churnsite.http import MAX_ID, partial_template, safe_next
 from retention import charts, selectors, services
 from retention.forms import (
     DraftEmailForm,
@@ -64,9 +65,7 @@ def partner_list(request: AuthedHttpRequest) -> HttpResponse:
         search=filters.get("q", ""), tier=filters.get("tier", ""), status=filters.get("status", "")
     )
     page = Paginator(partners, 50).get_page(request.GET.get("page"))
-    template = "retention/partner_list.html"
-    if request.htmx:
-        template += "#results"
+    template = partial_template(request, "retention/partner_list.html", {"results"})
     return render(request, template, {"form": form, "page": page})
 
 
@@ -128,9 +127,7 @@ def _feed_rows(partners) -> list[dict]:
 @permission_required("retention.view_partner")
 @require_GET
 def live_feed(request: AuthedHttpRequest) -> HttpResponse:
-    template = "retention/live_feed.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#results"
+    template = partial_template(request, "retention/live_feed.html", {"results"})
     return render(request, template, _feed_context(request))
 
 
@@ -171,10 +168,9 @@ def _workspace_context(request: AuthedHttpRequest, partner, form=None, notice: s
 @require_GET
 def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
-    if request.htmx and request.htmx.target == "workspace":
-        return render(
-            request, "retention/partner_detail.html#workspace", _workspace_context(request, partner)
-        )
+    template = partial_template(request, "retention/partner_detail.html", {"workspace"})
+    if template.endswith("#workspace"):
+        return render(request, template, _workspace_context(request, partner))
     score = selectors.partner_current_score(partner=partner)
     history = selectors.partner_risk_history(partner=partner)
     activity = selectors.partner_activity(partner=partner)
@@ -312,13 +308,11 @@ def intervention_list(request: AuthedHttpRequest) -> HttpResponse:
     form = _log_filters(request)
     filters = form.selector_kwargs()
     context = {"form": form, "summary": selectors.outcome_summary(**filters)}
-    if request.htmx and request.htmx.target == "summary":
-        return render(request, "retention/intervention_list.html#summary", context)
+    template = partial_template(request, "retention/intervention_list.html", {"summary", "results"})
+    if template.endswith("#summary"):
+        return render(request, template, context)
     context["page"] = Paginator(selectors.intervention_list(**filters), 50).get_page(request.GET.get("page"))
     context["outcome_choices"] = Intervention.Outcome.choices
-    template = "retention/intervention_list.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#results"
     return render(request, template, context)
 
 
@@ -341,7 +335,7 @@ def intervention_outcome(request: AuthedHttpRequest, pk: int) -> HttpResponse:
             error = "; ".join(exc.messages)
     if not request.htmx:
         messages.add_message(request, messages.ERROR if error else messages.SUCCESS, error or "Outcome saved")
-        return redirect(request.POST.get("next") or reverse("retention:intervention_list"))
+        return redirect(safe_next(request, reverse("retention:intervention_list")))
     intervention = Intervention.objects.select_related(
         "partner", "assigned_to", "created_by", "outcome_set_by"
     ).get(pk=pk)
@@ -468,9 +462,7 @@ def _outcomes_context(request: AuthedHttpRequest, form=None) -> dict:
 @permission_required("retention.view_intervention")
 @require_GET
 def outcomes(request: AuthedHttpRequest) -> HttpResponse:
-    template = "retention/outcomes.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#figures"
+    template = partial_template(request, "retention/outcomes.html", {"figures"})
     return render(request, template, _outcomes_context(request))
 
 
@@ -514,7 +506,7 @@ def import_page(request: AuthedHttpRequest) -> HttpResponse:
     from retention.tasks import run_import_job
 
     job = None
-    if request.GET.get("job", "").isdigit():
+    if request.GET.get("job", "").isdigit() and int(request.GET["job"]) <= MAX_ID:
         job = get_object_or_404(ImportJob, pk=int(request.GET["job"]))
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
@@ -529,5 +521,5 @@ def import_page(request: AuthedHttpRequest) -> HttpResponse:
         if not enqueue(run_import_job, job.pk):
             messages.warning(request, f"Import {job.pk} waits: the task queue is unreachable.")
         return redirect(f"{reverse('retention:import')}?job={job.pk}")
-    template = "retention/import.html#job" if request.htmx and job else "retention/import.html"
+    template = partial_template(request, "retention/import.html", {"import-job": "job"})
     return render(request, template, _import_context(request, job))

@@ -5,6 +5,8 @@ PY=${1:-.venv/bin/python}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export DATABASE_URL="sqlite:///$dir/smoke.sqlite3" MEDIA_ROOT="$dir/media" REDIS_URL=""
+# DEBUG is off here: the settings need a key (a throwaway one; nothing is served).
+export SECRET_KEY=${SECRET_KEY:-django-insecure-smoke-test-only}
 echo "SQLite smoke test in $dir"
 $PY manage.py migrate --noinput -v 0
 out=$($PY manage.py seed_demo --partners 300 --months 12 --seed 7 --no-progress)

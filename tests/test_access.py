@@ -4,7 +4,7 @@ the login, the permission matrix of the README, walked over every URL pattern th
 import re
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve
 
 from agent.models import AuditEvent
 from tests.factories import InterventionFactory, PartnerFactory, UserFactory
@@ -12,6 +12,7 @@ from tests.factories import InterventionFactory, PartnerFactory, UserFactory
 PUBLIC = {"login", "healthz", "favicon"}
 SAMPLE_ARGS = {
     "int": "1",
+    "id": "1",
     "str": "P10000",
     "slug": "x",
     "path": "x",
@@ -243,3 +244,32 @@ def test_a_user_in_no_group_can_neither_set_an_outcome_nor_send_an_email(client,
     assert intervention.outcome == "pending" and mailoutbox == []
     assert intervention.partner.interventions.count() == 1
     assert AuditEvent.objects.filter(event_type="access_refused", actor_user__username="nora").count() == 2
+
+
+def test_no_url_takes_an_id_too_large_for_the_database():
+    """A 19-digit number overflowed SQLite's INTEGER (a 500): ids in URLs are <id:...>."""
+    routes = [(route, name) for route, name in _walk(get_resolver().url_patterns) if "<" in route]
+    assert [r for r, _ in routes if "<int:" in r] == []
+    for route, name in ((r, n) for r, n in routes if "<id:" in r):
+        huge = "/" + re.sub(r"<(?:(\w+):)?\w+>", lambda m: "9" * 30 if m.group(1) == "id" else "P1", route)
+        try:
+            match = resolve(huge)
+        except Resolver404:
+            continue
+        # The admin's catch-all object URL may take it; this view may not.
+        assert match.url_name != name, huge
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/x", "javascript:alert(1)"])
+def test_an_outcome_form_never_redirects_off_site(retention_client, target):
+    intervention = InterventionFactory()
+    response = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved", "next": target}
+    )
+    assert response.status_code == 302 and response["Location"] == "/interventions/"
+    on_site = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/",
+        {"outcome": "saved", "next": "/interventions/?outcome=saved"},
+    )
+    assert on_site["Location"] == "/interventions/?outcome=saved"

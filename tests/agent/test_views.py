@@ -48,7 +48,7 @@ def test_the_page_names_the_llm_when_a_key_is_set(retention_client, settings):
 
 @pytest.mark.parametrize("partial", ["log", "budget", "queue"])
 def test_each_live_section_is_served_as_an_htmx_partial(retention_client, partial):
-    response = retention_client.get(URL, {"partial": partial}, headers={"HX-Request": "true"})
+    response = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": partial})
     body = response.content.decode()
     assert response.status_code == 200
     assert f'id="{partial}"' in body and "<html" not in body
@@ -59,11 +59,13 @@ def test_the_activity_log_filters_by_run_and_type(retention_client, agent_on):
     first = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
     workflow.agent_run_execute(run_id=first.pk)
     second = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    response = retention_client.get(URL, {"partial": "log", "run": second.pk}, headers={"HX-Request": "true"})
+    response = retention_client.get(
+        URL, {"run": second.pk}, headers={"HX-Request": "true", "HX-Target": "log"}
+    )
     body = response.content.decode()
     assert "run_requested" in body and "email_sent" not in body
     response = retention_client.get(
-        URL, {"partial": "log", "type": "email_sent"}, headers={"HX-Request": "true"}
+        URL, {"type": "email_sent"}, headers={"HX-Request": "true", "HX-Target": "log"}
     )
     body = response.content.decode()
     assert "email_sent" in body and "run_started" not in body
@@ -223,13 +225,13 @@ def test_the_queue_refreshes_itself_and_links_the_admin_review_for_managers_only
     intervention = held_intervention()
     review_url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
 
-    queue = retention_client.get(URL, {"partial": "queue"}, headers={"HX-Request": "true"}).content.decode()
+    queue = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "queue"}).content.decode()
     assert queue.lstrip().startswith('<div id="queue"') and 'hx-trigger="every 10s"' in queue
     assert ">97%</td>" in queue  # risk as the rest of the product shows it
     assert review_url not in queue and "A manager approves it" in queue  # no dead admin link
 
     retention_client.force_login(manager)
-    queue = retention_client.get(URL, {"partial": "queue"}, headers={"HX-Request": "true"}).content.decode()
+    queue = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "queue"}).content.decode()
     assert review_url in queue
 
 
@@ -303,7 +305,7 @@ def test_the_page_says_how_many_partners_a_run_would_act_on(retention_client):
     scored_partner(risk=0.9)
     scored_partner(risk=0.95)
     scored_partner(risk=0.5)
-    page = retention_client.get(URL, {"partial": "budget"}, headers={"HX-Request": "true"}).content.decode()
+    page = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "budget"}).content.decode()
     assert "<strong>2</strong> partners eligible now" in page
 
     AgentConfig.objects.filter(pk=1).update(risk_threshold=0.99)
@@ -318,7 +320,7 @@ def test_a_live_poll_computes_only_what_its_section_shows(retention_client, part
 
     scored_partner(risk=0.95)
     with CaptureQueriesContext(connection) as queries:
-        response = retention_client.get(URL, {"partial": partial}, headers={"HX-Request": "true"})
+        response = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": partial})
     assert response.status_code == 200
     sql = [q["sql"] for q in queries.captured_queries]
     # The event-type list scans the whole audit trail: only the full page's select needs it.
@@ -342,9 +344,23 @@ def test_the_activity_log_rounds_numbers_and_keeps_the_stored_payload_whole(rete
         payload={"risk": 0.5905516338182899, "threshold": 0.5, "due_at": "2026-12-02T16:47:47.493526+00:00"},
     )
 
-    log = retention_client.get(URL, {"partial": "log"}, headers={"HX-Request": "true"}).content.decode()
+    log = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "log"}).content.decode()
 
     assert "risk=0.591 " in log and "threshold=0.5 " in log and "0.59055" not in log
     assert "due_at=2026-12-02 16:47 " in log
     event.refresh_from_db()
     assert event.payload["risk"] == 0.5905516338182899
+
+
+@pytest.mark.parametrize("number", ["9" * 30, "9223372036854775808", "1" + "0" * 400])
+def test_a_huge_run_number_in_the_activity_log_filter_is_a_form_error_not_a_500(retention_client, number):
+    """SQLite raised OverflowError past 2**63-1 (issue 9); the filter refuses such a number and
+    the log shows every event, as for any invalid filter."""
+    from agent.forms import ActivityFilterForm
+
+    services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    page = retention_client.get(URL, {"run": number})
+    log = retention_client.get(URL, {"run": number}, headers={"HX-Request": "true", "HX-Target": "log"})
+    assert page.status_code == 200 and log.status_code == 200
+    assert "run_requested" in log.content.decode()
+    assert not ActivityFilterForm({"run": number}).is_valid()

@@ -62,7 +62,7 @@ def test_a_filter_request_from_htmx_gets_only_the_results_partial(
 ):
     make_task(partner=PartnerFactory(external_id="P55555"), assigned_to=manager)
 
-    response = retention_client.get("/crm/?view=mine", **HTMX)
+    response = retention_client.get("/crm/?view=mine", **HTMX, HTTP_HX_TARGET="results")
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -138,7 +138,7 @@ def test_completing_needs_a_post_and_the_crm_permission(client, retention_client
 
 
 def test_the_filter_counts_refresh_as_their_own_partial(retention_client, two_tasks):
-    response = retention_client.get("/crm/?view=week&part=nav", **HTMX)
+    response = retention_client.get("/crm/?view=week", **HTMX, HTTP_HX_TARGET="crm-views")
 
     html = response.content.decode()
     assert html.lstrip().startswith('<nav class="filters crm-views" id="crm-views"')

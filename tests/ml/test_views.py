@@ -50,7 +50,9 @@ def test_the_model_page_shows_metrics_beside_the_oracle_with_pictures(retention_
 
 def test_the_version_picker_swaps_only_the_detail_partial(retention_client, active_version):
     old = ModelVersionFactory(metrics={**METRICS, "roc_auc": 0.7123})
-    response = retention_client.get(reverse("ml:model"), {"version": old.pk}, headers={"HX-Request": "true"})
+    response = retention_client.get(
+        reverse("ml:model"), {"version": old.pk}, headers={"HX-Request": "true", "HX-Target": "model-detail"}
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and 'id="model-detail"' in html

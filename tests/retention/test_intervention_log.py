@@ -97,7 +97,9 @@ def test_the_log_filters_and_the_summary_follows_the_filters(retention_client):
 def test_the_log_htmx_partials_are_the_results_and_the_summary(retention_client):
     InterventionFactory(partner=PartnerFactory(external_id="P1"), outcome="saved")
 
-    results = retention_client.get("/interventions/", headers=htmx()).content.decode()
+    results = retention_client.get(
+        "/interventions/", headers=htmx(**{"HX-Target": "results"})
+    ).content.decode()
     summary = retention_client.get(
         "/interventions/", headers=htmx(**{"HX-Target": "summary"})
     ).content.decode()

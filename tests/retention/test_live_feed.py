@@ -136,7 +136,9 @@ def test_the_feed_count_is_capped_but_next_pages_reach_every_partner(retention_c
 def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
     scored_partner(external_id="P1", risk=0.9)
 
-    html = retention_client.get("/", {"sort": "risk"}, headers={"HX-Request": "true"}).content.decode()
+    html = retention_client.get(
+        "/", {"sort": "risk"}, headers={"HX-Request": "true", "HX-Target": "results"}
+    ).content.decode()
 
     assert html.lstrip().startswith('<div id="results">')
     assert 'href="/partners/P1/"' in html and '<nav class="mainnav"' not in html

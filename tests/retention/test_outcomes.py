@@ -142,7 +142,9 @@ def test_the_outcomes_page_explains_when_there_is_no_control_group_yet(retention
 
 
 def test_the_outcomes_htmx_partial_is_the_figures(retention_client):
-    html = retention_client.get("/outcomes/", headers={"HX-Request": "true"}).content.decode()
+    html = retention_client.get(
+        "/outcomes/", headers={"HX-Request": "true", "HX-Target": "figures"}
+    ).content.decode()
     assert html.lstrip().startswith('<div id="figures">') and 'class="mainnav"' not in html
 
 

@@ -18,7 +18,7 @@ def test_the_partner_list_searches_and_filters_by_tier(retention_client):
 
 def test_the_partner_list_htmx_request_gets_only_the_results(retention_client):
     PartnerFactory(external_id="P18477")
-    response = retention_client.get("/partners/", headers={"HX-Request": "true"})
+    response = retention_client.get("/partners/", headers={"HX-Request": "true", "HX-Target": "results"})
     html = response.content.decode()
     assert 'id="results"' in html and "P18477" in html
     assert "<nav" not in html.split('id="results"')[0], "the partial must not carry the page layout"
