@@ -218,77 +218,56 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, c
         )  # fmt: skip
 
 
-def scoring_run_finish(*, run_id: int, stats: dict | None = None, failed: bool = False) -> ScoringRun:
+def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | None = None) -> ScoringRun:
+    """Close a run: succeeded (the chord's callback), or failed with `error` (its error
+    callback, or the in-process run that raised); audited either way."""
     with transaction.atomic():
         run = ScoringRun.objects.select_for_update().get(pk=run_id)
+        if error and run.status == ScoringRun.Status.FAILED:
+            return run  # both error paths fired (an eager callback that raised): the first stands
         run.finished_at = timezone.now()
         run.scored = RiskScore.objects.filter(run_id=run_id).count()
-        run.status = ScoringRun.Status.FAILED if failed else ScoringRun.Status.SUCCEEDED
-        run.stats = {**run.stats, **(stats or {})}
+        run.status = ScoringRun.Status.FAILED if error else ScoringRun.Status.SUCCEEDED
+        run.stats = {**run.stats, **(stats or {})} | ({"error": error[:500]} if error else {})
         run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
-        if not failed:
+        if not error:
             # Partners who churned since their last score leave the feed; history stays.
             from retention.models import Partner
 
             PartnerScore.objects.exclude(partner__status=Partner.Status.ACTIVE).delete()
         audit_record(
-            event_type="scoring_finished",
+            event_type="scoring_failed" if error else "scoring_finished",
             payload={
                 "run": run.pk,
                 "model_version": run.model_version_id,
                 "scored": run.scored,
                 "status": run.status,
-            },
+            }
+            | ({"error": error[:500]} if error else {}),
+        )
+    return run
+
+
+def scoring_run_retry(*, run_id: int, actor: AbstractBaseUser | None = None) -> ScoringRun:
+    """Reopen a failed run so its chunks are scored again (they are idempotent per run and
+    partner, so chunks that succeeded the first time rewrite the same rows)."""
+    with transaction.atomic():
+        run = ScoringRun.objects.select_for_update().get(pk=run_id)
+        if run.status != ScoringRun.Status.FAILED:
+            raise ValueError(f"Scoring run {run.pk} is {run.status}: only a failed run is retried")
+        error = run.stats.pop("error", "")
+        run.status, run.finished_at = ScoringRun.Status.RUNNING, None
+        run.save(update_fields=["status", "finished_at", "stats", "updated_at"])
+        audit_record(
+            event_type="scoring_retried",
+            actor=actor,
+            payload={"run": run.pk, "model_version": run.model_version_id, "previous_error": error},
         )
     return run
 
 
 def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
-
-
-def score_all_partners(
-    *,
-    chunk_size: int = DEFAULT_CHUNK,
-    model_version: ModelVersion | None = None,
-    as_of: dt.date | None = None,
-) -> dict:
-    """Score every active partner in-process, chunk by chunk (the Celery task runs the same
-    chunks as a group over workers). Returns the summary the command prints. With a past
-    `as_of`, scores the partners active then, as of then, into the history only."""
-    t0 = time.perf_counter()
-    run = scoring_run_start(model_version=model_version, as_of=as_of)
-    stages = {"read_ids": 0.0, "features": 0.0, "predict": 0.0, "drivers": 0.0, "persist": 0.0}
-    t = time.perf_counter()
-    ids = scoring_partner_ids(as_of=run.as_of if run.backfill else None)
-    stages["read_ids"] = time.perf_counter() - t
-    drivers_n = 0
-    try:
-        for chunk in chunked(ids, chunk_size):
-            times = score_chunk(run_id=run.pk, partner_ids=chunk)
-            drivers_n += times.pop("drivers_n")
-            times.pop("n")
-            for k, v in times.items():
-                stages[k] += v
-    except Exception:
-        scoring_run_finish(run_id=run.pk, failed=True)
-        raise
-    seconds = time.perf_counter() - t0
-    t = time.perf_counter()
-    stats = {"stages": {k: round(v, 3) for k, v in stages.items()}, "drivers_computed": drivers_n}
-    run = scoring_run_finish(run_id=run.pk, stats=stats)
-    stages["finish"] = time.perf_counter() - t
-    seconds = time.perf_counter() - t0
-    return {
-        "scored": run.scored,
-        "seconds": round(seconds, 2),
-        "model_version": run.model_version_id,
-        "run": run.pk,
-        "as_of": run.stats["as_of"],
-        "backfill": run.backfill,
-        "drivers_computed": drivers_n,
-        "stages": {k: round(v, 3) for k, v in stages.items()},
-    }
 
 
 def partner_score_store_drivers(*, partner_id: int, run_id: int | None, drivers: list[dict]) -> int:

@@ -5,12 +5,14 @@ into the risk history only (the Live Feed and the agent keep reading the current
 that is how a new install fills the partner pages' risk-over-time charts."""
 
 import json
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 from threadpoolctl import threadpool_limits
 
 from ml.management.argtypes import iso_date
-from ml.services import DEFAULT_CHUNK, ModelActivationError, score_all_partners
+from ml.services import DEFAULT_CHUNK, ModelActivationError, scoring_run_start
+from ml.tasks import scoring_run_dispatch
 
 
 class Command(BaseCommand):
@@ -27,11 +29,25 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        started = time.perf_counter()
         try:
             with threadpool_limits(limits=opts["threads"]):
-                summary = score_all_partners(chunk_size=opts["chunk_size"], as_of=opts["as_of"])
+                run = scoring_run_start(as_of=opts["as_of"])
+                # The nightly task's chord, run here: a failing chunk marks the run failed.
+                scoring_run_dispatch(run_id=run.pk, chunk_size=opts["chunk_size"], in_process=True)
         except (ModelActivationError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        run.refresh_from_db()
+        summary = {
+            "scored": run.scored,
+            "seconds": round(time.perf_counter() - started, 2),
+            "model_version": run.model_version_id,
+            "run": run.pk,
+            "as_of": run.stats["as_of"],
+            "backfill": run.backfill,
+            "drivers_computed": run.stats["drivers_computed"],
+            "stages": run.stats["stages"],
+        }
         total = sum(summary["stages"].values()) or 1.0
         shares = ", ".join(f"{k} {v:.1f}s ({v / total:.0%})" for k, v in summary["stages"].items())
         self.stdout.write(f"Scored {summary['scored']} partners in {summary['seconds']}s: {shares}")
