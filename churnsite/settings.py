@@ -278,7 +278,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Partner Success <retention@c
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "media" / "outbox"))
 
 # CRM
-CRM_BACKEND = env_str("CRM_BACKEND", "crm_sim.client.SimulatedCrmBackend")
+CRM_BACKEND = env_str("CRM_BACKEND", "crm_sim.simulated.SimulatedCrmBackend")
 CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
 
 # Retention desk

@@ -145,8 +145,11 @@ def _plain(value):
     return value
 
 
-def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | None) -> CrmTask:
-    """Complete an open task with an outcome; saved/churned resolve the linked intervention.
+def crm_task_complete(
+    *, task: CrmTask, outcome: str, actor: AbstractBaseUser | None, resolve_intervention: bool = True
+) -> CrmTask:
+    """Complete an open task with an outcome; saved/churned resolve the linked intervention
+    (unless `resolve_intervention` is False: the outcome came from that intervention).
 
     The task and the intervention's outcome change in one transaction, through the same
     outcome service as the Intervention Log. If the intervention was already resolved
@@ -171,7 +174,7 @@ def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | 
             raise ValidationError(
                 f"Task {locked.external_id} is already {locked.get_status_display().lower()}"
             )
-        if locked.intervention is not None and outcome != CrmTask.Outcome.NONE:
+        if resolve_intervention and locked.intervention is not None and outcome != CrmTask.Outcome.NONE:
             try:
                 intervention_set_outcome(
                     intervention=locked.intervention,
@@ -197,32 +200,3 @@ def crm_task_complete(*, task: CrmTask, outcome: str, actor: AbstractBaseUser | 
     if refused is not None:
         raise refused
     return locked
-
-
-def crm_tasks_close_for_intervention(
-    *, intervention: Intervention, actor: AbstractBaseUser | None = None
-) -> int:
-    """Complete the intervention's open CRM tasks with its outcome, through the CRM client.
-
-    Called once an intervention is resolved (Intervention Log, simulation clock), so nobody
-    works a follow-up or escalation call for a partner already saved or lost. A CRM failure
-    is audited and leaves the tasks open; the outcome itself is already committed.
-    """
-    from crm_sim.client import CrmError, TaskQuery, get_crm_client
-
-    client = get_crm_client()
-    closed = 0
-    try:
-        for record in client.list_tasks(
-            TaskQuery(status=CrmTask.Status.OPEN, intervention_id=intervention.pk)
-        ):
-            client.complete_task(record.external_id, outcome=intervention.outcome, actor=actor)
-            closed += 1
-    except (CrmError, ValidationError) as exc:
-        audit_record(
-            event_type="crm_task_failed",
-            actor=actor,
-            intervention=intervention,
-            payload={"kind": "close_on_outcome", "error": f"{type(exc).__name__}: {exc}"[:500]},
-        )
-    return closed

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent.audit import audit_record
+from crm_sim.client import CrmError, TaskQuery, get_crm_client
 from retention.models import Intervention, Partner
 
 _ALLOWED_FROM_PENDING = {Intervention.Outcome.SAVED, Intervention.Outcome.CHURNED}
@@ -167,14 +168,36 @@ def intervention_set_outcome(
         raise PermissionDenied("Only a manager can change a resolved outcome")
     if previous == Intervention.Outcome.PENDING:
         # After commit: the CRM is another system, and a failure there must not undo the outcome.
-        transaction.on_commit(partial(_close_crm_tasks, intervention=locked, actor=actor), robust=True)
+        transaction.on_commit(
+            partial(intervention_close_crm_tasks, intervention=locked, actor=actor), robust=True
+        )
     return locked
 
 
-def _close_crm_tasks(*, intervention: Intervention, actor) -> None:
-    from crm_sim.services import crm_tasks_close_for_intervention
+def intervention_close_crm_tasks(*, intervention: Intervention, actor: AbstractBaseUser | None = None) -> int:
+    """Complete the intervention's open CRM tasks with its outcome, through the CRM client.
 
-    crm_tasks_close_for_intervention(intervention=intervention, actor=actor)
+    Called once an intervention is resolved, so nobody works a follow-up or escalation call
+    for a partner already saved or lost. The tasks record the outcome without resolving the
+    intervention again (it is where the outcome came from). A CRM failure is audited and
+    leaves the tasks open; the outcome itself is already committed.
+    """
+    client = get_crm_client()
+    closed = 0
+    try:
+        for record in client.list_tasks(TaskQuery(status="open", intervention_id=intervention.pk)):
+            client.complete_task(
+                record.external_id, outcome=intervention.outcome, actor=actor, resolve_intervention=False
+            )
+            closed += 1
+    except (CrmError, ValidationError) as exc:
+        audit_record(
+            event_type="crm_task_failed",
+            actor=actor,
+            intervention=intervention,
+            payload={"kind": "close_on_outcome", "error": f"{type(exc).__name__}: {exc}"[:500]},
+        )
+    return closed
 
 
 # Partner page: drafting and sending a retention email -------------------------------

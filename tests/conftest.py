@@ -15,7 +15,7 @@ def _product_defaults(settings):
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = None
     settings.RETENTION_BOOKING_URL = ""
-    settings.CRM_BACKEND = "crm_sim.client.SimulatedCrmBackend"
+    settings.CRM_BACKEND = "crm_sim.simulated.SimulatedCrmBackend"
     settings.SIMULATION_MODE = True
 
 

@@ -9,16 +9,10 @@ import pytest
 from django.db import connection, connections, transaction
 
 from agent.models import AuditEvent
-from crm_sim.client import (
-    CreateTask,
-    CrmError,
-    SimulatedCrmBackend,
-    TaskQuery,
-    UpdateTask,
-    get_crm_client,
-)
+from crm_sim.client import CreateTask, CrmError, TaskQuery, UpdateTask, get_crm_client
 from crm_sim.models import CrmTask
 from crm_sim.services import crm_task_create
+from crm_sim.simulated import SimulatedCrmBackend
 from retention.models import Intervention
 from tests.factories import InterventionFactory, PartnerFactory
 
@@ -98,7 +92,7 @@ def test_the_backend_and_timeout_come_from_settings(settings):
     client = get_crm_client()
     assert isinstance(client, RecordingBackend)
     assert client.timeout == 1.5
-    settings.CRM_BACKEND = "crm_sim.client.SimulatedCrmBackend"
+    settings.CRM_BACKEND = "crm_sim.simulated.SimulatedCrmBackend"
     assert get_crm_client().timeout == 1.5
 
 
