@@ -11,20 +11,25 @@ def default_approval_tiers() -> list[str]:
     return ["platinum"]
 
 
-class AgentRun(TimeStampedModel):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SKIPPED = "skipped", "Skipped (another run was active, or the agent is stopped)"
-        FINISHED = "finished", "Finished"
-        FAILED = "failed", "Failed"
-        STOPPED = "stopped", "Stopped"
+class AgentRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SKIPPED = "skipped", "Skipped (another run was active, or the agent is stopped)"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+    STOPPED = "stopped", "Stopped"
 
-    class Trigger(models.TextChoices):
-        SCHEDULE = "schedule", "Schedule"
-        MANUAL = "manual", "Manual"
-        COMMAND = "command", "Command"
-        PARTNER = "partner", "Intervene now (one partner)"
+
+class AgentRunTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+    COMMAND = "command", "Command"
+    PARTNER = "partner", "Intervene now (one partner)"
+
+
+class AgentRun(TimeStampedModel):
+    Status = AgentRunStatus
+    Trigger = AgentRunTrigger
 
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -38,6 +43,14 @@ class AgentRun(TimeStampedModel):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=AgentRunStatus.values), name="agentrun_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(trigger__in=AgentRunTrigger.values), name="agentrun_trigger_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Agent run {self.pk} ({self.status})"
@@ -49,6 +62,12 @@ class AuditEventQuerySet(models.QuerySet):
 
     def delete(self):
         raise PermissionError("The audit trail is append-only")
+
+
+class AuditActor(models.TextChoices):
+    AGENT = "agent", "Agent"
+    USER = "user", "User"
+    SYSTEM = "system", "System"
 
 
 UNCHAINED = "Audit events are appended to the hash chain: use agent.audit.audit_record"
@@ -71,10 +90,7 @@ class AuditEvent(models.Model):
     changed, removed or inserted by anyone who got past the database trigger (a superuser, the
     table owner) breaks the chain at that event, and `manage.py audit_verify` names it."""
 
-    class Actor(models.TextChoices):
-        AGENT = "agent", "Agent"
-        USER = "user", "User"
-        SYSTEM = "system", "System"
+    Actor = AuditActor
 
     # Set before the hash is computed (auto_now_add would stamp it after), never edited.
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -99,6 +115,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(actor_type__in=AuditActor.values), name="audit_actor_type_valid"
+            ),
+        ]
         indexes = [
             # Agent Control activity log: latest events, filtered by type.
             models.Index(fields=["event_type", "-created_at"], name="audit_type_time_idx"),
@@ -237,13 +258,16 @@ class PartnerClaim(models.Model):
         return f"Claim on {self.partner_id}"
 
 
+class FollowUpStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ESCALATED = "escalated", "Escalated (call task)"
+    CLOSED = "closed", "Closed (risk improved)"
+
+
 class FollowUp(TimeStampedModel):
     """The agent's follow-up check on one contacted partner, mirrored as a CRM task."""
 
-    class Status(models.TextChoices):
-        OPEN = "open", "Open"
-        ESCALATED = "escalated", "Escalated (call task)"
-        CLOSED = "closed", "Closed (risk improved)"
+    Status = FollowUpStatus
 
     intervention = models.OneToOneField(
         "retention.Intervention", on_delete=models.CASCADE, related_name="agent_follow_up"
@@ -259,7 +283,7 @@ class FollowUp(TimeStampedModel):
         ordering = ["due_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["open", "escalated", "closed"]), name="followup_status_valid"
+                condition=Q(status__in=FollowUpStatus.values), name="followup_status_valid"
             ),
         ]
         indexes = [

@@ -281,10 +281,11 @@ EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "media" / "outbox"))
 CRM_BACKEND = env_str("CRM_BACKEND", "crm_sim.simulated.SimulatedCrmBackend")
 CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
 
-# Retention desk
-SIMULATION_MODE = env_bool("SIMULATION_MODE", True)
-# The desk's today on imported data (no simulated world); unset = the end of the imported history.
+# Retention desk: its today on imported data (no simulated world); unset = the end of the
+# imported history.
 DESK_TODAY = env_date("DESK_TODAY")
+# The agent's email writer: drafts written at once per run (LLM requests in flight).
+AGENT_DRAFT_CONCURRENCY = env_int("AGENT_DRAFT_CONCURRENCY", 8)
 
 LOGGING = {
     "version": 1,

@@ -17,7 +17,14 @@ class Bucket(models.TextChoices):
 BUCKET_URGENCY_RANK = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 2, Bucket.LATER: 3}
 
 
+class ModelSource(models.TextChoices):
+    DATABASE = "database", "Partner database"
+    CSV = "csv", "CSV file"
+
+
 class ModelVersion(TimeStampedModel):
+    Source = ModelSource
+
     trained_at = models.DateTimeField()
     window_start = models.DateField()
     window_end = models.DateField()
@@ -26,7 +33,7 @@ class ModelVersion(TimeStampedModel):
     artifact_path = models.CharField(max_length=500)
     artifact_sha256 = models.CharField(max_length=64)
     is_active = models.BooleanField(default=False)
-    source = models.CharField(max_length=20, default="database", help_text="database or csv")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.DATABASE)
 
     class Meta:
         ordering = ["-trained_at"]
@@ -34,17 +41,23 @@ class ModelVersion(TimeStampedModel):
             models.UniqueConstraint(
                 fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"
             ),
+            models.CheckConstraint(
+                condition=Q(source__in=ModelSource.values), name="modelversion_source_valid"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Model v{self.pk} ({self.trained_at:%Y-%m-%d %H:%M})"
 
 
+class ScoringRunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class ScoringRun(TimeStampedModel):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = ScoringRunStatus
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="scoring_runs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
@@ -60,6 +73,11 @@ class ScoringRun(TimeStampedModel):
 
     class Meta:
         ordering = ["-started_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ScoringRunStatus.values), name="scoringrun_status_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Scoring run {self.pk} ({self.status})"

@@ -145,21 +145,12 @@ def live_feed_poll(request: AuthedHttpRequest) -> HttpResponse:
 # Partner page ----------------------------------------------------------------------
 
 
-def _draft_available() -> bool:
-    try:
-        from agent.emails import draft_retention_email  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _workspace_context(request: AuthedHttpRequest, partner, form=None, notice: str = "") -> dict:
     members = list(selectors.team_members())
     return {
         "partner": partner,
         "timeline": selectors.partner_timeline(partner=partner),
         "log_form": form or InterventionForm(members=members),
-        "draft_available": _draft_available(),
         "notice": notice,
     }
 
@@ -241,20 +232,18 @@ def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> Ht
 @require_POST
 def partner_draft_email(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
-    context = {"partner": partner, "draft_available": _draft_available()}
-    if context["draft_available"]:
-        drivers = selectors.partner_drivers(partner=partner)
-        draft = services.partner_email_draft(partner=partner, drivers=drivers, actor=request.user)
-        context["draft"] = draft
-        context["draft_form"] = DraftEmailForm(
-            initial={
-                "subject": draft.subject,
-                "body": draft.body,
-                "writer": draft.writer,
-                "original_body": draft.body,
-                "send": True,
-            }
-        )
+    drivers = selectors.partner_drivers(partner=partner)
+    draft = services.partner_email_draft(partner=partner, drivers=drivers, actor=request.user)
+    form = DraftEmailForm(
+        initial={
+            "subject": draft.subject,
+            "body": draft.body,
+            "writer": draft.writer,
+            "original_body": draft.body,
+            "send": True,
+        }
+    )
+    context = {"partner": partner, "draft": draft, "draft_form": form}
     return render(request, "retention/partner_detail.html#draft", context)
 
 
@@ -268,7 +257,7 @@ def partner_send_email(request: AuthedHttpRequest, external_id: str) -> HttpResp
         response = render(
             request,
             "retention/partner_detail.html#draft",
-            {"partner": partner, "draft_available": True, "draft_form": form},
+            {"partner": partner, "draft_form": form},
         )
         # The form targets the whole workspace on success; its errors replace only the draft.
         return retarget(response, "#draft") if request.htmx else response

@@ -16,7 +16,6 @@ def _product_defaults(settings):
     settings.OPENAI_BASE_URL = None
     settings.RETENTION_BOOKING_URL = ""
     settings.CRM_BACKEND = "crm_sim.simulated.SimulatedCrmBackend"
-    settings.SIMULATION_MODE = True
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ class Command(BaseCommand):
             "seconds": round(time.perf_counter() - started, 2),
             "model_version": run.model_version_id,
             "run": run.pk,
-            "as_of": run.stats["as_of"],
+            "as_of": run.as_of.isoformat() if run.as_of else None,
             "backfill": run.backfill,
             "drivers_computed": run.stats["drivers_computed"],
             "stages": run.stats["stages"],
