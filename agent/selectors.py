@@ -6,7 +6,10 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
+from ml.models import PartnerScore
+from ml.selectors import partner_drivers
 from retention.models import Intervention, Partner
 
 BUDGET_WINDOW = dt.timedelta(minutes=60)
@@ -70,8 +73,6 @@ def partner_ineligibility(
 
 
 def partner_score(*, partner: Partner):
-    from ml.models import PartnerScore
-
     try:
         return partner.current_score
     except PartnerScore.DoesNotExist:
@@ -80,14 +81,7 @@ def partner_score(*, partner: Partner):
 
 def partner_drivers_for_agent(*, partner: Partner) -> list[dict]:
     """The partner's current drivers (stored with the score, or computed on demand by ml)."""
-    try:
-        from ml.selectors import partner_drivers
-    except ImportError:
-        partner_drivers = None
-    if partner_drivers is not None:
-        return list(partner_drivers(partner=partner) or [])
-    score = partner_score(partner=partner)
-    return list(score.drivers or []) if score is not None else []
+    return list(partner_drivers(partner=partner) or [])
 
 
 def budget_used(*, now: dt.datetime | None = None) -> int:
@@ -131,8 +125,6 @@ def do_not_contact_list() -> QuerySet[DoNotContact]:
 
 def writer_status() -> dict:
     """Which email writer is active, for the Agent Control page."""
-    from agent.llm import llm_configured
-
     config = agent_config_get()
     if llm_configured():
         model = config.llm_model or settings.OPENAI_MODEL

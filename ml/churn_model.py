@@ -38,6 +38,8 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from ml.explain import describe, group_contributions
+
 CHURN_BUCKETS = ("7d", "30d", "90d")
 ALL_BUCKETS = (*CHURN_BUCKETS, "later")
 
@@ -104,8 +106,6 @@ class ChurnModel:
     def drivers(self, X: pd.DataFrame, *, top: int = 5) -> list[list[dict]]:
         """Top drivers per row, strongest first, in the agreed dict format (points = signed
         push on the displayed risk in percentage points; they add up to risk - base risk)."""
-        from ml.explain import describe, group_contributions
-
         base, phi = self.shap_values(X)
         z = base + phi.sum(axis=1)
         base_logit = self.calib_a * base + self.calib_b

@@ -10,7 +10,8 @@ from django.core.cache import cache
 from ml.churn_model import ArtifactChecksumError
 from ml.models import ModelVersion, PartnerScore, ScoringRun
 from ml.registry import active_version, model_for_version
-from ml.sim.clock import scoring_as_of
+from ml.services import partner_features, partner_score_store_drivers
+from ml.sim.today import scoring_as_of
 
 DRIVERS_CACHE_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def partner_drivers(*, partner) -> list[dict]:
         return score.drivers
     if score is not None:
         version = score.model_version
-        as_of = dt.date.fromisoformat(score.run.stats["as_of"]) if score.run else scoring_as_of()
+        as_of = score.run.as_of if score.run and score.run.as_of else scoring_as_of()
         run_id = score.run_id
     else:
         version = active_version()
@@ -49,15 +50,11 @@ def partner_drivers(*, partner) -> list[dict]:
             return []
         cache.set(key, drivers, DRIVERS_CACHE_SECONDS)
     if score is not None:
-        from ml.services import partner_score_store_drivers
-
         partner_score_store_drivers(partner_id=partner.pk, run_id=run_id, drivers=drivers)
     return drivers
 
 
 def compute_partner_drivers(*, partner_id: int, version: ModelVersion, as_of: dt.date) -> list[dict]:
-    from ml.services import partner_features
-
     model = model_for_version(version)
     X = partner_features(partner_ids=[partner_id], as_of=as_of, model=model)
     if not len(X):

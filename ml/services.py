@@ -21,7 +21,8 @@ from ml.churn_model import ChurnModel, save_model
 from ml.frames import history_frames
 from ml.models import BUCKET_URGENCY_RANK, ModelVersion, PartnerScore, RiskScore, ScoringRun
 from ml.registry import active_version, artifact_full_path, model_for_version
-from ml.sim.clock import scoring_as_of
+from ml.sim.today import scoring_as_of
+from retention.models import Partner
 
 DEFAULT_CHUNK = 10_000
 DRIVERS_FROM_RISK = 0.5  # scoring computes drivers for these; the others on demand
@@ -35,7 +36,7 @@ def model_version_register(
     *,
     model: ChurnModel,
     report: dict[str, Any],
-    source: str = "database",
+    source: str = ModelVersion.Source.DATABASE,
     activate: bool = False,
     actor: AbstractBaseUser | None = None,
 ) -> ModelVersion:
@@ -61,7 +62,7 @@ def model_version_register(
 
 def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser | None = None) -> ModelVersion:
     """Make ``version`` the one active model; the partial unique constraint guarantees one."""
-    if version.source != "database":
+    if version.source != ModelVersion.Source.DATABASE:
         raise ModelActivationError("Only models trained on the partner database can score partners.")
     with transaction.atomic():
         previous = list(
@@ -103,14 +104,11 @@ def scoring_run_start(
         started_at=timezone.now(),
         as_of=as_of,
         backfill=as_of < today,
-        stats={"as_of": as_of.isoformat()},
     )
 
 
 def scoring_partner_ids(*, as_of: dt.date | None = None) -> list[int]:
     """The partners a run scores: active now, or active at `as_of` (a backfill run's date)."""
-    from retention.models import Partner
-
     if as_of is None:
         qs = Partner.objects.filter(status=Partner.Status.ACTIVE)
     else:
@@ -172,7 +170,6 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
 def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, current: bool = True) -> None:
     if not len(pred):
         return
-    from retention.models import Partner
 
     now = timezone.now()
     revenue = dict(
@@ -232,7 +229,6 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | N
         run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
         if not error:
             # Partners who churned since their last score leave the feed; history stays.
-            from retention.models import Partner
 
             PartnerScore.objects.exclude(partner__status=Partner.Status.ACTIVE).delete()
         audit_record(

@@ -29,6 +29,9 @@ from django.shortcuts import get_object_or_404
 
 from churnsite.access import MANAGERS, RETENTION
 from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
+from ml.selectors import partner_current_score as ml_current_score
+from ml.selectors import partner_drivers as ml_partner_drivers
+from ml.sim.today import scoring_as_of
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner, RoiAssumptions
 
 log = logging.getLogger(__name__)
@@ -184,16 +187,11 @@ def partner_for_page(*, external_id: str) -> Partner:
 
 
 def partner_current_score(*, partner: Partner):
-    from ml.selectors import partner_current_score as ml_current_score
-
     return ml_current_score(partner=partner)
 
 
 def partner_drivers(*, partner: Partner) -> list[dict]:
     """The partner's top drivers in words (ML computes missing ones on demand)."""
-    from ml.selectors import partner_current_score as ml_current_score
-    from ml.selectors import partner_drivers as ml_partner_drivers
-
     try:
         return list(ml_partner_drivers(partner=partner) or [])
     except Exception:  # noqa: BLE001 - an explanation failing must not take the partner page down
@@ -228,8 +226,6 @@ def partner_payments(*, partner: Partner, limit: int = 24, today: dt.date | None
     """Recent invoices with how late each was paid (or is, if still open), as of the desk's
     today: the simulated world's when it has one, so the page agrees with the drivers."""
     if today is None:
-        from ml.sim.clock import scoring_as_of
-
         today = scoring_as_of()
     rows = list(Invoice.objects.filter(partner=partner).order_by("-issued_on")[:limit])[::-1]
     out = []

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from agent.audit import audit_record
 from crm_sim.client import CrmError, TaskQuery, get_crm_client
-from retention.models import Intervention, Partner
+from ml.selectors import partner_current_score
+from retention.models import Intervention, Partner, RoiAssumptions
 
 _ALLOWED_FROM_PENDING = {Intervention.Outcome.SAVED, Intervention.Outcome.CHURNED}
 
@@ -42,8 +43,6 @@ def intervention_log(
     if source == Intervention.Source.MANUAL and action == Intervention.Action.HOLDOUT:
         raise ValidationError({"action": "Only the agent draws control-group holdouts"})
     if risk is None:
-        from ml.selectors import partner_current_score
-
         score = partner_current_score(partner=partner)
         if score is not None:
             risk, bucket, drivers = score.risk, score.bucket, score.drivers or []
@@ -206,7 +205,7 @@ def intervention_close_crm_tasks(*, intervention: Intervention, actor: AbstractB
 def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseUser | None):
     """Draft a retention email with the agent's writer and audit how it was written.
 
-    Returns the writer's `EmailDraft`. Raises ImportError while `agent.emails` is missing.
+    Returns the writer's `EmailDraft`.
     """
     from agent.emails import draft_retention_email
 
@@ -267,8 +266,6 @@ def intervention_email_send(*, intervention: Intervention, actor: AbstractBaseUs
 @transaction.atomic
 def roi_assumptions_update(*, actor: AbstractBaseUser, changes: dict):
     """Change the ROI assumptions (managers only); the audit event keeps old and new values."""
-    from retention.models import RoiAssumptions
-
     if not actor.has_perm("retention.change_roiassumptions"):
         raise PermissionDenied("Only a manager can change the ROI assumptions")
     assumptions, _ = RoiAssumptions.objects.select_for_update().get_or_create(pk=RoiAssumptions.SINGLETON_PK)

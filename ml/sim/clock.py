@@ -1,53 +1,18 @@
-"""The simulation clock: what day it is on the desk, and moving the simulated world on.
-
-The desk's today is the simulated world's when the data comes from the simulator (scores,
-drivers and payment lateness are computed at it), else the real date. `world_advance`
-(`simulate_days`) moves the world on and resolves pending outcomes from what happened.
+"""The simulation clock: `world_advance` (`simulate_days`) moves the simulated world on and
+resolves pending outcomes from what happened. The desk's today is in ml/sim/today.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from datetime import date, timedelta
 
 from django.db import transaction
-from django.utils import timezone
 
 from ml.sim import simulator
 from ml.sim.store import apply_delta, state_read, state_write, world_current
 from retention.models import Intervention, Partner
 from retention.services import intervention_set_outcome
-
-
-def simulated_today() -> dt.date | None:
-    """The simulated world's 'today' when the data comes from the simulator."""
-    world = world_current()
-    return world.today if world else None
-
-
-def scoring_as_of() -> dt.date:
-    """The date features are computed at: the simulated world's today; on imported data the
-    DESK_TODAY setting, else the end of the imported history; the real date when empty."""
-    from django.conf import settings
-
-    return simulated_today() or settings.DESK_TODAY or history_end() or timezone.localdate()
-
-
-def history_end() -> dt.date | None:
-    """The end of the imported history, as the latest import measured it (one indexed read;
-    None when nothing was ever imported)."""
-    from agent.models import AuditEvent
-
-    payload = (
-        AuditEvent.objects.filter(event_type="history_imported")
-        .order_by("-created_at")
-        .values_list("payload", flat=True)
-        .first()
-    )
-    end = (payload or {}).get("history_end")
-    return dt.date.fromisoformat(end) if end else None
-
 
 APPLIED_KEY = "churnsite_interventions"  # intervention id -> simulated contact date, in the state file
 

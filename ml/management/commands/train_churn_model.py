@@ -9,7 +9,12 @@ import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 from threadpoolctl import threadpool_limits
 
+from ml.csv_training import TableError, train_on_table
+from ml.frames import history_frames
 from ml.services import model_version_register
+from ml.sim import simulator, store
+from ml.sim.today import simulated_today
+from ml.training import data_end, train_and_evaluate
 
 SUMMARY_KEYS = [
     "roc_auc", "pr_auc", "brier", "ece", "bucket_macro_f1", "bucket_confusion", "n_train", "n_test",
@@ -68,8 +73,6 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(summary, default=str))
 
     def _csv(self, opts):
-        from ml.csv_training import TableError, train_on_table
-
         if not opts["target"]:
             raise CommandError("--csv needs --target COLUMN")
         try:
@@ -83,10 +86,6 @@ class Command(BaseCommand):
         return model, report, "csv"
 
     def _database(self, opts):
-        from ml.frames import history_frames
-        from ml.sim.clock import simulated_today
-        from ml.training import data_end, train_and_evaluate
-
         partners, activity, invoices = history_frames(key="external_id")
         if partners.empty or activity.empty:
             raise CommandError("No partner history in the database (run seed_demo or import_data).")
@@ -114,10 +113,8 @@ class Command(BaseCommand):
     def _oracle(self):
         """The simulator's true probabilities, when the data is a simulated world."""
         try:
-            from ml.sim import simulator, store
-
             _, world = store.world_load()
-        except (ImportError, LookupError, OSError, ValueError, KeyError) as exc:
+        except (LookupError, OSError, ValueError, KeyError) as exc:
             self.stderr.write(f"No simulated world to compare with ({exc}); oracle figures omitted.")
             return None
 
