@@ -23,6 +23,7 @@ from agent.audit import audit_record
 from agent.emails import email_reply_to
 from agent.models import AgentConfig, AgentRun, DoNotContact, FollowUp
 from churnsite import schedules
+from crm_sim.client import CreateTask, get_crm_client
 from retention.models import Intervention, Partner
 
 CONFIG_FIELDS = (
@@ -274,8 +275,6 @@ def followup_schedule(
 ) -> FollowUp:
     """The N-day follow-up (our row and a CRM task). Idempotent; a CRM failure is audited and the
     row stays, so the hourly check still happens."""
-    from crm_sim.client import CreateTask, get_crm_client
-
     if follow_up_days is None:
         follow_up_days = selectors.agent_config_get().follow_up_days
     partner = intervention.partner
@@ -324,8 +323,6 @@ def followup_schedule(
 def followups_process_due(*, now: dt.datetime | None = None, limit: int = 200) -> dict:
     """Due follow-ups: still above the threshold -> an escalation call task for the owner;
     improved -> closed. Each claimed with SKIP LOCKED, so two checkers never take the same one."""
-    from crm_sim.client import CreateTask, get_crm_client
-
     now = now or timezone.now()
     config = selectors.agent_config_get()
     counts = {"escalated": 0, "closed": 0, "failed": 0}

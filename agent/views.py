@@ -19,6 +19,8 @@ from churnsite.broker import enqueue
 from churnsite.health import broker_status
 from churnsite.http import partial_template
 from retention.models import Intervention, Partner
+from agent.tasks import run_agent
+from agent.tasks import execute_intervention
 
 TEMPLATE = "agent/control.html"
 
@@ -94,8 +96,6 @@ def toggle(request: AuthedHttpRequest) -> HttpResponse:
 @permission_required("agent.run_agent")
 @require_POST
 def run_now(request: AuthedHttpRequest) -> HttpResponse:
-    from agent.tasks import run_agent
-
     run = services.agent_run_create(trigger=AgentRun.Trigger.MANUAL, actor=request.user)
     # Through Celery like the schedule (in-process when there is no broker); the run committed.
     if enqueue(run_agent, run.pk, run=run):
@@ -137,8 +137,6 @@ INELIGIBLE = {
 @permission_required("agent.run_agent")
 @require_POST
 def intervene(request: AuthedHttpRequest) -> HttpResponse:
-    from agent.tasks import execute_intervention
-
     form = PartnerRefForm(request.POST)
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)

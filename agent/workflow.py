@@ -35,6 +35,8 @@ from django.utils import timezone
 
 from agent import selectors, services
 from agent.audit import audit_record
+from agent.emails import draft_retention_email
+from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, FollowUp, PartnerClaim
 from retention.models import Intervention, Partner
 from retention.services import intervention_log
@@ -434,8 +436,6 @@ class InterventionAgent:
 
     def _draft(self, job: _Job) -> None:
         """The LLM call (or the template). No database writes, so it can run on a thread."""
-        from agent.emails import draft_retention_email
-
         try:
             job.draft = draft_retention_email(
                 partner=job.partner,
@@ -448,8 +448,6 @@ class InterventionAgent:
             job.draft_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def _draft_all(self, jobs: list[_Job]) -> None:
-        from agent.llm import llm_configured
-
         if len(jobs) <= 1 or not llm_configured():
             for job in jobs:
                 self._draft(job)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent.audit import audit_record
+from agent.emails import draft_retention_email
 from crm_sim.client import CrmError, TaskQuery, get_crm_client
 from ml.selectors import partner_current_score
 from retention.models import Intervention, Partner, RoiAssumptions
@@ -207,8 +208,6 @@ def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseU
 
     Returns the writer's `EmailDraft`.
     """
-    from agent.emails import draft_retention_email
-
     # Signed by the user who drafts (and sends) it; Reply-To names the same person.
     draft = draft_retention_email(partner=partner, drivers=drivers, sender_user=actor)
     audit_record(

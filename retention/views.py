@@ -28,6 +28,7 @@ from retention.forms import (
 )
 from retention.models import ImportJob, Intervention, Partner
 from retention.templatetags import retention_tags as tags
+from churnsite.health import broker_status
 
 
 @login_not_required
@@ -37,8 +38,6 @@ def healthz(request: HtmxHttpRequest) -> JsonResponse:
     """For load balancers and `make demo`: "ok" (200); "degraded" (503) when only the broker is
     down (pages, logins and sessions work from the database, tasks wait in it); "down" (503)
     when the database is."""
-    from churnsite.health import broker_status
-
     checks = {}
     try:
         with connection.cursor() as cursor:
