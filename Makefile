@@ -36,8 +36,17 @@ test: venv browser services
 demo: venv
 	@bash scripts/demo.sh $(PY) $(PORT) $(DEMO_PARTNERS)
 
+# Static checks, all of them (CI runs this before the tests): style, formatting, migrations in
+# step with the models, types (mypy + django-stubs), the import contracts in pyproject.toml, and
+# scripts/check_modules.py (no module-level import cycle, module sizes, function-local imports).
+LINT_ENV := DATABASE_URL=sqlite://:memory: REDIS_URL=
 lint: venv
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(LINT_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(LINT_ENV) $(PY) -m mypy
+	$(LINT_ENV) $(VENV)/bin/lint-imports
+	$(PY) scripts/check_modules.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles

@@ -45,7 +45,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
     list_select_related = ["partner"]
     ordering = ["created_at"]
     actions = ["approve_selected"]
-    readonly_fields = [
+    readonly_fields: list[str | list[str] | tuple[str, ...]] = [
         "partner",
         "review_status",
         "risk_at_action",

@@ -88,7 +88,9 @@ class ActivityFilterForm(AriaLabelledForm):
         super().__init__(*args, **kwargs)
         # A callable: the distinct event types (a scan of the audit trail) are read only when
         # the select is rendered or a type is chosen, not on every poll of the activity log.
-        self.fields["type"].choices = lambda: [("", "All events")] + [(t, t) for t in event_types()]
+        type_field = self.fields["type"]
+        assert isinstance(type_field, forms.ChoiceField)
+        type_field.choices = lambda: [("", "All events")] + [(t, t) for t in event_types()]
 
 
 class ReviewForm(forms.Form):

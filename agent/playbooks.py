@@ -188,8 +188,11 @@ def is_context(driver: dict) -> bool:
     if feature in CONTEXT_FEATURES or "churn" in feature or "churn" in str(driver.get("text") or "").lower():
         return True
     if feature == "tenure_days":
+        value = driver.get("value")
+        if value is None:
+            return True
         try:
-            return float(driver.get("value")) > LONG_TENURE_DAYS
+            return float(value) > LONG_TENURE_DAYS
         except (TypeError, ValueError):
             return True
     return False

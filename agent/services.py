@@ -12,7 +12,7 @@ import datetime as dt
 import difflib
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import EmailMessage
 from django.db import transaction
@@ -38,7 +38,7 @@ CONFIG_FIELDS = (
 )
 
 
-def _user(actor: AbstractBaseUser | None) -> AbstractBaseUser | None:
+def _user(actor: User | None) -> User | None:
     return actor if actor is not None and actor.is_authenticated else None
 
 
@@ -46,7 +46,7 @@ def _user(actor: AbstractBaseUser | None) -> AbstractBaseUser | None:
 
 
 @transaction.atomic
-def agent_config_update(*, actor: AbstractBaseUser | None, **changes) -> AgentConfig:
+def agent_config_update(*, actor: User | None, **changes) -> AgentConfig:
     """Change configuration fields; the change (before and after) is audited."""
     unknown = set(changes) - set(CONFIG_FIELDS)
     if unknown:
@@ -72,7 +72,7 @@ def agent_config_update(*, actor: AbstractBaseUser | None, **changes) -> AgentCo
     return config
 
 
-def agent_set_enabled(*, enabled: bool, actor: AbstractBaseUser | None) -> AgentConfig:
+def agent_set_enabled(*, enabled: bool, actor: User | None) -> AgentConfig:
     """Start/Stop: the config flag (checked before every partner) and the beat schedule."""
     return agent_config_update(actor=actor, enabled=enabled)
 
@@ -85,7 +85,7 @@ def _sync_agent_schedule(*, enabled: bool) -> None:
 
 
 @transaction.atomic
-def do_not_contact_add(*, partner: Partner, reason: str, actor: AbstractBaseUser | None) -> DoNotContact:
+def do_not_contact_add(*, partner: Partner, reason: str, actor: User | None) -> DoNotContact:
     entry, created = DoNotContact.objects.get_or_create(
         partner=partner, defaults={"reason": reason[:200], "added_by": _user(actor)}
     )
@@ -97,7 +97,7 @@ def do_not_contact_add(*, partner: Partner, reason: str, actor: AbstractBaseUser
 
 
 @transaction.atomic
-def do_not_contact_remove(*, partner: Partner, actor: AbstractBaseUser | None) -> bool:
+def do_not_contact_remove(*, partner: Partner, actor: User | None) -> bool:
     deleted, _ = DoNotContact.objects.filter(partner=partner).delete()
     if deleted:
         audit_record(event_type="do_not_contact_removed", actor=actor, partner=partner)
@@ -111,7 +111,7 @@ def do_not_contact_remove(*, partner: Partner, actor: AbstractBaseUser | None) -
 def agent_run_create(
     *,
     trigger: str,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     dry_run: bool = False,
     partner: Partner | None = None,
 ) -> AgentRun:
@@ -132,7 +132,7 @@ def agent_run_create(
 
 
 def intervention_send_email(
-    *, intervention: Intervention, actor: AbstractBaseUser | None, run: AgentRun | None = None
+    *, intervention: Intervention, actor: User | None, run: AgentRun | None = None
 ) -> Intervention:
     """Send the intervention's email to the partner's contact address (from code, never from the
     draft), reply-to the account owner. Idempotent: an already sent intervention is not resent."""
@@ -199,7 +199,7 @@ def _refuse(*, action: str, intervention: Intervention, actor) -> None:
 def intervention_approve(
     *,
     intervention: Intervention,
-    actor: AbstractBaseUser,
+    actor: User,
     subject: str | None = None,
     body: str | None = None,
 ) -> Intervention:
@@ -242,7 +242,7 @@ def intervention_approve(
     return locked
 
 
-def intervention_reject(*, intervention: Intervention, actor: AbstractBaseUser, reason: str) -> Intervention:
+def intervention_reject(*, intervention: Intervention, actor: User, reason: str) -> Intervention:
     """A manager refuses a held draft, with a reason; no email is ever sent for it."""
     if actor is None or not actor.has_perm("retention.approve_intervention"):
         _refuse(action="reject", intervention=intervention, actor=actor)

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from agent import selectors, services
 from agent.audit import audit_record
-from agent.emails import draft_retention_email
+from agent.emails import EmailDraft, draft_retention_email
 from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, FollowUp, PartnerClaim
 from retention.models import Intervention, Partner
@@ -151,7 +151,7 @@ class _Job:
     risk: float
     bucket: str
     drivers: list = field(default_factory=list)
-    draft: object = None
+    draft: EmailDraft | None = None
     draft_error: str = ""
 
 
@@ -258,7 +258,7 @@ class InterventionAgent:
             acted = 0
             pos = 0
             while pos < len(ids) and not stop_reason:
-                batch = []
+                batch: list[_Job] = []
                 # Budget pre-check once per chunk (the binding check is in each commit).
                 if selectors.budget_used() >= self.config.max_per_hour:
                     self._audit("rate_limited", payload=self._budget_payload())

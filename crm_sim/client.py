@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils.module_loading import import_string
 
 KINDS = ("retention_call", "follow_up_email", "meeting", "escalation")
@@ -108,10 +108,10 @@ class CrmTaskRecord:
 class CrmBackend(Protocol):
     timeout: float
 
-    def create_task(self, spec: CreateTask, *, actor: AbstractBaseUser | None = None) -> CrmTaskRecord: ...
+    def create_task(self, spec: CreateTask, *, actor: User | None = None) -> CrmTaskRecord: ...
 
     def update_task(
-        self, external_id: str, changes: UpdateTask, *, actor: AbstractBaseUser | None = None
+        self, external_id: str, changes: UpdateTask, *, actor: User | None = None
     ) -> CrmTaskRecord: ...
 
     def complete_task(
@@ -119,7 +119,7 @@ class CrmBackend(Protocol):
         external_id: str,
         *,
         outcome: str,
-        actor: AbstractBaseUser | None = None,
+        actor: User | None = None,
         resolve_intervention: bool = True,
     ) -> CrmTaskRecord: ...
 

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -23,7 +23,7 @@ def week_bounds(today: dt.date) -> tuple[dt.date, dt.date]:
     return monday, monday + dt.timedelta(days=6)
 
 
-def _view_filter(view: str, *, user: AbstractBaseUser, today: dt.date) -> Q:
+def _view_filter(view: str, *, user: User, today: dt.date) -> Q:
     if view == "mine":
         return Q(assigned_to=user.pk)
     if view == "overdue":
@@ -35,9 +35,7 @@ def _view_filter(view: str, *, user: AbstractBaseUser, today: dt.date) -> Q:
     return Q()
 
 
-def crm_open_tasks(
-    *, view: str = "", user: AbstractBaseUser, today: dt.date | None = None
-) -> QuerySet[CrmTask]:
+def crm_open_tasks(*, view: str = "", user: User, today: dt.date | None = None) -> QuerySet[CrmTask]:
     """Open tasks for one of the page's filters (mine = assigned to `user`; overdue =
     due before today; week = due this calendar week), soonest due first."""
     today = today or timezone.localdate()
@@ -49,7 +47,7 @@ def crm_open_tasks(
     )
 
 
-def crm_recently_closed(*, view: str = "", user: AbstractBaseUser, limit: int = 10) -> list[CrmTask]:
+def crm_recently_closed(*, view: str = "", user: User, limit: int = 10) -> list[CrmTask]:
     """The latest completed or cancelled tasks (only the user's own under "mine")."""
     qs = CrmTask.objects.exclude(status=CrmTask.Status.OPEN)
     if view == "mine":
@@ -59,7 +57,7 @@ def crm_recently_closed(*, view: str = "", user: AbstractBaseUser, limit: int = 
     )
 
 
-def crm_view_counts(*, user: AbstractBaseUser, today: dt.date | None = None) -> dict[str, int]:
+def crm_view_counts(*, user: User, today: dt.date | None = None) -> dict[str, int]:
     """Open-task counts for every filter, in one query."""
     today = today or timezone.localdate()
     aggregates = {

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -27,9 +27,9 @@ def crm_task_create(
     due_on: dt.date,
     idempotency_key: str,
     intervention: Intervention | None = None,
-    assigned_to: AbstractBaseUser | None = None,
+    assigned_to: User | None = None,
     notes: str = "",
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     actor_type: str | None = None,
 ) -> tuple[CrmTask, bool]:
     """Create a task once per idempotency key; return (task, created).
@@ -101,7 +101,7 @@ def _same_partner(task: CrmTask, partner: Partner) -> CrmTask:
 _UPDATABLE = {"title", "notes", "due_on", "assigned_to", "status"}
 
 
-def crm_task_update(*, task: CrmTask, actor: AbstractBaseUser | None = None, **changes) -> CrmTask:
+def crm_task_update(*, task: CrmTask, actor: User | None = None, **changes) -> CrmTask:
     """Change an open task's title, notes, due date, assignee, or cancel it (status="cancelled").
 
     Completion goes through crm_task_complete, which also resolves the intervention.
@@ -140,13 +140,13 @@ def crm_task_update(*, task: CrmTask, actor: AbstractBaseUser | None = None, **c
 def _plain(value):
     if isinstance(value, dt.date):
         return value.isoformat()
-    if isinstance(value, AbstractBaseUser):
+    if isinstance(value, User):
         return value.get_username()
     return value
 
 
 def crm_task_complete(
-    *, task: CrmTask, outcome: str, actor: AbstractBaseUser | None, resolve_intervention: bool = True
+    *, task: CrmTask, outcome: str, actor: User | None, resolve_intervention: bool = True
 ) -> CrmTask:
     """Complete an open task with an outcome; saved/churned resolve the linked intervention
     (unless `resolve_intervention` is False: the outcome came from that intervention).

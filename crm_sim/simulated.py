@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 
@@ -43,7 +43,7 @@ class SimulatedCrmBackend:
 
     # Public API ----------------------------------------------------------------
 
-    def create_task(self, spec: CreateTask, *, actor: AbstractBaseUser | None = None) -> CrmTaskRecord:
+    def create_task(self, spec: CreateTask, *, actor: User | None = None) -> CrmTaskRecord:
         def call():
             partner = self._get(Partner, external_id=spec.partner_external_id)
             intervention = (
@@ -65,7 +65,7 @@ class SimulatedCrmBackend:
         return self._run(call)
 
     def update_task(
-        self, external_id: str, changes: UpdateTask, *, actor: AbstractBaseUser | None = None
+        self, external_id: str, changes: UpdateTask, *, actor: User | None = None
     ) -> CrmTaskRecord:
         def call():
             task = self._task(external_id)
@@ -86,7 +86,7 @@ class SimulatedCrmBackend:
         external_id: str,
         *,
         outcome: str,
-        actor: AbstractBaseUser | None = None,
+        actor: User | None = None,
         resolve_intervention: bool = True,
     ) -> CrmTaskRecord:
         return self._run(
@@ -175,10 +175,10 @@ class SimulatedCrmBackend:
     def _user(username: str | None):
         if not username:
             return None
-        User = get_user_model()
+        users = get_user_model()
         try:
-            return User.objects.get(**{User.USERNAME_FIELD: username})
-        except User.DoesNotExist as exc:
+            return users.objects.get(**{users.USERNAME_FIELD: username})
+        except users.DoesNotExist as exc:
             raise CrmError(f"No CRM user {username!r}", code="not_found") from exc
 
     @staticmethod

@@ -14,7 +14,7 @@ class Bucket(models.TextChoices):
 
 
 # Lower rank = more urgent; the Live Feed sorts on it.
-BUCKET_URGENCY_RANK = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 2, Bucket.LATER: 3}
+BUCKET_URGENCY_RANK: dict[str, int] = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 2, Bucket.LATER: 3}
 
 
 class ModelSource(models.TextChoices):
@@ -97,7 +97,7 @@ class ScoreFields(models.Model):
         abstract = True
 
 
-def _probability_checks(prefix: str) -> list[models.CheckConstraint]:
+def _probability_checks(prefix: str) -> list[models.BaseConstraint]:
     return [
         models.CheckConstraint(
             condition=Q(**{f"{f}__gte": 0, f"{f}__lte": 1}), name=f"{prefix}_{f}_is_probability"

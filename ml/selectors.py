@@ -28,6 +28,7 @@ def partner_drivers(*, partner) -> list[dict]:
     score = partner_current_score(partner=partner)
     if score is not None and score.drivers is not None:
         return score.drivers
+    version: ModelVersion | None
     if score is not None:
         version = score.model_version
         as_of = score.run.as_of if score.run and score.run.as_of else scoring_as_of()

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -38,7 +38,7 @@ def model_version_register(
     report: dict[str, Any],
     source: str = ModelVersion.Source.DATABASE,
     activate: bool = False,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
 ) -> ModelVersion:
     """Save the artifact under MEDIA_ROOT/models and record it (optionally activating it)."""
     trained_at = timezone.now()
@@ -60,7 +60,7 @@ def model_version_register(
     return version
 
 
-def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser | None = None) -> ModelVersion:
+def model_version_activate(*, version: ModelVersion, actor: User | None = None) -> ModelVersion:
     """Make ``version`` the one active model; the partial unique constraint guarantees one."""
     if version.source != ModelVersion.Source.DATABASE:
         raise ModelActivationError("Only models trained on the partner database can score partners.")
@@ -141,6 +141,8 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
     run = ScoringRun.objects.select_related("model_version").get(pk=run_id)
     model = model_for_version(run.model_version)
     as_of = run.as_of
+    if as_of is None:
+        raise ValueError(f"Scoring run {run.pk} has no as_of date")  # every run started here has one
     times: dict[str, float] = {}
     t = time.perf_counter()
     X = partner_features(partner_ids=partner_ids, as_of=as_of, model=model)
@@ -244,7 +246,7 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | N
     return run
 
 
-def scoring_run_retry(*, run_id: int, actor: AbstractBaseUser | None = None) -> ScoringRun:
+def scoring_run_retry(*, run_id: int, actor: User | None = None) -> ScoringRun:
     """Reopen a failed run so its chunks are scored again (they are idempotent per run and
     partner, so chunks that succeeded the first time rewrite the same rows)."""
     with transaction.atomic():

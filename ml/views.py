@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -30,7 +32,7 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
         version = get_object_or_404(ModelVersion, pk=int(request.GET["version"]))
     else:
         version = next((v for v in versions if v.is_active), versions[0] if versions else None)
-    context = {"versions": versions, "version": version}
+    context: dict[str, Any] = {"versions": versions, "version": version}
     if version is not None:
         m = version.metrics or {}
         live = selectors.current_risk_histogram() if version.is_active else None

@@ -5,6 +5,7 @@ import logging
 import math
 from decimal import Decimal
 from functools import cached_property
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
@@ -212,8 +213,8 @@ def partner_risk_history(*, partner: Partner, limit: int = 60) -> list[RiskScore
     )
     by_date: dict = {}
     for row in rows[: limit * 2]:
-        row.as_of = row.run.as_of or row.scored_at.date()
-        by_date.setdefault(row.as_of, row)
+        row.as_of = row.run.as_of or row.scored_at.date()  # type: ignore[attr-defined]  # for the chart
+        by_date.setdefault(row.as_of, row)  # type: ignore[attr-defined]
     return list(by_date.values())[:limit][::-1]
 
 
@@ -501,7 +502,7 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
     tn, tk, cn, ck = agg["treated_n"], agg["treated_churned"], agg["control_n"], agg["control_churned"]
     treated_rate = tk / tn if tn else None
     control_rate = ck / cn if cn else None
-    result = {
+    result: dict[str, Any] = {
         "treated_n": tn,
         "treated_churned": tk,
         "control_n": cn,
@@ -516,7 +517,7 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
         "treated_cost": _money(treated_cost),
         "incremental_roi": None,
     }
-    if not tn or not cn:
+    if not tn or not cn or treated_rate is None or control_rate is None:
         return result
     uplift = control_rate - treated_rate
     lc, uc = _wilson(ck, cn, z)

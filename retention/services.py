@@ -3,7 +3,7 @@
 import datetime as dt
 from functools import partial
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -22,9 +22,9 @@ def intervention_log(
     *,
     partner: Partner,
     action: str,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     source: str = Intervention.Source.MANUAL,
-    assigned_to: AbstractBaseUser | None = None,
+    assigned_to: User | None = None,
     note: str = "",
     email_subject: str = "",
     email_body: str = "",
@@ -112,7 +112,7 @@ def intervention_set_outcome(
     *,
     intervention: Intervention,
     outcome: str,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     reason: str = "",
     outcome_date: dt.date | None = None,
 ) -> Intervention:
@@ -174,7 +174,7 @@ def intervention_set_outcome(
     return locked
 
 
-def intervention_close_crm_tasks(*, intervention: Intervention, actor: AbstractBaseUser | None = None) -> int:
+def intervention_close_crm_tasks(*, intervention: Intervention, actor: User | None = None) -> int:
     """Complete the intervention's open CRM tasks with its outcome, through the CRM client.
 
     Called once an intervention is resolved, so nobody works a follow-up or escalation call
@@ -203,7 +203,7 @@ def intervention_close_crm_tasks(*, intervention: Intervention, actor: AbstractB
 # Partner page: drafting and sending a retention email -------------------------------
 
 
-def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseUser | None):
+def partner_email_draft(*, partner: Partner, drivers: list, actor: User | None):
     """Draft a retention email with the agent's writer and audit how it was written.
 
     Returns the writer's `EmailDraft`.
@@ -219,7 +219,7 @@ def partner_email_draft(*, partner: Partner, drivers: list, actor: AbstractBaseU
     return draft
 
 
-def intervention_email_send(*, intervention: Intervention, actor: AbstractBaseUser | None) -> bool:
+def intervention_email_send(*, intervention: Intervention, actor: User | None) -> bool:
     """Send a logged intervention's email to the partner's contact through Django's email backend.
 
     Sent outside any transaction (a slow mail server must not hold row locks); the result,
@@ -263,7 +263,7 @@ def intervention_email_send(*, intervention: Intervention, actor: AbstractBaseUs
 
 
 @transaction.atomic
-def roi_assumptions_update(*, actor: AbstractBaseUser, changes: dict):
+def roi_assumptions_update(*, actor: User, changes: dict):
     """Change the ROI assumptions (managers only); the audit event keeps old and new values."""
     if not actor.has_perm("retention.change_roiassumptions"):
         raise PermissionDenied("Only a manager can change the ROI assumptions")

@@ -1,4 +1,5 @@
 import csv
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
@@ -76,7 +77,7 @@ def _feed_context(request: AuthedHttpRequest) -> dict:
     partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**form.selector_kwargs()))
     paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE, page=request.GET.get("page"))
     page = paginator.get_page(request.GET.get("page"))
-    unscored = []
+    unscored: Any = []
     if not page.object_list and not request.GET:
         # First run, before any scoring: show who is there instead of an empty desk.
         unscored = selectors.partner_list(status="active").filter(current_score__isnull=True)[:50]
@@ -171,7 +172,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
         "drivers": selectors.partner_drivers(partner=partner),
         "history": history[-8:][::-1],
         "risk_chart": charts.line_chart(
-            [s.as_of.strftime("%d %b %y") for s in history],
+            [s.as_of.strftime("%d %b %y") for s in history],  # type: ignore[attr-defined]  # set by the selector
             {"Risk within 90 days": [s.risk for s in history]},
             title=f"Risk over time for {partner.external_id}",
             y_max=1,
@@ -206,7 +207,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
 @require_POST
 def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
-    form = InterventionForm(request.POST, members=list(selectors.team_members()))
+    form: InterventionForm | None = InterventionForm(request.POST, members=list(selectors.team_members()))
     notice = ""
     if form.is_valid():
         data = form.cleaned_data

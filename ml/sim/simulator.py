@@ -31,6 +31,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -381,7 +382,8 @@ def world_state_to_json(state: WorldState) -> dict:
 
 
 def world_state_from_json(d: dict) -> WorldState:
-    params = SimulatorParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()})
+    raw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
+    params = SimulatorParams(**raw)
     kwargs = {name: d[name] for name in _SCALARS}
     for name in _STRINGS:
         kwargs[name] = np.array(d["strings"][name], dtype=object)
