@@ -141,7 +141,7 @@ def test_a_dry_run_counts_what_would_change_and_writes_nothing(tmp_path, capsys)
 
 
 def test_on_imported_data_the_desk_today_is_the_end_of_the_history_or_the_setting(tmp_path, capsys, settings):
-    from ml.sim.clock import scoring_as_of
+    from ml.sim.today import scoring_as_of
 
     run(capsys, samples(tmp_path))
     assert str(scoring_as_of()) == "2024-12-31"  # the end of the last imported month
