@@ -14,13 +14,12 @@ from django.views.decorators.http import require_GET, require_POST
 from agent import selectors, services
 from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
 from agent.models import AgentRun
+from agent.tasks import execute_intervention, run_agent
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.broker import enqueue
 from churnsite.health import broker_status
 from churnsite.http import partial_template
 from retention.models import Intervention, Partner
-from agent.tasks import run_agent
-from agent.tasks import execute_intervention
 
 TEMPLATE = "agent/control.html"
 

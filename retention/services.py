@@ -80,7 +80,7 @@ def intervention_log(
 INTERVENTION_EDITABLE = ("note", "assigned_to")
 
 
-def intervention_update(*, intervention: Intervention, actor: AbstractBaseUser, **changes) -> Intervention:
+def intervention_update(*, intervention: Intervention, actor: User, **changes) -> Intervention:
     """Change an intervention's note or assignee; audited with the old and new values."""
     unknown = set(changes) - set(INTERVENTION_EDITABLE)
     if unknown:
