@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from threadpoolctl import threadpool_limits
 
@@ -13,7 +14,7 @@ from ml.csv_training import TableError, train_on_table
 from ml.frames import history_frames
 from ml.services import model_version_register
 from ml.sim import simulator, store
-from ml.sim.today import simulated_today
+from ml.sim.today import history_end, simulated_today
 from ml.training import data_end, train_and_evaluate
 
 SUMMARY_KEYS = [
@@ -91,10 +92,6 @@ class Command(BaseCommand):
             raise CommandError("No partner history in the database (run seed_demo or import_data).")
         # Labels need to know who churned up to 90 days after a cutoff: "today" is the end
         # of the recorded history (the simulated today for the demo world).
-        from django.conf import settings
-
-        from ml.sim.clock import history_end
-
         today = (
             simulated_today()
             or settings.DESK_TODAY
