@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget, trigger_client_event
 
 from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_required
+from churnsite.health import broker_status
 from churnsite.http import MAX_ID, partial_template, safe_next
 from retention import charts, selectors, services
 from retention.forms import (
@@ -29,7 +30,6 @@ from retention.forms import (
 )
 from retention.models import ImportJob, Intervention, Partner
 from retention.templatetags import retention_tags as tags
-from churnsite.health import broker_status
 
 
 @login_not_required
