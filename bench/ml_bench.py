@@ -7,7 +7,7 @@
 Seeds the world with the lead's `seed_demo` when the database is empty, then measures, each
 in its own process as a user would run it:
 - `train_churn_model` end to end (wall time, and peak memory from /usr/bin/time -v);
-- `score_partners` end to end (features, risk, buckets, drivers for risk >= 50%,
+- `score_partners` end to end (features, risk, buckets, drivers from the at-risk level (30%),
   persistence) with each stage's share;
 - drivers on demand for single partners whose drivers were not precomputed (cold: first
   call in a process, loading the model; warm: later calls).

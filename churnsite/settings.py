@@ -286,6 +286,14 @@ CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
 DESK_TODAY = env_date("DESK_TODAY")
 # The agent's email writer: drafts written at once per run (LLM requests in flight).
 AGENT_DRAFT_CONCURRENCY = env_int("AGENT_DRAFT_CONCURRENCY", 8)
+# "At risk": from this 90-day churn risk the desk shows a churn window ("Churn in: ~7 days",
+# the most likely window if the partner churns) and scoring computes drivers; below it a
+# partner reads "Low risk". 30% by default: well below the agent's contact threshold, so the
+# desk sees what is coming before the agent acts; the Model page says how often partners
+# shown at risk churned on the holdout.
+AT_RISK_LEVEL = env_float("AT_RISK_LEVEL", 0.30)
+if not 0 < AT_RISK_LEVEL < 1:
+    raise ImproperlyConfigured(f"AT_RISK_LEVEL={AT_RISK_LEVEL} must lie strictly between 0 and 1")
 
 LOGGING = {
     "version": 1,

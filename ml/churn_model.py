@@ -15,11 +15,14 @@ Two gradient-boosted models are combined, the second *conditioned on churning*:
 
 Then ``p_7d, p_30d, p_90d = risk * q`` and ``p_later = 1 - risk``: the four probabilities
 sum to one and "> 90 days" is exactly 1 - risk by construction. The displayed bucket is a
-two-step decision that reads the same way as the numbers: "> 90 days" when risk < 50%,
-otherwise the most likely of the three churn buckets. (A plain argmax over the four
-probabilities could show "> 90 days" for a 60%-risk partner whose churn time is spread over
-three buckets; we chose this over one 4-class model because the risk must be a calibrated
-binary probability with exact log-odds SHAP values, which a softmax class does not give.)
+two-step decision that reads the same way as the numbers: "later" (shown as "Low risk")
+when risk is below the at-risk level (``AT_RISK_LEVEL``, 30% by default), otherwise the most
+likely of the three churn windows *given* churn, ``argmax q``: "~7 days" means "if this
+partner churns, most likely within a week". (A plain argmax over the four probabilities
+would show "> 90 days" for nearly everyone, since a 60%-risk partner's churn time is spread
+over three windows; we chose this over one 4-class model because the risk must be a
+calibrated binary probability with exact log-odds SHAP values, which a softmax class does
+not give.)
 
 Categoricals are encoded as numbers before the trees see them (see ``ml.features``):
 shap's TreeExplainer returns wrong values for HistGradientBoosting's native categorical
@@ -41,6 +44,9 @@ from sklearn.linear_model import LogisticRegression
 from ml.explain import describe, group_contributions
 
 CHURN_BUCKETS = ("7d", "30d", "90d")
+# The 90-day risk from which a partner is "at risk" and shown a churn window; below it the
+# desk reads "Low risk". churnsite.settings.AT_RISK_LEVEL (same default) overrides it.
+AT_RISK_LEVEL = 0.30
 ALL_BUCKETS = (*CHURN_BUCKETS, "later")
 
 
@@ -66,7 +72,7 @@ class ChurnModel:
         """The tree ensemble's raw output (log-odds before calibration)."""
         return self.risk_model.decision_function(self._matrix(X))
 
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, X: pd.DataFrame, *, at_risk: float = AT_RISK_LEVEL) -> pd.DataFrame:
         """risk, p_7d, p_30d, p_90d, p_later and bucket per row (index kept)."""
         z = self.raw_log_odds(X)
         risk = sigmoid(self.calib_a * z + self.calib_b)
@@ -80,7 +86,7 @@ class ChurnModel:
             out[f"p_{name}"] = risk * q[:, i]
         out["p_later"] = 1.0 - risk
         churn_bucket = np.asarray(CHURN_BUCKETS)[q.argmax(axis=1)]
-        out["bucket"] = np.where(risk >= 0.5, churn_bucket, "later")
+        out["bucket"] = np.where(risk >= at_risk, churn_bucket, "later")
         return out
 
     # Explanations ----------------------------------------------------------------
@@ -329,10 +335,12 @@ def bucket_metrics(true_bucket, pred_bucket) -> dict:
     }
 
 
-def bucket_from_probabilities(risk: np.ndarray, q: np.ndarray) -> np.ndarray:
+def bucket_from_probabilities(
+    risk: np.ndarray, q: np.ndarray, *, at_risk: float = AT_RISK_LEVEL
+) -> np.ndarray:
     """The same two-step decision as ChurnModel.predict, for the oracle's probabilities."""
     churn_bucket = np.asarray(CHURN_BUCKETS)[np.asarray(q).argmax(axis=1)]
-    return np.where(np.asarray(risk) >= 0.5, churn_bucket, "later")
+    return np.where(np.asarray(risk) >= at_risk, churn_bucket, "later")
 
 
 def risk_histogram(p, bins: int = 20) -> list[int]:

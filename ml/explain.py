@@ -88,6 +88,10 @@ def group_contributions(model, points: np.ndarray, values) -> list[dict]:
                 g["value"] = name.removeprefix("region_")
         else:
             grouped[name] = {"feature": name, "value": float(by_name[name]), "points": float(points[j])}
+    # Comparisons say against what: a driver's sentence may quote the partner's other values.
+    context = {k: float(v) for k, v in by_name.items()}
+    for g in grouped.values():
+        g["context"] = context
     if "historical_churn_speed" in grouped:
         grouped["historical_churn_speed"]["rate"] = by_name.get("historical_churn_rate")
     return list(grouped.values())
@@ -120,7 +124,105 @@ def _trend_text(what: str, v: float) -> str:
     return f"{what} {'down' if v < 0 else 'up'} {_pct(v)} in 3 months"
 
 
+def _count(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 10 or float(v).is_integer() else f"{v:,.1f}"
+
+
+def _versus(
+    what: str, now: float, before: float, *, now_span: str, before_span: str, money: bool = False
+) -> str:
+    """'Transactions 2 last month, vs 16 a month over the 3 months before'."""
+    fmt = (lambda x: f"${x:,.0f}") if money else _count
+    return f"{what} {fmt(now)} {now_span}, vs {fmt(max(before, 0.0))} {before_span}"
+
+
+def _comparison(feature: str, v: float, ctx: dict) -> str | None:
+    """The sentences that compare two numbers, with both numbers (None: not enough context)."""
+    get = ctx.get
+    match feature:
+        case "transactions_log_trend_1v3" if get("transactions_1m") is not None:
+            now = get("transactions_1m")
+            before = (now + 1) / math.exp(v) - 1
+            return _versus(
+                "Transactions",
+                now,
+                before,
+                now_span="last month",
+                before_span="a month over the 3 months before",
+            )
+        case "transactions_log_trend_3v3" if get("transactions_3m") is not None:
+            now = get("transactions_3m")
+            before = (now + 1) / math.exp(v) - 1
+            return _versus(
+                "Transactions",
+                now,
+                before,
+                now_span="a month over the last 3 months",
+                before_span="over the 3 before",
+            )
+        case "transactions_trend_3m" if get("transactions_3m") is not None and v > -1:
+            now = get("transactions_3m")
+            return _versus(
+                "Transactions",
+                now,
+                now / (1 + v),
+                now_span="a month over the last 3 months",
+                before_span="over the 3 before",
+            )
+        case "revenue_trend_3m" if get("revenue_3m") is not None and v > -1:
+            now = get("revenue_3m")
+            return _versus(
+                "Revenue",
+                now,
+                now / (1 + v),
+                now_span="a month over the last 3 months",
+                before_span="over the 3 before",
+                money=True,
+            )
+        case "active_users_trend_3m" if get("active_users_3m") is not None and v > -1:
+            now = get("active_users_3m")
+            return _versus(
+                "Active users",
+                now,
+                now / (1 + v),
+                now_span="a month over the last 3 months",
+                before_span="over the 3 before",
+            )
+        case "tickets_per_user_3m" if get("support_tickets_3m") is not None:
+            # The ratio never hides its denominator, least of all a zero one.
+            tickets, users = get("support_tickets_3m"), get("active_users_3m") or 0.0
+            n = f"{tickets:.0f} support ticket{'s' if tickets != 1 else ''} in 3 months"
+            if users < 0.5:
+                return f"{n}, with no active users"
+            return f"{n} from {_count(users)} active user{'s' if round(users) != 1 else ''} a month"
+        case "active_users_vs_peak" if get("active_users_1m") is not None:
+            now = get("active_users_1m")
+            if v <= 0:
+                return "No active users last month"
+            return f"{now:.0f} active users last month, vs a peak of {now / v:.0f} this year"
+        case "revenue_vs_plan_1m" if get("monthly_revenue"):
+            plan = get("monthly_revenue")
+            return f"Revenue ${v * plan:,.0f} last month, {v * 100:.0f}% of the ${plan:,.0f} plan"
+        case "revenue_vs_plan_3m" if get("monthly_revenue"):
+            plan = get("monthly_revenue")
+            return f"Revenue ${v * plan:,.0f} a month over 3 months, {v * 100:.0f}% of the ${plan:,.0f} plan"
+        case "revenue_vs_plan_12m" if get("monthly_revenue"):
+            plan = get("monthly_revenue")
+            return f"Revenue ${v * plan:,.0f} a month over 12 months, {v * 100:.0f}% of the ${plan:,.0f} plan"
+        case "revenue_vs_plan_change_1m" if get("monthly_revenue"):
+            plan = get("monthly_revenue")
+            return (
+                f"Revenue {'down' if v < 0 else 'up'} ${abs(v) * plan:,.0f} last month against the month before "
+                f"({abs(v) * 100:.0f}% of the ${plan:,.0f} plan)"
+            )
+    return None
+
+
 def _text(feature: str, v, c: dict) -> str:
+    if isinstance(v, float) and c.get("context"):
+        compared = _comparison(feature, v, c["context"])
+        if compared:
+            return compared
     match feature:
         case "days_overdue":
             return f"Payment {v:.0f} days overdue" if v > 0 else "No overdue payment"
@@ -140,8 +242,8 @@ def _text(feature: str, v, c: dict) -> str:
             return _trend_text("Active users", v)
         case "trend_velocity":
             if abs(v) < 0.005:
-                return "Activity steady month to month"
-            return f"Activity {'declining' if v > 0 else 'growing'} {_pct(v)} a month"
+                return "Activity steady month to month over 6 months"
+            return f"Activity {'declining' if v > 0 else 'growing'} {_pct(v)} a month over 6 months (transactions and revenue)"
         case "support_tickets_3m":
             return f"{v:.0f} support ticket{'s' if v != 1 else ''} in 3 months"
         case "tickets_per_user_3m":

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
@@ -25,7 +26,6 @@ from ml.sim.today import scoring_as_of
 from retention.models import Partner
 
 DEFAULT_CHUNK = 10_000
-DRIVERS_FROM_RISK = 0.5  # scoring computes drivers for these; the others on demand
 
 
 class ModelActivationError(ValueError):
@@ -134,7 +134,7 @@ def partner_features(*, partner_ids: Sequence[int], as_of: dt.date, model: Churn
 
 
 def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
-    """Score one chunk: features, risk and buckets, drivers for risk >= 50%, persistence.
+    """Score one chunk: features, risk and buckets, drivers from the at-risk level, persistence.
 
     Safe to run twice (a redelivered task): history rows are unique per (run, partner) and
     the current score is an upsert. Returns the seconds spent in each stage."""
@@ -149,13 +149,14 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
     times["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pred = model.predict(X) if len(X) else pd.DataFrame()
+    pred = model.predict(X, at_risk=settings.AT_RISK_LEVEL) if len(X) else pd.DataFrame()
     times["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
     drivers: dict[int, list] = {}
     if len(X):
-        hot = pred.index[pred["risk"].to_numpy() >= DRIVERS_FROM_RISK]
+        # Every partner shown at risk has its drivers on the feed; the rest are on demand.
+        hot = pred.index[pred["risk"].to_numpy() >= settings.AT_RISK_LEVEL]
         if len(hot):
             for pid, d in zip(hot, model.drivers(X.loc[hot]), strict=True):
                 drivers[int(pid)] = d

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ml import features as F
 from ml.churn_model import (
+    AT_RISK_LEVEL,
     ChurnModel,
     _hash_share,
     baseline_metrics,
@@ -71,6 +72,7 @@ def train_and_evaluate(
     max_train_rows: int = 400_000,
     oracle: OracleFn | None = None,
     key: str = "external_id",
+    at_risk: float = AT_RISK_LEVEL,
 ) -> tuple[ChurnModel, dict]:
     t0 = time.perf_counter()
     first_month = pd.to_datetime(activity["month"]).min().date()
@@ -103,15 +105,16 @@ def train_and_evaluate(
     )
     t_fit = time.perf_counter() - t0 - t_features
 
-    pred = model.predict(test)
+    pred = model.predict(test, at_risk=at_risk)
     report = evaluate(test, pred, model)
     baseline = fit_baseline(train, train["label"].to_numpy(), features=F.FEATURES)
     report.update(baseline_metrics(baseline, test, test["label"].to_numpy(), features=F.FEATURES))
     t_baseline = time.perf_counter() - t0 - t_features - t_fit
+    report["at_risk_level"] = at_risk
     sample = test.sample(n=min(len(test), 3000), random_state=seed)
     report["feature_importance"] = model.global_importance(sample)
     if oracle is not None:
-        report.update(oracle_metrics(test, pred, oracle, key=key))
+        report.update(oracle_metrics(test, pred, oracle, key=key, at_risk=at_risk))
     report.update(
         {
             "n_train": len(train),
@@ -148,10 +151,27 @@ def evaluate(test: pd.DataFrame, pred: pd.DataFrame, model: ChurnModel) -> dict:
     report.update(bucket_metrics(test["bucket"].to_numpy(), pred["bucket"].to_numpy()))
     report["reliability"] = reliability_curve(y, risk)
     report["risk_histogram"] = risk_histogram(risk)
+    # For the Model page in words: how concentrated churn is in the riskiest tenth, and how
+    # often the shown churn window came true.
+    top = risk >= np.quantile(risk, 0.9) if len(risk) else np.zeros(0, bool)
+    report["top_decile_churn_share"] = round(float(y[top].sum() / y.sum()), 4) if y.sum() else None
+    days = test["days_to_churn"].to_numpy()
+    shown = pred["bucket"].to_numpy()
+    windows = {}
+    for name, mask in (("at_risk", shown != "later"), ("7d", shown == "7d"), ("30d", shown == "30d")):
+        n = int(mask.sum())
+        windows[name] = {
+            "n": n,
+            "churned_7d": round(float((days[mask] <= 7).mean()), 4) if n else None,
+            "churned_90d": round(float((days[mask] <= 90).mean()), 4) if n else None,
+        }
+    report["shown_windows"] = windows
     return report
 
 
-def oracle_metrics(test: pd.DataFrame, pred: pd.DataFrame, oracle: OracleFn, *, key: str) -> dict:
+def oracle_metrics(
+    test: pd.DataFrame, pred: pd.DataFrame, oracle: OracleFn, *, key: str, at_risk: float = AT_RISK_LEVEL
+) -> dict:
     """The simulator's true probabilities at the same holdout rows: the best any model could do."""
     frames = []
     for cutoff, rows in test.groupby("cutoff"):
@@ -172,7 +192,9 @@ def oracle_metrics(test: pd.DataFrame, pred: pd.DataFrame, oracle: OracleFn, *, 
             (o["o_90"] - o["o_30"]).to_numpy()[ok],
         ]
     )
-    ob = bucket_metrics(test["bucket"].to_numpy()[ok], bucket_from_probabilities(p90, np.clip(q, 0, None)))
+    ob = bucket_metrics(
+        test["bucket"].to_numpy()[ok], bucket_from_probabilities(p90, np.clip(q, 0, None), at_risk=at_risk)
+    )
     model_auc = binary_metrics(y, pred["risk"].to_numpy()[ok])["roc_auc"]
     return {
         "oracle_auc": om["roc_auc"],

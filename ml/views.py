@@ -7,16 +7,37 @@ from django.views.decorators.http import require_GET, require_POST
 
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.http import MAX_ID, partial_template
-from ml import charts, selectors
+from ml import charts, selectors, wording
 from ml.models import ModelVersion
 from ml.services import ModelActivationError, model_version_activate
 
+# One line each on what the number means, for readers who are not data scientists.
 METRIC_ROWS = [
-    ("roc_auc", "ROC AUC", "higher is better"),
-    ("pr_auc", "PR AUC", "higher is better"),
-    ("brier", "Brier score", "lower is better"),
-    ("ece", "Calibration error (ECE, 10 bins)", "lower is better"),
-    ("bucket_macro_f1", "Time bucket macro F1", "higher is better"),
+    (
+        "roc_auc",
+        "ROC AUC",
+        "the chance a random churner is ranked above a random stayer: 0.5 is a coin flip, 1 is perfect",
+    ),
+    (
+        "pr_auc",
+        "PR AUC",
+        "how many of the partners flagged first really churn, averaged over how deep you go; compare with the base rate",
+    ),
+    (
+        "brier",
+        "Brier score",
+        "the mean squared gap between the risk shown and what happened (0 or 1); lower is better",
+    ),
+    (
+        "ece",
+        "Calibration error (ECE, 10 bins)",
+        "the average gap between the risk shown and the share that churned, per 10-point band; lower is better",
+    ),
+    (
+        "bucket_macro_f1",
+        "Time bucket macro F1",
+        "how well the shown churn window (or Low risk) matches when partners left, averaged over the four; 1 is perfect",
+    ),
 ]
 
 ORACLE_KEYS = {"roc_auc": "oracle_auc"}
@@ -39,6 +60,7 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
         context.update(
             {
                 "m": m,
+                "in_words": wording.model_in_words(m),
                 "rows": [
                     {
                         "key": k,

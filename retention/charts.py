@@ -11,7 +11,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT = 560, 180
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 12, 12, 28
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 58, 12, 12, 28  # room for "$12,000" at 11 px
 COLOURS = ["#2456d3", "#c62828", "#2e7d32", "#d98a00", "#6b7280"]
 
 
@@ -32,7 +32,9 @@ def _fmt(value: float) -> str:
 
 def _frame(body: list[str], title: str, width: int, height: int) -> SafeString:
     return mark_safe(
-        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        # Drawn at its own pixel size (never scaled down, so 11 px text stays 11 px); a card
+        # narrower than the chart scrolls it sideways instead of shrinking it (site.css).
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{escape(title)}</title>{''.join(body)}</svg>"
     )
@@ -53,7 +55,7 @@ def _axes(
         y = PAD_TOP + plot_h - plot_h * i / 4
         out.append(
             f'<line x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e6eb"/>'
-            f'<text x="{PAD_LEFT - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
+            f'<text x="{PAD_LEFT - 4}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#6b7280">'
             f"{escape(y_format(value))}</text>"
         )
     # At most ~8 x labels, so they never overlap.
@@ -61,7 +63,7 @@ def _axes(
     for i, label in enumerate(labels):
         if i % step == 0 or i == len(labels) - 1:
             out.append(
-                f'<text x="{x_of(i):.1f}" y="{height - 8}" font-size="10" text-anchor="middle" '
+                f'<text x="{x_of(i):.1f}" y="{height - 8}" font-size="11" text-anchor="middle" '
                 f'fill="#6b7280">{escape(label)}</text>'
             )
     return out
@@ -166,7 +168,7 @@ def _legend(names: list[str], width: int, colours: Sequence[str] = COLOURS) -> s
     for n, name in enumerate(names):
         out.append(
             f'<rect x="{x}" y="2" width="8" height="8" fill="{colours[n % len(colours)]}"/>'
-            f'<text x="{x + 11}" y="10" font-size="10" fill="#374151">{escape(name)}</text>'
+            f'<text x="{x + 11}" y="10" font-size="11" fill="#374151">{escape(name)}</text>'
         )
         x += 16 + 6 * len(name)
     return "".join(out)

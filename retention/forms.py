@@ -129,10 +129,18 @@ class RoiAssumptionsForm(forms.ModelForm):
             "cost_other": "Cost per other action",
         }
 
+    def clean_months_of_revenue_saved(self):
+        # A saved partner's revenue counts for a bounded horizon: 0 months makes every ROI
+        # -100%, and 100,000 months made it 702070.97x.
+        months = self.cleaned_data["months_of_revenue_saved"]
+        if not 1 <= months <= 36:
+            raise forms.ValidationError("Between 1 and 36 months of revenue")
+        return months
+
     def clean_assumed_save_rate(self):
         rate = self.cleaned_data["assumed_save_rate"]
         if not 0 <= rate <= 1:
-            raise forms.ValidationError("A rate between 0 and 1")
+            raise forms.ValidationError("A save rate between 0 and 1 (0.3 = 30%)")
         return rate
 
     def clean(self):

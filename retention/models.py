@@ -129,6 +129,13 @@ class Invoice(models.Model):
         return f"Invoice {self.partner_id} {self.issued_on}"
 
 
+HOLDOUT_OUTCOME_LABELS = {
+    "pending": "Pending (not contacted)",
+    "saved": "Stayed (not contacted)",
+    "churned": "Churned (not contacted)",
+}
+
+
 class Intervention(TimeStampedModel):
     """One contact (or deliberate non-contact, for the control group) with a partner."""
 
@@ -262,6 +269,13 @@ class Intervention(TimeStampedModel):
     @property
     def is_holdout(self) -> bool:
         return self.action == self.Action.HOLDOUT
+
+    @property
+    def outcome_choices(self) -> list[tuple[str, str]]:
+        """The outcome menu in this row's words: nobody saved a control partner, it stayed."""
+        if not self.is_holdout:
+            return list(self.Outcome.choices)
+        return [(v, HOLDOUT_OUTCOME_LABELS.get(v, label)) for v, label in self.Outcome.choices]
 
     @property
     def is_resolved(self) -> bool:

@@ -120,6 +120,9 @@ FEED_ROW_FIELDS = (
 FEED_ROW_RELATED = {
     "bucket": F("current_score__bucket"),
     "risk": F("current_score__risk"),
+    "p_7d": F("current_score__p_7d"),
+    "p_30d": F("current_score__p_30d"),
+    "p_90d": F("current_score__p_90d"),
     "revenue_at_risk": F("current_score__revenue_at_risk"),
     "top_driver": KeyTextTransform("text", KeyTransform("0", "current_score__drivers")),
     "owner_first": F("account_owner__first_name"),
@@ -473,8 +476,9 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
     manager later rejected, because dropping those would compare a hand-picked group
     with a random one.
     incremental_revenue = uplift x the treated partners' monthly revenue x the months of
-    revenue counted as saved (RoiAssumptions); incremental_roi = that over the treated
-    contacts' cost.
+    revenue counted as saved (RoiAssumptions); incremental_roi = (incremental revenue - the
+    treated contacts' cost) / that cost, with the interval the uplift's 95% interval gives
+    (the ROI is linear in the uplift); roi_settled is False while that interval spans 0.
     """
     qs = Intervention.objects.filter(
         source=Intervention.Source.AGENT, outcome__in=[Outcome.SAVED, Outcome.CHURNED]
@@ -516,6 +520,9 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
         "incremental_revenue": None,
         "treated_cost": _money(treated_cost),
         "incremental_roi": None,
+        "roi_low": None,
+        "roi_high": None,
+        "roi_settled": False,
     }
     if not tn or not cn or treated_rate is None or control_rate is None:
         return result
@@ -531,7 +538,15 @@ def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.95996
         Decimal(str(uplift)) * Decimal(agg["treated_revenue"] or 0) * months
     )
     # The ROI the experiment supports: revenue the contacts caused (not every partner who
-    # stayed, which the realized ROI counts) over what the contacts cost.
+    # stayed, which the gross figure counts), net of what the contacts cost, per unit of cost.
     if treated_cost:
-        result["incremental_roi"] = float(result["incremental_revenue"] / treated_cost)
+        revenue = float(agg["treated_revenue"] or 0) * float(months)
+        cost = float(treated_cost)
+
+        def roi(u: float) -> float:
+            return (u * revenue - cost) / cost
+
+        result["incremental_roi"] = roi(uplift)
+        result["roi_low"], result["roi_high"] = roi(result["ci_low"]), roi(result["ci_high"])
+        result["roi_settled"] = not result["roi_low"] <= 0 <= result["roi_high"]
     return result

@@ -1,6 +1,7 @@
 import csv
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -104,8 +105,13 @@ def _feed_rows(partners) -> list[dict]:
                 "id": ext,
                 "url": f"{base}{ext}/",
                 "bucket": bucket,
-                "headline": f"{tags.urgency_icon(bucket)} {ext} • Risk: {tags.pct(p['risk'])} • "
-                f"Churn in: {tags.bucket_label(bucket)}",
+                # The emoji stays in the row's text (copy-paste, screen readers) but the colour
+                # on screen is a CSS dot: not every system has an emoji font.
+                "icon": tags.urgency_icon(bucket),
+                "headline": f"{ext} • Risk: {tags.pct(p['risk'])} • {tags.churn_in(bucket)}",
+                "window_note": tags.if_it_churns(p["risk"], p["p_7d"], p["p_30d"], p["p_90d"])
+                if bucket and bucket != "later"
+                else "",
                 "name": p["name"],
                 "tier": p["tier"],
                 "tier_label": tier_labels.get(p["tier"], p["tier"]),
@@ -169,6 +175,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
     pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
     context = _workspace_context(request, partner) | {
         "score": score,
+        "at_risk_level": settings.AT_RISK_LEVEL,
         "drivers": selectors.partner_drivers(partner=partner),
         "history": history[-8:][::-1],
         "risk_chart": charts.line_chart(
@@ -301,7 +308,6 @@ def intervention_list(request: AuthedHttpRequest) -> HttpResponse:
     if template.endswith("#summary"):
         return render(request, template, context)
     context["page"] = Paginator(selectors.intervention_list(**filters), 50).get_page(request.GET.get("page"))
-    context["outcome_choices"] = Intervention.Outcome.choices
     return render(request, template, context)
 
 
@@ -331,7 +337,7 @@ def intervention_outcome(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     response = render(
         request,
         "retention/intervention_list.html#row",
-        {"intervention": intervention, "row_error": error, "outcome_choices": Intervention.Outcome.choices},
+        {"intervention": intervention, "row_error": error},
     )
     if not error:
         trigger_client_event(response, "outcome-changed", {"id": pk, "outcome": intervention.outcome})

@@ -1,5 +1,7 @@
 """Drivers in words: what the retention team reads on the feed, the partner page and the Model page."""
 
+import math
+
 import pytest
 
 from ml.explain import describe, feature_label
@@ -24,3 +26,25 @@ def test_every_model_feature_has_a_name_for_people():
     labels = {f: feature_label(f) for f in FEATURES}
     assert all(label != feature for feature, label in labels.items()), labels
     assert labels["region_latam"] == "Region: LATAM" and labels["segment_reseller"] == "Segment: Reseller"
+
+
+def test_a_ratio_says_its_zero_denominator_instead_of_hiding_it():
+    context = {"support_tickets_3m": 11.0, "active_users_3m": 0.0}
+    driver = describe({"feature": "tickets_per_user_3m", "value": 11.0, "points": 3.0, "context": context})
+    assert driver["text"] == "11 support tickets in 3 months, with no active users"
+    context["active_users_3m"] = 2.0
+    driver = describe({"feature": "tickets_per_user_3m", "value": 5.5, "points": 3.0, "context": context})
+    assert driver["text"] == "11 support tickets in 3 months from 2 active users a month"
+
+
+def test_a_comparison_says_against_what():
+    # 2 last month against 16 a month before: log((2 + 1) / (16 + 1)).
+    context = {"transactions_1m": 2.0}
+    v = math.log(3 / 17)
+    driver = describe(
+        {"feature": "transactions_log_trend_1v3", "value": v, "points": 9.0, "context": context}
+    )
+    assert driver["text"] == "Transactions 2 last month, vs 16 a month over the 3 months before"
+    plan = {"monthly_revenue": 5000.0}
+    driver = describe({"feature": "revenue_vs_plan_1m", "value": 0.4, "points": 4.0, "context": plan})
+    assert driver["text"] == "Revenue $2,000 last month, 40% of the $5,000 plan"

@@ -48,6 +48,28 @@ def test_the_model_page_shows_metrics_beside_the_oracle_with_pictures(retention_
     assert "<html" in html
 
 
+def test_the_model_page_speaks_in_words_before_the_metrics(retention_client, db):
+    metrics = {**METRICS, "top_decile_churn_share": 0.47, "at_risk_level": 0.3,
+               "shown_windows": {"at_risk": {"n": 300, "churned_7d": 0.08, "churned_90d": 0.52},
+                                 "7d": {"n": 40, "churned_7d": 0.41, "churned_90d": 0.9}}}  # fmt: skip
+    version = ModelVersionFactory(is_active=True, metrics=metrics)
+
+    html = retention_client.get(reverse("ml:model")).content.decode()
+
+    # The first thing said is a reliability statement, riskiest band first, then the rest.
+    first = html.index('id="reliability-sentence"')
+    assert first < html.index("Technical metrics")
+    assert (
+        'id="reliability-sentence">Of partners we showed at 50-60% risk, 63% churned within 90 days' in html
+    )
+    assert "Of partners we showed at 0-10% risk, 6% churned within 90 days" in html
+    assert "The riskiest 10% of partners hold 47% of the churners" in html
+    assert "Of partners shown “~7 days”, 41% churned within 7 days." in html
+    assert f"Last trained {version.trained_at:%Y-%m-%d}" in html
+    # Each technical metric has its one-line reading.
+    assert "the chance a random churner is ranked above a random stayer" in html
+
+
 def test_the_version_picker_swaps_only_the_detail_partial(retention_client, active_version):
     old = ModelVersionFactory(metrics={**METRICS, "roc_auc": 0.7123})
     response = retention_client.get(

@@ -15,6 +15,12 @@ def feed_ids(html: str) -> list[str]:
     return re.findall(r'data-partner="(P\d+)"', html)
 
 
+def headlines(html: str) -> list[str]:
+    """Each row's headline as a person reads (and copies) it: the link's text."""
+    cells = re.findall(r'<td class="headline"><a [^>]*>(.*?)</a>', html, flags=re.S)
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
+
+
 def test_the_feed_puts_the_most_urgent_partners_first_then_the_riskiest(retention_client):
     scored_partner(external_id="P1", risk=0.95, bucket="30d")
     scored_partner(external_id="P2", risk=0.70, bucket="7d")
@@ -31,10 +37,24 @@ def test_a_feed_row_reads_like_the_desk_talks(retention_client):
 
     html = retention_client.get("/").content.decode()
 
-    assert "🔴 P18477 • Risk: 94% • Churn in: ~7 days" in html
+    assert headlines(html) == ["🔴 P18477 • Risk: 94% • Churn in: ~7 days"]
+    # The colour on screen is a CSS dot (the emoji is kept in the text, visually hidden),
+    # and the window's probability given churn is on hover.
+    assert '<span class="dot dot-7d" aria-hidden="true"></span><span class="emoji">🔴</span>' in html
+    assert 'title="If it churns: ~7 d 50%, ~30 d 30%, ~90 d 20%"' in html
     assert "Payment 45 days overdue" in html  # the top driver
     assert "$4,200" in html and "Gold" in html
     assert 'class="urgency-7d"' in html
+
+
+def test_a_partner_below_the_at_risk_level_reads_low_risk_in_grey_not_a_late_churn_date(retention_client):
+    scored_partner(external_id="P2", risk=0.12, bucket="later")
+
+    html = retention_client.get("/").content.decode()
+
+    assert headlines(html) == ["⚪ P2 • Risk: 12% • Low risk"]
+    assert "> 90 days" not in html and "&gt; 90 days" not in html.split("<tbody>")[1]
+    assert '<span class="dot dot-later"' in html and "title=" not in html.split("<tbody>")[1].split("</a>")[0]
 
 
 def test_the_feed_sorts_by_risk_and_by_revenue_at_risk(retention_client):

@@ -60,8 +60,12 @@ def test_uplift_is_control_churn_minus_treated_churn_with_newcombes_interval():
     # 0.2 x 80 treated partners x $2,500 a month x 6 months
     assert result["incremental_partners"] == pytest.approx(16)
     assert result["incremental_revenue"] == Decimal("240000.00")
-    # ... over 80 emails at $25: $2,000 of contacts.
-    assert result["treated_cost"] == Decimal("2000.00") and result["incremental_roi"] == pytest.approx(120.0)
+    # ... net of 80 emails at $25 ($2,000 of contacts), per dollar spent: (240,000 - 2,000) / 2,000.
+    assert result["treated_cost"] == Decimal("2000.00") and result["incremental_roi"] == pytest.approx(119.0)
+    # The interval is the uplift's, through the same formula: 0.0524 x 80 x 2,500 x 6 = 62,880.
+    assert result["roi_low"] == pytest.approx((0.0524 * 1_200_000 - 2000) / 2000, rel=1e-2)
+    assert result["roi_high"] == pytest.approx((0.3339 * 1_200_000 - 2000) / 2000, rel=1e-2)
+    assert result["roi_settled"]
 
 
 def test_the_interval_stays_inside_minus_one_to_one_with_extreme_small_arms():
@@ -126,11 +130,64 @@ def test_the_outcomes_page_shows_roi_uplift_and_breakdowns(retention_client):
     assert 'class="mainnav"' in html and "Outcomes &amp; ROI" in html
     assert "Uplift: +30.0 pts" in html and "95% interval" in html
     assert 'id="incremental-revenue">$90,000' in html  # 0.3 x 20 x 2500 x 6
-    assert 'id="incremental-roi">180.00x</strong> on $500' in html  # over 20 emails at $25
+    # (90,000 - 500 for 20 emails at $25) / 500, its interval from the uplift's: above zero.
+    assert 'id="incremental-roi">+17,900%' in html
+    assert "95% interval +" in html and "not yet distinguishable from zero" not in html
+    assert "Gross value retained (not causal)" in html
     assert "Breakdown by tier" in html and "Breakdown by action type" in html
     assert html.count("<svg") >= 3
     # Not a manager: assumptions are shown, not editable.
     assert 'name="months_of_revenue_saved"' not in html and "Managers can change these" in html
+
+
+def test_the_incremental_roi_headline_says_when_its_interval_spans_zero(retention_client):
+    make_arm(n=10, churned=5, holdout=True, start=0, tier="gold")
+    make_arm(n=10, churned=4, holdout=False, start=100, tier="gold")
+    result = control_group_uplift()
+
+    html = retention_client.get("/outcomes/").content.decode()
+
+    # uplift 0.1 x 10 x 2500 x 6 = 15,000 over $250: +5,900%, but the interval crosses 0.
+    assert result["incremental_roi"] == pytest.approx((15000 - 250) / 250)
+    assert result["roi_low"] < 0 < result["roi_high"] and not result["roi_settled"]
+    assert 'id="incremental-roi">+5,900%' in html and "not yet distinguishable from zero" in html
+
+
+def test_control_rows_in_the_log_read_stayed_or_churned_not_contacted(retention_client):
+    InterventionFactory(action="holdout", source="agent", outcome="saved")
+
+    html = retention_client.get("/interventions/").content.decode()
+
+    assert '<option value="saved" selected>Stayed (not contacted)</option>' in html
+    assert '<option value="churned" >Churned (not contacted)</option>' in html
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("months_of_revenue_saved", 0, "Between 1 and 36 months"),
+        ("months_of_revenue_saved", 100000, "Between 1 and 36 months"),
+        ("assumed_save_rate", -0.1, "A save rate between 0 and 1"),
+        ("cost_meeting", -5, "A cost cannot be negative"),
+    ],
+)
+def test_an_assumption_out_of_bounds_is_refused_with_a_clear_error(manager_client, field, value, message):
+    data = {
+        "months_of_revenue_saved": 6,
+        "assumed_save_rate": 0.3,
+        "cost_email_sent": 25,
+        "cost_call_scheduled": 150,
+        "cost_meeting": 400,
+        "cost_discount_offered": 500,
+        "cost_other": 50,
+    } | {field: value}
+
+    html = manager_client.post(
+        "/outcomes/assumptions/", data, headers={"HX-Request": "true"}
+    ).content.decode()
+
+    assert message in html
+    assert RoiAssumptions.objects.get().months_of_revenue_saved == 6
 
 
 def test_the_outcomes_page_explains_when_there_is_no_control_group_yet(retention_client):
@@ -170,7 +227,7 @@ def test_a_manager_edits_the_assumptions_and_the_change_is_audited(manager_clien
     assert assumptions.updated_by == manager
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="figures">')
-    assert 'id="realized-roi">60.00x' in html  # 2500 x 12 / 500
+    assert 'id="realized-roi">$30,000 · 60.00x of cost' in html  # 2500 x 12 / 500
     event = AuditEvent.objects.get(event_type="roi_assumptions_changed")
     assert event.actor_user == manager
     assert event.payload["before"]["months_of_revenue_saved"] == "6"

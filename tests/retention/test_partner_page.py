@@ -250,3 +250,21 @@ def test_chart_axes_step_in_round_numbers():
     assert [nice_top(v) for v in (41, 23, 40, 0.7, 543)] == [60, 24, 40, 0.8, 600]
     svg = bar_chart(["a", "b"], {"Days late": [41, 3]}, title="Payments")
     assert ">15<" in svg and ">60<" in svg and ">31<" not in svg
+
+
+def test_the_partner_page_gives_the_window_with_its_probability_if_it_churns(retention_client):
+    partner = scored_partner(external_id="P7", risk=0.8, bucket="7d")
+
+    html = retention_client.get(f"/partners/{partner.external_id}/").content.decode()
+
+    assert "Churn in: <strong>~7 days</strong>" in html
+    assert 'id="window-note">If it churns: ~7 d 50%, ~30 d 30%, ~90 d 20%' in html
+
+
+def test_a_low_risk_partner_page_says_low_risk_and_the_at_risk_level(retention_client):
+    partner = scored_partner(external_id="P8", risk=0.1, bucket="later")
+
+    html = retention_client.get(f"/partners/{partner.external_id}/").content.decode()
+
+    assert "<strong>Low risk</strong>" in html and "at-risk level of 30%" in html
+    assert "Churn in:" not in html

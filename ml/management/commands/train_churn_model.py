@@ -101,7 +101,13 @@ class Command(BaseCommand):
         oracle = self._oracle()
         try:
             model, report = train_and_evaluate(
-                partners, activity, invoices, today=today, seed=opts["seed"], oracle=oracle
+                partners,
+                activity,
+                invoices,
+                today=today,
+                seed=opts["seed"],
+                oracle=oracle,
+                at_risk=settings.AT_RISK_LEVEL,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
