@@ -141,8 +141,12 @@ class CappedPaginator(Paginator):
     True and `floor` is the lower bound it knows), so counting stays cheap at 100k rows while
     every page keeps a Next link until the rows really end."""
 
-    def __init__(self, object_list, per_page, cap: int | None = None, *, page=None, **kwargs):
+    def __init__(
+        self, object_list, per_page, cap: int | None = None, *, page=None, known_count=None, **kwargs
+    ):
         self.cap = cap if cap is not None else FEED_COUNT_CAP
+        # The unfiltered feed's size is the scoring run's own count: exact, and free.
+        self.known_count = known_count
         try:
             # Bounded: a huge page number made LIMIT overflow (beyond the rows it is the last page).
             requested = min(max(1, int(page)), 10**6)
@@ -153,12 +157,29 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
+        if self.known_count is not None:
+            return self.known_count
         # values("pk") drops the select_related joins and the subquery annotations.
         return self.object_list.order_by().values("pk")[: self.floor + 1].count()
 
     @property
     def capped(self) -> bool:
-        return self.count > self.floor
+        return self.known_count is None and self.count > self.floor
+
+
+def feed_partner_count() -> int | None:
+    """How many active partners hold a current score: the latest scoring run scored exactly
+    them, unless partners churned since (then None, and the feed counts its rows)."""
+    run = (
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
+        .order_by("-pk")
+        .values("scored", "finished_at")
+        .first()
+    )
+    if not run or not run["scored"]:
+        return None
+    churned_since = Partner.objects.filter(status=Partner.Status.CHURNED, updated_at__gt=run["finished_at"])
+    return None if churned_since.exists() else run["scored"]
 
 
 def latest_scoring_run_id() -> int | None:

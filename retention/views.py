@@ -75,8 +75,15 @@ def partner_list(request: AuthedHttpRequest) -> HttpResponse:
 
 def _feed_context(request: AuthedHttpRequest) -> dict:
     form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
-    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**form.selector_kwargs()))
-    paginator = selectors.CappedPaginator(partners, selectors.FEED_PAGE_SIZE, page=request.GET.get("page"))
+    kwargs = form.selector_kwargs()
+    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**kwargs))
+    unfiltered = not any(v for k, v in kwargs.items() if k != "sort")
+    paginator = selectors.CappedPaginator(
+        partners,
+        selectors.FEED_PAGE_SIZE,
+        page=request.GET.get("page"),
+        known_count=selectors.feed_partner_count() if unfiltered else None,
+    )
     page = paginator.get_page(request.GET.get("page"))
     unscored: Any = []
     if not page.object_list and not request.GET:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml import features as F
-from ml.churn_model import ArtifactChecksumError, load_model, save_model
+from ml.churn_model import AT_RISK_LEVEL, ArtifactChecksumError, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_bucket_probabilities_sum_to_one_and_agree_with_the_risk(trained, holdou
     probs = pred[["p_7d", "p_30d", "p_90d", "p_later"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(pred["p_later"], 1.0 - pred["risk"], atol=1e-12)
-    high = pred["risk"] >= 0.5
+    high = pred["risk"] >= AT_RISK_LEVEL  # shown at risk: a churn window, else "Low risk"
     assert high.any() and (~high).any()
     assert (pred.loc[high, "bucket"] != "later").all()
     assert (pred.loc[~high, "bucket"] == "later").all()

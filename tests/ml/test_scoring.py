@@ -4,6 +4,7 @@ import json
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 
@@ -87,14 +88,14 @@ def test_scoring_writes_a_history_row_and_a_current_score_per_active_partner(sco
     for s in PartnerScore.objects.all()[:300]:
         assert s.p_7d + s.p_30d + s.p_90d + s.p_later == pytest.approx(1.0)
         assert s.p_later == pytest.approx(1 - s.risk)
-        assert (s.bucket != "later") == (s.risk >= 0.5)
+        assert (s.bucket != "later") == (s.risk >= settings.AT_RISK_LEVEL)
         assert s.urgency_rank == {"7d": 0, "30d": 1, "90d": 2, "later": 3}[s.bucket]
         assert float(s.revenue_at_risk) == pytest.approx(s.risk * float(s.partner.monthly_revenue), abs=0.011)
 
 
-def test_drivers_are_stored_for_partners_at_fifty_percent_or_more_only(scored_db, db):
-    high = PartnerScore.objects.filter(risk__gte=0.5)
-    low = PartnerScore.objects.filter(risk__lt=0.5)
+def test_drivers_are_stored_for_every_partner_at_or_above_the_at_risk_level_only(scored_db, db):
+    high = PartnerScore.objects.filter(risk__gte=settings.AT_RISK_LEVEL)
+    low = PartnerScore.objects.filter(risk__lt=settings.AT_RISK_LEVEL)
     assert high.exists() and low.exists()
     assert not high.filter(drivers__isnull=True).exists()
     assert scored_db["score"]["drivers_computed"] == high.count()
@@ -103,7 +104,11 @@ def test_drivers_are_stored_for_partners_at_fifty_percent_or_more_only(scored_db
 
 
 def test_drivers_for_a_low_risk_partner_are_computed_on_demand_and_cached(scored_db, db):
-    score = PartnerScore.objects.filter(risk__lt=0.5, drivers__isnull=True).select_related("partner").first()
+    score = (
+        PartnerScore.objects.filter(risk__lt=settings.AT_RISK_LEVEL, drivers__isnull=True)
+        .select_related("partner")
+        .first()
+    )
     drivers = partner_drivers(partner=score.partner)
     assert 3 <= len(drivers) <= 5
     assert all(isinstance(d["points"], float) for d in drivers)

@@ -247,3 +247,17 @@ def test_before_any_scoring_the_feed_lists_the_unscored_partners(retention_clien
     html = retention_client.get("/").content.decode()
 
     assert "Not scored yet" in html and "P18477" in html and "Northwind Traders" in html
+
+
+def test_the_unfiltered_feed_gives_the_scoring_runs_exact_count_not_a_capped_one(
+    retention_client, monkeypatch
+):
+    monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 2)
+    for i in range(5):
+        scored_partner(external_id=f"P{i}", risk=0.9 - i / 10)
+    ScoringRunFactory(scored=5)
+
+    html = retention_client.get("/").content.decode()
+    assert "5 scored partners" in html and "5+" not in html
+    # Filtered, the feed counts its own rows (capped as before).
+    assert "scored partners" in retention_client.get("/", {"tier": "gold"}).content.decode()
