@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from threadpoolctl import threadpool_limits
 
