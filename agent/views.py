@@ -29,6 +29,12 @@ def _once(compute):
     return functools.cache(compute)
 
 
+def _chat_alert_status() -> dict:
+    from desk.selectors import chat_alert_status
+
+    return chat_alert_status()
+
+
 def _context(request: AuthedHttpRequest, **extra) -> dict:
     config = selectors.agent_config_get()
     filters = ActivityFilterForm(request.GET or None, event_types=selectors.audit_event_types)
@@ -61,6 +67,7 @@ def _context(request: AuthedHttpRequest, **extra) -> dict:
         "dnc": selectors.do_not_contact_list(),
         "dnc_form": extra.pop("dnc_form", None) or DoNotContactForm(),
         "intervene_form": extra.pop("intervene_form", None) or PartnerRefForm(),
+        "chat_alerts": _once(_chat_alert_status),
         "can_run": request.user.has_perm("agent.run_agent"),
         "can_configure": request.user.has_perm("agent.change_agentconfig"),
         "can_approve": request.user.has_perm("retention.approve_intervention"),

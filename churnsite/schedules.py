@@ -17,6 +17,8 @@ AGENT_SCHEDULE_NAME = "agent: scan for at-risk partners every 15 minutes"
 FOLLOWUP_SCHEDULE_NAME = "agent: check due follow-ups hourly"
 SCORING_SCHEDULE_NAME = "nightly scoring"
 AUDIT_VERIFY_SCHEDULE_NAME = "audit: verify the hash chain nightly"
+DIGEST_SCHEDULE_NAME = "desk: morning digest (each owner at their local time)"
+ALERTS_SCHEDULE_NAME = "desk: chat alerts (Platinum drafts waiting, retries)"
 
 PERIODIC_TASKS: list[dict] = [
     {
@@ -42,6 +44,21 @@ PERIODIC_TASKS: list[dict] = [
         "name": AUDIT_VERIFY_SCHEDULE_NAME,
         "task": "agent.audit_verify",
         "crontab": {"minute": "15", "hour": "3"},
+    },
+    {
+        # Every 15 minutes: each owner's digest goes out at the first tick after their local
+        # DIGEST_TIME (or their own), once a local day, so time zones and a missed tick both work.
+        "name": DIGEST_SCHEDULE_NAME,
+        "task": "desk.send_due_digests",
+        "crontab": {"minute": "*/15"},
+        "expire_seconds": 600,
+    },
+    {
+        # Platinum drafts waiting, and the retries of alerts a failing webhook refused.
+        "name": ALERTS_SCHEDULE_NAME,
+        "task": "desk.send_chat_alerts",
+        "interval": {"every": 1, "period": "minutes"},
+        "expire_seconds": 60,
     },
 ]
 

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "ml",
     "agent",
     "crm_sim",
+    "desk",
 ]
 
 MIDDLEWARE = [
@@ -115,6 +116,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "churnsite.urls"
+# Django's model backend, plus the desk's per-user feed settings loaded with the user.
+AUTHENTICATION_BACKENDS = ["desk.backends.DeskModelBackend"]
 
 TEMPLATES = [
     {
@@ -126,6 +129,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "desk.context_processors.saved_views",
             ],
             # {% partialdef %} everywhere without a {% load %}.
             "builtins": ["template_partials.templatetags.partials"],
@@ -294,6 +298,36 @@ AGENT_DRAFT_CONCURRENCY = env_int("AGENT_DRAFT_CONCURRENCY", 8)
 AT_RISK_LEVEL = env_float("AT_RISK_LEVEL", 0.30)
 if not 0 < AT_RISK_LEVEL < 1:
     raise ImproperlyConfigured(f"AT_RISK_LEVEL={AT_RISK_LEVEL} must lie strictly between 0 and 1")
+
+
+def env_time(name: str, default: str) -> str:
+    raw = env_str(name, default).strip()
+    hours, _, minutes = raw.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a time of day (HH:MM)")
+    return f"{int(hours):02d}:{int(minutes):02d}"
+
+
+def env_timezone(name: str, default: str) -> str:
+    import zoneinfo
+
+    raw = env_str(name, default).strip()
+    try:
+        zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a time zone (e.g. Europe/Berlin)") from exc
+    return raw
+
+
+# Morning digest: each owner's local time (a person may pick their own on the preview page).
+DIGEST_TIME = env_time("DIGEST_TIME", "07:30")
+DIGEST_TIMEZONE = env_timezone("DIGEST_TIMEZONE", TIME_ZONE)
+# Where the site is reached: links in digest emails and chat alerts.
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Chat alerts: a Slack or Microsoft Teams incoming-webhook URL (blank = no alerts).
+CHAT_WEBHOOK_URL = env_str("CHAT_WEBHOOK_URL")
+CHAT_WEBHOOK_TIMEOUT = env_float("CHAT_WEBHOOK_TIMEOUT", 5.0)
+CHAT_ALERT_MAX_ATTEMPTS = env_int("CHAT_ALERT_MAX_ATTEMPTS", 5)
 
 LOGGING = {
     "version": 1,

@@ -25,5 +25,6 @@ urlpatterns = [
     path("agent/", include("agent.urls")),
     path("crm/", include("crm_sim.urls")),
     path("model/", include("ml.urls")),
+    path("desk/", include("desk.urls")),
     path("", include("retention.urls")),
 ]

@@ -137,6 +137,36 @@ def crm_task_update(*, task: CrmTask, actor: User | None = None, **changes) -> C
     return locked
 
 
+SNOOZE_DAYS = (1, 7)
+
+
+def crm_task_snooze(*, task: CrmTask, days: int, actor: User | None, today: dt.date) -> CrmTask:
+    """Move an open task's due date to `days` after today (1 day or 1 week), audited as a
+    snooze: a task that keeps moving is itself a signal a manager wants to see."""
+    if days not in SNOOZE_DAYS:
+        raise ValidationError({"days": "Snooze for 1 day or 1 week"})
+    with transaction.atomic():
+        locked = CrmTask.objects.select_for_update().get(pk=task.pk)
+        if not locked.is_open:
+            raise ValidationError(f"Task {locked.external_id} is {locked.status}; only open tasks snooze")
+        before = locked.due_on
+        locked.due_on = today + dt.timedelta(days=days)
+        locked.save(update_fields=["due_on", "updated_at"])
+        audit_record(
+            event_type="crm_task_snoozed",
+            actor=actor,
+            partner=locked.partner,
+            intervention=locked.intervention,
+            payload={
+                "external_id": locked.external_id,
+                "days": days,
+                "from": before.isoformat(),
+                "to": locked.due_on.isoformat(),
+            },
+        )
+    return locked
+
+
 def _plain(value):
     if isinstance(value, dt.date):
         return value.isoformat()

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -20,6 +21,13 @@ BUCKET_URGENCY_RANK: dict[str, int] = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 
 class ModelSource(models.TextChoices):
     DATABASE = "database", "Partner database"
     CSV = "csv", "CSV file"
+
+
+# "At risk" on the desk: more likely than not to churn within 90 days. A fixed line, not the
+# agent's (editable) threshold, so "new at risk since the last run" means the same tomorrow.
+AT_RISK = 0.5
+# A rise of at least one point (as shown, rounded) counts as "worse".
+WORSE_BY = 0.005
 
 
 class ModelVersion(TimeStampedModel):
@@ -138,10 +146,22 @@ class PartnerScore(ScoreFields):
     run = models.ForeignKey(ScoringRun, on_delete=models.SET_NULL, null=True, related_name="+")
     urgency_rank = models.PositiveSmallIntegerField(help_text="0 = ~7 days ... 3 = > 90 days")
     revenue_at_risk = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    # What changed: the partner's score in the previous current run (null on a first score).
+    previous_risk = models.FloatField(null=True, blank=True)
+    previous_as_of = models.DateField(null=True, blank=True)
+    risk_change = models.FloatField(null=True, blank=True, help_text="risk - previous_risk")
 
     class Meta:
         constraints = _probability_checks("partnerscore")
         indexes = [
+            # Live Feed sort by biggest rise since the last run (the sort's NULLS LAST included).
+            models.Index(models.F("risk_change").desc(nulls_last=True), name="partnerscore_change_idx"),
+            # Live Feed "New at risk": a few hundred rows of 100k, in urgency order.
+            models.Index(
+                fields=["urgency_rank", "-risk"],
+                condition=Q(risk__gte=AT_RISK, previous_risk__lt=AT_RISK),
+                name="partnerscore_new_at_risk_idx",
+            ),
             # Live Feed default sort: urgency bucket, then risk.
             models.Index(fields=["urgency_rank", "-risk"], name="partnerscore_urgency_idx"),
             # Live Feed sort by risk.
@@ -152,6 +172,37 @@ class PartnerScore(ScoreFields):
 
     def __str__(self) -> str:
         return f"{self.partner_id} risk {self.risk:.0%} ({self.bucket})"
+
+
+class ScoringSummary(models.Model):
+    """Per run and account owner, the desk's header strip figures, written once by scoring so
+    the strip is one indexed read at 100k partners instead of an aggregate per page view."""
+
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="summaries")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    partners = models.PositiveIntegerField(default=0)
+    at_risk = models.PositiveIntegerField(default=0)
+    new_at_risk = models.PositiveIntegerField(default=0)
+    worse = models.PositiveIntegerField(default=0)
+    revenue_at_risk = models.DecimalField(
+        max_digits=16, decimal_places=2, default=0, help_text="Sum of monthly revenue x risk"
+    )
+
+    class Meta:
+        constraints = [
+            # One row per owner per run; the partners nobody owns share the NULL row.
+            models.UniqueConstraint(
+                fields=["run", "owner"], condition=Q(owner__isnull=False), name="scoringsummary_one_per_owner"
+            ),
+            models.UniqueConstraint(
+                fields=["run"], condition=Q(owner__isnull=True), name="scoringsummary_one_unowned"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} owner {self.owner_id}: {self.at_risk} at risk"
 
 
 class SimulatedWorld(TimeStampedModel):

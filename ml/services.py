@@ -13,15 +13,25 @@ import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from agent.audit import audit_record
 from ml import features as F
 from ml.churn_model import ChurnModel, save_model
 from ml.frames import history_frames
-from ml.models import BUCKET_URGENCY_RANK, ModelVersion, PartnerScore, RiskScore, ScoringRun
+from ml.models import (
+    AT_RISK,
+    BUCKET_URGENCY_RANK,
+    WORSE_BY,
+    ModelVersion,
+    PartnerScore,
+    RiskScore,
+    ScoringRun,
+    ScoringSummary,
+)
 from ml.registry import active_version, artifact_full_path, model_for_version
+from ml.signals import scoring_run_succeeded
 from ml.sim.today import scoring_as_of
 from retention.models import Partner
 
@@ -178,6 +188,7 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, c
     revenue = dict(
         Partner.objects.filter(pk__in=[int(i) for i in pred.index]).values_list("pk", "monthly_revenue")
     )
+    previous = _previous_scores(run, [int(i) for i in pred.index]) if current else {}
     cols = {c: pred[c].to_numpy() for c in ("risk", "p_7d", "p_30d", "p_90d", "p_later")}
     # Clip float noise so the probability check constraints always hold.
     cols = {c: np.clip(v, 0.0, 1.0) for c, v in cols.items()}
@@ -197,11 +208,14 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, c
         if not current:
             continue
         rar = (revenue.get(pid) or Decimal(0)) * Decimal(repr(fields["risk"]))
+        prev_risk, prev_as_of = previous.get(pid, (None, None))
         now_scores.append(
             PartnerScore(
                 partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
                 drivers=d, scored_at=now, urgency_rank=BUCKET_URGENCY_RANK[bucket],
-                revenue_at_risk=rar.quantize(Decimal("0.01")), **fields,
+                revenue_at_risk=rar.quantize(Decimal("0.01")), previous_risk=prev_risk,
+                previous_as_of=prev_as_of,
+                risk_change=None if prev_risk is None else fields["risk"] - prev_risk, **fields,
             )
         )  # fmt: skip
     with transaction.atomic():
@@ -213,9 +227,54 @@ def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, c
             unique_fields=["partner"],
             update_fields=[
                 "risk", "p_7d", "p_30d", "p_90d", "p_later", "bucket", "drivers", "scored_at",
-                "model_version", "run", "urgency_rank", "revenue_at_risk",
+                "model_version", "run", "urgency_rank", "revenue_at_risk", "previous_risk",
+                "previous_as_of", "risk_change",
             ],
         )  # fmt: skip
+
+
+def _previous_scores(run: ScoringRun, partner_ids: list[int]) -> dict[int, tuple]:
+    """Each partner's score before this run, to compare with: the current score of an earlier
+    run, or (a chunk delivered twice) the comparison this run already made."""
+    out = {}
+    rows = PartnerScore.objects.filter(partner_id__in=partner_ids).values_list(
+        "partner_id", "run_id", "risk", "run__as_of", "scored_at", "previous_risk", "previous_as_of"
+    )
+    for pid, run_id, risk, as_of, scored_at, prev_risk, prev_as_of in rows:
+        if run_id == run.pk:
+            out[pid] = (prev_risk, prev_as_of)
+        else:
+            out[pid] = (risk, as_of or timezone.localdate(scored_at))
+    return out
+
+
+def scoring_summary_write(*, run: ScoringRun) -> int:
+    """The header strip's figures per account owner for this run's current scores (one
+    GROUP BY over the run's partners); returns the number of owner rows."""
+    from retention.models import Partner
+
+    rows = (
+        PartnerScore.objects.filter(run_id=run.pk, partner__status=Partner.Status.ACTIVE)
+        .values("partner__account_owner")
+        .annotate(
+            n=Count("pk"),
+            at_risk_n=Count("pk", filter=Q(risk__gte=AT_RISK)),
+            new_n=Count("pk", filter=Q(risk__gte=AT_RISK, previous_risk__lt=AT_RISK)),
+            worse_n=Count("pk", filter=Q(risk_change__gte=WORSE_BY)),
+            rar=Sum("revenue_at_risk"),
+        )
+        .order_by()
+    )
+    summaries = [
+        ScoringSummary(
+            run=run, owner_id=r["partner__account_owner"], partners=r["n"], at_risk=r["at_risk_n"],
+            new_at_risk=r["new_n"], worse=r["worse_n"], revenue_at_risk=r["rar"] or 0,
+        )
+        for r in rows
+    ]  # fmt: skip
+    ScoringSummary.objects.filter(run=run).delete()
+    ScoringSummary.objects.bulk_create(summaries)
+    return len(summaries)
 
 
 def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | None = None) -> ScoringRun:
@@ -234,6 +293,9 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | N
             # Partners who churned since their last score leave the feed; history stays.
 
             PartnerScore.objects.exclude(partner__status=Partner.Status.ACTIVE).delete()
+            if not run.backfill:
+                scoring_summary_write(run=run)
+                scoring_run_succeeded.send(sender=ScoringRun, run=run)
         audit_record(
             event_type="scoring_failed" if error else "scoring_finished",
             payload={

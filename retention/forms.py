@@ -16,7 +16,13 @@ def _member_choices(members, empty: str) -> list[tuple[str, str]]:
 
 
 class FeedFilterForm(AriaLabelledForm):
-    SORTS = [("urgency", "Urgency"), ("risk", "Risk"), ("revenue", "Revenue at risk")]
+    SORTS = [
+        ("urgency", "Urgency"),
+        ("risk", "Risk"),
+        ("revenue", "Revenue at risk"),
+        ("change", "Biggest rise"),
+    ]
+    CHANGES = [("", "Any change"), ("new", "New at risk"), ("worse", "Worse")]
 
     q = forms.CharField(required=False, label="Search", max_length=100)
     sort = forms.ChoiceField(required=False, choices=SORTS, label="Sort by")
@@ -27,6 +33,7 @@ class FeedFilterForm(AriaLabelledForm):
     # A plain ChoiceField filled from one query: a ModelChoiceField would query again to clean.
     owner = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     not_contacted = forms.BooleanField(required=False, label="Not yet contacted")
+    change = forms.ChoiceField(required=False, choices=CHANGES, label="Since the last run")
 
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,6 +49,7 @@ class FeedFilterForm(AriaLabelledForm):
             "owner": data.get("owner"),
             "not_contacted": bool(data.get("not_contacted")),
             "search": data.get("q", ""),
+            "change": data.get("change", ""),
         }
 
 

@@ -233,6 +233,10 @@ class Intervention(TimeStampedModel):
             models.Index(fields=["source", "created_at"], name="intv_source_created_idx"),
             # Cooldown check and partner timeline: a partner's interventions by date.
             models.Index(fields=["partner", "created_at"], name="intv_partner_created_idx"),
+            # Drafts waiting for approval: the Live Feed's strip, the digest, chat alerts.
+            models.Index(
+                fields=["created_at"], condition=Q(review_status="awaiting"), name="intv_awaiting_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -29,7 +29,7 @@ from django.db.models.functions import Cast, Coalesce, TruncMonth, TruncWeek
 from django.shortcuts import get_object_or_404
 
 from churnsite.access import MANAGERS, RETENTION
-from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
+from ml.models import AT_RISK, BUCKET_URGENCY_RANK, WORSE_BY, RiskScore, ScoringRun
 from ml.selectors import partner_current_score as ml_current_score
 from ml.selectors import partner_drivers as ml_partner_drivers
 from ml.sim.today import scoring_as_of
@@ -59,6 +59,13 @@ FEED_SORTS = {
     "urgency": ("current_score__urgency_rank", "-current_score__risk", "pk"),
     "risk": ("-current_score__risk", "pk"),
     "revenue": ("-current_score__revenue_at_risk", "pk"),
+    # Biggest rise since the previous run first; partners with nothing to compare come last.
+    "change": (F("current_score__risk_change").desc(nulls_last=True), "pk"),
+}
+# What changed since the previous run: "new" crossed into at risk, "worse" rose at least a point.
+FEED_CHANGES = {
+    "new": Q(current_score__risk__gte=AT_RISK, current_score__previous_risk__lt=AT_RISK),
+    "worse": Q(current_score__risk_change__gte=WORSE_BY),
 }
 FEED_PAGE_SIZE = 50
 # Counting every match of a loose filter over 100k rows costs more than the page itself
@@ -75,6 +82,7 @@ def partner_live_feed(
     owner: int | None = None,
     not_contacted: bool = False,
     search: str = "",
+    change: str = "",
 ) -> QuerySet[Partner]:
     """Active, scored partners for the Live Feed, with their last intervention; one query per page."""
     last = Intervention.objects.filter(partner=OuterRef("pk")).order_by("-created_at", "-pk")
@@ -96,6 +104,8 @@ def partner_live_feed(
         qs = qs.filter(account_owner_id=owner)
     if not_contacted:
         qs = qs.filter(~Exists(Intervention.objects.filter(partner=OuterRef("pk"))))
+    if change in FEED_CHANGES:
+        qs = qs.filter(FEED_CHANGES[change])
     search = search.strip()
     if search:
         if search[:1] in "pP" and search[1:].isdigit():
@@ -124,6 +134,8 @@ FEED_ROW_RELATED = {
     "p_30d": F("current_score__p_30d"),
     "p_90d": F("current_score__p_90d"),
     "revenue_at_risk": F("current_score__revenue_at_risk"),
+    "previous_risk": F("current_score__previous_risk"),
+    "previous_as_of": F("current_score__previous_as_of"),
     "top_driver": KeyTextTransform("text", KeyTransform("0", "current_score__drivers")),
     "owner_first": F("account_owner__first_name"),
     "owner_last": F("account_owner__last_name"),

@@ -6,6 +6,7 @@ app_name = "retention"
 urlpatterns = [
     path("", views.live_feed, name="home"),
     path("feed/poll/", views.live_feed_poll, name="feed_poll"),
+    path("feed/export.csv", views.live_feed_export, name="feed_export"),
     path("partners/", views.partner_list, name="partner_list"),
     path("partners/<str:external_id>/", views.partner_detail, name="partner_detail"),
     path(

@@ -7,7 +7,8 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.db.models import F
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget, trigger_client_event
 
 from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_required
+from churnsite.csvsafe import CsvBuffer, csv_cell
 from churnsite.health import broker_status
 from churnsite.http import MAX_ID, partial_template, safe_next
 from retention import charts, selectors, services
@@ -73,11 +75,25 @@ def partner_list(request: AuthedHttpRequest) -> HttpResponse:
 # Live Feed ------------------------------------------------------------------------
 
 
-def _feed_context(request: AuthedHttpRequest) -> dict:
+def _feed_filters(request: AuthedHttpRequest) -> tuple[FeedFilterForm, dict, str]:
+    """The feed's filter form, the selector's keyword arguments and the scope (mine/all)."""
+    from desk import selectors as desk
+
     form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
-    kwargs = form.selector_kwargs()
-    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**kwargs))
-    unfiltered = not any(v for k, v in kwargs.items() if k != "sort")
+    filters = form.selector_kwargs()
+    # "My partners" unless the person chose all, or picked an owner in the filter.
+    scope = desk.feed_scope(request)
+    if scope == "mine" and not filters["owner"]:
+        filters["owner"] = request.user.pk
+    return form, filters, scope
+
+
+def _feed_context(request: AuthedHttpRequest, *, with_tasks: bool = False) -> dict:
+    from desk import selectors as desk
+
+    form, filters, scope = _feed_filters(request)
+    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**filters))
+    unfiltered = not any(v for k, v in filters.items() if k != "sort")
     paginator = selectors.CappedPaginator(
         partners,
         selectors.FEED_PAGE_SIZE,
@@ -86,16 +102,44 @@ def _feed_context(request: AuthedHttpRequest) -> dict:
     )
     page = paginator.get_page(request.GET.get("page"))
     unscored: Any = []
-    if not page.object_list and not request.GET:
+    if not page.object_list and not request.GET and scope == "all":
         # First run, before any scoring: show who is there instead of an empty desk.
         unscored = selectors.partner_list(status="active").filter(current_score__isnull=True)[:50]
-    return {
+    today = timezone.localdate()
+    strip = desk.desk_strip(owner_id=filters["owner"], today=today)
+    context = {
         "form": form,
         "page": page,
         "rows": _feed_rows(page.object_list),
-        "run_id": selectors.latest_scoring_run_id(),
+        "run_id": strip["run_id"],
+        "strip": strip,
+        "scope": scope,
+        "scope_owner": filters["owner"],
         "unscored": unscored,
+        "query": request.GET.urlencode(),
     }
+    if with_tasks:
+        context["tasks"] = desk.tasks_today(owner_id=filters["owner"], today=today)
+        context["today"] = today
+    return context
+
+
+def _change(p: dict) -> dict:
+    """The risk change since the previous run, as the feed shows it: "▲ +23 pts since 1 Dec"."""
+    from ml.models import AT_RISK
+
+    previous, risk = p["previous_risk"], p["risk"]
+    if previous is None:
+        return {"change": "", "change_dir": "", "new_at_risk": False}
+    points = round((risk - previous) * 100)
+    since = p["previous_as_of"]
+    since_text = f" since {since.day} {since:%b}" if since else ""
+    if points == 0:
+        text, direction = f"= no change{since_text}", "same"
+    else:
+        text = f"{'▲' if points > 0 else '▼'} {points:+d} pts{since_text}".replace("-", "−")
+        direction = "up" if points > 0 else "down"
+    return {"change": text, "change_dir": direction, "new_at_risk": risk >= AT_RISK > previous}
 
 
 def _feed_rows(partners) -> list[dict]:
@@ -106,7 +150,7 @@ def _feed_rows(partners) -> list[dict]:
     rows = []
     for p in partners:
         ext, bucket = p["external_id"], p["bucket"]
-        owner = f"{p['owner_first']} {p['owner_last']}".strip() or p["owner_username"] or "—"
+        owner = f"{p['owner_first'] or ''} {p['owner_last'] or ''}".strip() or p["owner_username"] or "—"
         rows.append(
             {
                 "id": ext,
@@ -133,6 +177,7 @@ def _feed_rows(partners) -> list[dict]:
                 if p["last_intervention_at"]
                 else "",
             }
+            | _change(p)
         )
     return rows
 
@@ -141,7 +186,7 @@ def _feed_rows(partners) -> list[dict]:
 @require_GET
 def live_feed(request: AuthedHttpRequest) -> HttpResponse:
     template = partial_template(request, "retention/live_feed.html", {"results"})
-    return render(request, template, _feed_context(request))
+    return render(request, template, _feed_context(request, with_tasks=template.endswith(".html")))
 
 
 @permission_required("retention.view_partner")
@@ -151,8 +196,72 @@ def live_feed_poll(request: AuthedHttpRequest) -> HttpResponse:
     latest = selectors.latest_scoring_run_id()
     if str(latest or "") == request.GET.get("run", ""):
         return HttpResponse(status=204)
-    response = render(request, "retention/live_feed.html#results", _feed_context(request))
-    return trigger_client_event(response, "scoring-run-landed", {"run": latest})
+    context = _feed_context(request)
+    response = render(request, "retention/live_feed.html#results", context)
+    return trigger_client_event(response, "scoring-run-landed", {"run": context["run_id"]})
+
+
+FEED_CSV_COLUMNS = [
+    "partner_id",
+    "name",
+    "tier",
+    "owner",
+    "risk",
+    "bucket",
+    "top_drivers",
+    "revenue_at_risk",
+    "last_intervention",
+    "last_intervention_at",
+]
+
+
+def _feed_csv_lines(rows):
+    """CSV text line by line: nothing but the current row and the cursor's chunk is in memory."""
+    buffer = CsvBuffer()
+    writer = csv.writer(buffer)
+    writer.writerow(FEED_CSV_COLUMNS)
+    yield buffer.take()
+    for p in rows:
+        owner = f"{p['owner_first'] or ''} {p['owner_last'] or ''}".strip() or p["owner_username"] or ""
+        drivers = "; ".join(d.get("text", "") for d in (p["drivers"] or [])[:3] if isinstance(d, dict))
+        writer.writerow(
+            [
+                csv_cell(v)
+                for v in (
+                    p["external_id"],
+                    p["name"],
+                    p["tier"],
+                    owner,
+                    f"{p['risk']:.4f}",
+                    p["bucket"],
+                    drivers,
+                    p["revenue_at_risk"],
+                    Intervention.describe_action(p["last_action"], p["last_review_status"])
+                    if p["last_action"]
+                    else "",
+                    p["last_intervention_at"].isoformat() if p["last_intervention_at"] else "",
+                )
+            ]
+        )
+        yield buffer.take()
+
+
+@permission_required("retention.view_partner")
+@require_GET
+def live_feed_export(request: AuthedHttpRequest) -> StreamingHttpResponse:
+    """The filtered feed (every row, in the feed's order) as CSV, streamed from a server-side
+    cursor so 100k partners export in constant memory."""
+    _form, filters, _scope = _feed_filters(request)
+    fields = {k: v for k, v in selectors.FEED_ROW_RELATED.items() if k != "top_driver"}
+    rows = (
+        selectors.partner_live_feed(**filters)
+        .values(*selectors.FEED_ROW_FIELDS, **fields, drivers=F("current_score__drivers"))
+        .iterator(chunk_size=2000)
+    )
+    response = StreamingHttpResponse(_feed_csv_lines(rows), content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="live-feed-{stamp}.csv"'
+    return response
 
 
 # Partner page ----------------------------------------------------------------------
@@ -351,12 +460,6 @@ def intervention_outcome(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-def _csv_cell(value) -> str:
-    """Neutralise spreadsheet formulas: notes and names are user (or LLM) text."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 CSV_COLUMNS = [
     "partner_id",
     "partner_name",
@@ -389,7 +492,7 @@ def intervention_export(request: AuthedHttpRequest) -> HttpResponse:
     for i in rows.iterator(chunk_size=2000):
         writer.writerow(
             [
-                _csv_cell(v)
+                csv_cell(v)
                 for v in (
                     i.partner.external_id,
                     i.partner.name,

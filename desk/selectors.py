@@ -1,0 +1,227 @@
+"""Reads for the morning desk: whose partners a person sees, the header strip, today's tasks."""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import DecimalField, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+
+from crm_sim.models import CrmTask
+from desk.models import DeskPreference, SavedView
+from ml.models import AT_RISK, ScoringRun, ScoringSummary
+from retention.models import Intervention, Partner
+
+
+def owns_partners(user_ref) -> Exists:
+    """Whether a user owned scored partners at some scoring run, read from the small per-owner
+    summary table: EXISTS on retention_partner.account_owner_id is planned as a sequential
+    scan (the planner expects thousands of rows per owner and stops at the first), which
+    reads all 100k partners for someone who owns none (120 ms, bench/feed_bench.py)."""
+    return Exists(ScoringSummary.objects.filter(owner=user_ref))
+
+
+def feed_scope_default(*, user: AbstractBaseUser) -> str:
+    """The person's remembered choice, else "mine" for anyone who owns partners (one query)."""
+    row = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .annotate(owns=owns_partners(OuterRef("pk")))
+        .values_list("desk__feed_scope", "owns")
+        .first()
+    )
+    if row is None:
+        return DeskPreference.Scope.ALL
+    chosen, owns = row
+    if chosen:
+        return chosen
+    return DeskPreference.Scope.MINE if owns else DeskPreference.Scope.ALL
+
+
+def feed_scope(request) -> str:
+    """The scope for this request. DeskModelBackend loads the preference and `owns_partners`
+    with the user; any other user object costs one query."""
+    user = request.user
+    if not hasattr(user, "owns_partners"):
+        return feed_scope_default(user=user)
+    try:
+        chosen = user.desk.feed_scope
+    except DeskPreference.DoesNotExist:
+        chosen = ""
+    if chosen:
+        return chosen
+    return DeskPreference.Scope.MINE if user.owns_partners else DeskPreference.Scope.ALL
+
+
+def _count(qs: QuerySet) -> Subquery:
+    # A scalar COUNT subquery: COUNT as a plain Func adds no GROUP BY, so it is one row.
+    counted = qs.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return Subquery(counted, output_field=IntegerField())
+
+
+def tasks_due(*, owner_id: int | None, today: dt.date) -> QuerySet[CrmTask]:
+    """Open CRM tasks due today or overdue, for the partners of `owner_id` (None = everyone's)."""
+    qs = CrmTask.objects.filter(status=CrmTask.Status.OPEN, due_on__lte=today)
+    if owner_id:
+        qs = qs.filter(partner__account_owner_id=owner_id)
+    return qs
+
+
+def drafts_waiting(*, owner_id: int | None) -> QuerySet[Intervention]:
+    qs = Intervention.objects.filter(review_status=Intervention.Review.AWAITING)
+    if owner_id:
+        qs = qs.filter(partner__account_owner_id=owner_id)
+    return qs
+
+
+STRIP_KEYS = ("partners", "at_risk", "new_at_risk", "worse", "revenue_at_risk")
+
+
+def desk_strip(*, owner_id: int | None, today: dt.date) -> dict:
+    """The header strip in one SQL query: the latest scoring run's summary rows (written by
+    scoring, per owner) plus live counts of tasks due and drafts waiting."""
+    summaries = ScoringSummary.objects.filter(run=OuterRef("pk"))
+    if owner_id:
+        summaries = summaries.filter(owner_id=owner_id)
+
+    def total(field: str, output):
+        grouped = summaries.order_by().values("run").annotate(v=Sum(field)).values("v")[:1]
+        return Coalesce(Subquery(grouped, output_field=output), 0, output_field=output)
+
+    money = DecimalField(max_digits=16, decimal_places=2)
+    annotations = {
+        key: total(key, money if key == "revenue_at_risk" else IntegerField()) for key in STRIP_KEYS
+    }
+    live = {
+        "tasks_due": _count(tasks_due(owner_id=owner_id, today=today)),
+        "drafts_waiting": _count(drafts_waiting(owner_id=owner_id)),
+    }
+    row = (
+        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
+        .order_by("-pk")
+        .annotate(**annotations, **live)
+        .values("pk", "as_of", *annotations, *live)
+        .first()
+    )
+    if row is None:  # nothing scored yet: only the live counts mean anything
+        row = {key: 0 for key in STRIP_KEYS} | {"pk": None, "as_of": None}
+        row["tasks_due"] = tasks_due(owner_id=owner_id, today=today).count()
+        row["drafts_waiting"] = drafts_waiting(owner_id=owner_id).count()
+    row["run_id"] = row.pop("pk")
+    row["revenue_at_risk"] = Decimal(row["revenue_at_risk"] or 0)
+    row["revenue_at_risk_12m"] = row["revenue_at_risk"] * 12
+    row["at_risk_line"] = AT_RISK
+    return row
+
+
+def tasks_today(*, owner_id: int | None, today: dt.date, limit: int = 10) -> list[CrmTask]:
+    """The feed's "Today" list: due today or overdue for my partners, oldest due first."""
+    return list(
+        tasks_due(owner_id=owner_id, today=today).select_related("partner").order_by("due_on", "pk")[:limit]
+    )
+
+
+def saved_views_for(*, user: AbstractBaseUser) -> QuerySet[SavedView]:
+    """A person's own views and the ones the team shares."""
+    return (
+        SavedView.objects.filter(Q(owner=user) | Q(shared=True))
+        .select_related("owner")
+        .order_by("name", "pk")
+    )
+
+
+# Morning digest ----------------------------------------------------------------------
+
+
+def digest_recipients() -> QuerySet:
+    """Active people with an email address who own at least one active partner."""
+    owns = Partner.objects.filter(account_owner=OuterRef("pk"), status=Partner.Status.ACTIVE)
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .exclude(email="")
+        .filter(Exists(owns))
+        .select_related("desk")
+        .order_by("pk")
+    )
+
+
+def digest_settings(*, user: AbstractBaseUser) -> dict:
+    """The person's digest switch, local time and time zone (defaults from settings)."""
+    import zoneinfo
+
+    from django.conf import settings
+
+    try:
+        pref = user.desk
+    except DeskPreference.DoesNotExist:
+        pref = None
+    at = pref.digest_time if pref and pref.digest_time else dt.time.fromisoformat(settings.DIGEST_TIME)
+    tz = (pref.digest_timezone if pref and pref.digest_timezone else "") or settings.DIGEST_TIMEZONE
+    return {
+        "enabled": pref.digest_enabled if pref else True,
+        "time": at,
+        "timezone": zoneinfo.ZoneInfo(tz),
+        "timezone_name": tz,
+        "last_on": pref.last_digest_on if pref else None,
+    }
+
+
+def _digest_row(score) -> dict:
+    return {
+        "id": score["partner__external_id"],
+        "name": score["partner__name"],
+        "risk": score["risk"],
+        "previous_risk": score["previous_risk"],
+        "points": round((score["risk"] - score["previous_risk"]) * 100)
+        if score["previous_risk"] is not None
+        else None,
+        "driver": ((score["drivers"] or [{}])[0] or {}).get("text", "") if score["drivers"] else "",
+    }
+
+
+def digest_for(*, user: AbstractBaseUser, today: dt.date, limit: int = 10) -> dict:
+    """What the morning digest tells one owner: the strip, who is new at risk, the biggest
+    rises since the last run, tasks due, drafts waiting."""
+    from ml.models import WORSE_BY, PartnerScore
+
+    mine = PartnerScore.objects.filter(partner__account_owner=user, partner__status=Partner.Status.ACTIVE)
+    fields = ("partner__external_id", "partner__name", "risk", "previous_risk", "drivers")
+    new = mine.filter(risk__gte=AT_RISK, previous_risk__lt=AT_RISK).order_by("-risk").values(*fields)
+    rises = mine.filter(risk_change__gte=WORSE_BY).order_by("-risk_change").values(*fields)
+    tasks = list(
+        tasks_due(owner_id=user.pk, today=today).select_related("partner").order_by("due_on", "pk")[:limit]
+    )
+    drafts = list(drafts_waiting(owner_id=user.pk).select_related("partner").order_by("created_at")[:limit])
+    digest = {
+        "user": user,
+        "today": today,
+        "strip": desk_strip(owner_id=user.pk, today=today),
+        "new_at_risk": [_digest_row(s) for s in new[:limit]],
+        "rises": [_digest_row(s) for s in rises[:limit]],
+        "tasks": tasks,
+        "drafts": drafts,
+    }
+    digest["empty"] = not (digest["new_at_risk"] or digest["rises"] or tasks or drafts)
+    return digest
+
+
+def chat_alert_status(*, limit: int = 5) -> dict:
+    """For the Agent page: is the webhook set, what is queued, and what failed lately."""
+    from django.conf import settings
+    from django.db.models import Count
+
+    from desk.models import ChatAlert
+
+    counts = ChatAlert.objects.aggregate(
+        pending=Count("pk", filter=Q(status=ChatAlert.Status.PENDING)),
+        failed=Count("pk", filter=Q(status=ChatAlert.Status.FAILED)),
+        sent=Count("pk", filter=Q(status=ChatAlert.Status.SENT)),
+    )
+    troubled = (
+        ChatAlert.objects.exclude(last_error="")
+        .select_related("partner")
+        .order_by("-updated_at", "-pk")[:limit]
+    )
+    return {"configured": bool(settings.CHAT_WEBHOOK_URL), **counts, "troubled": list(troubled)}

@@ -1,0 +1,26 @@
+import datetime as dt
+
+import pandas as pd
+
+from ml import services as ml_services
+from ml.models import ModelVersion, ScoringRun
+from tests.factories import ModelVersionFactory
+
+
+def run_scoring(risks: dict, *, as_of: dt.date, version=None) -> ScoringRun:
+    """A real scoring run (persistence, comparison with the previous run, summary) whose
+    predictions the test chooses: the model is not what these tests are about."""
+    from django.utils import timezone
+
+    version = (
+        version or ModelVersion.objects.filter(is_active=True).first() or ModelVersionFactory(is_active=True)
+    )
+    run = ScoringRun.objects.create(model_version=version, started_at=timezone.now(), as_of=as_of)
+    rows = []
+    for partner, risk in risks.items():
+        bucket = "7d" if risk >= 0.5 else "later"
+        rows.append({"pid": partner.pk, "risk": risk, "p_7d": risk * 0.6, "p_30d": risk * 0.3,
+                     "p_90d": risk * 0.1, "p_later": 1 - risk, "bucket": bucket})  # fmt: skip
+    pred = pd.DataFrame(rows).set_index("pid")
+    ml_services._persist(run, pred, {})  # noqa: SLF001 - the persistence step of score_chunk
+    return ml_services.scoring_run_finish(run_id=run.pk)
