@@ -39,7 +39,7 @@ demo: venv
 # Static checks, all of them (CI runs this before the tests): style, formatting, migrations in
 # step with the models, types (mypy + django-stubs), the import contracts in pyproject.toml, and
 # scripts/check_modules.py (no module-level import cycle, module sizes, function-local imports).
-LINT_ENV := DATABASE_URL=sqlite://:memory: REDIS_URL=
+LINT_ENV := DATABASE_URL=sqlite://:memory: REDIS_URL= SECRET_KEY=lint-only-not-a-secret
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

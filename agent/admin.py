@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from agent import services
+from agent import outbox, services
 from agent.forms import ReviewForm
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact, FollowUp, InterventionReview
 from retention.models import Intervention
@@ -120,6 +120,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         initial = {"email_subject": intervention.email_subject, "email_body": intervention.email_body}
+        refusal = services.approve_refusal(intervention=intervention, partner=intervention.partner)
         form = ReviewForm(request.POST or None, initial=initial)
         if request.method == "POST":
             decision = request.POST.get("decision")
@@ -128,13 +129,13 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
                 try:
                     # The services audit and refuse (403) anyone without the approve permission.
                     if decision == "approve":
-                        services.intervention_approve(
+                        approved = services.intervention_approve(
                             intervention=intervention,
                             actor=request.user,
                             subject=data["email_subject"],
                             body=data["email_body"],
                         )
-                        self.message_user(request, f"Approved and sent to {intervention.partner}")
+                        self.message_user(request, outbox.approved_notice(approved))
                     elif decision == "reject":
                         services.intervention_reject(
                             intervention=intervention, actor=request.user, reason=data["reason"]
@@ -160,6 +161,8 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
             "form": form,
             "can_approve": request.user.has_perm(APPROVE_PERM),
             "awaiting": intervention.review_status == Intervention.Review.AWAITING,
+            # Say before the click why an approval would be refused (listed do-not-contact, ...).
+            "blocked": outbox.refusal_message(refusal, partner=intervention.partner) if refusal else "",
         }
         return render(request, "admin/agent/interventionreview/review.html", context)
 

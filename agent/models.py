@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -37,6 +39,10 @@ class AgentRun(TimeStampedModel):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The one partner of an "intervene now" run: the sweep re-enqueues a queued run from here.
+    partner = models.ForeignKey(
+        "retention.Partner", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict, blank=True)
@@ -50,6 +56,10 @@ class AgentRun(TimeStampedModel):
             models.CheckConstraint(
                 condition=Q(trigger__in=AgentRunTrigger.values), name="agentrun_trigger_valid"
             ),
+        ]
+        indexes = [
+            # The sweep: queued and running runs by age.
+            models.Index(fields=["status", "created_at"], name="agentrun_status_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -293,6 +303,53 @@ class FollowUp(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"Follow-up on intervention {self.intervention_id} ({self.status})"
+
+
+class EmailOutbox(TimeStampedModel):
+    """One email to send for one intervention. It commits with the intervention (or its approval);
+    sending is a separate idempotent step keyed on this row: the row is claimed under a lock, the
+    guards are re-checked, and the email's Message-ID carries `key`. At most one row (and so one
+    email) per intervention."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENT = "sent", "Sent"
+        REFUSED = "refused", "Refused at send time"
+        FAILED = "failed", "Failed (gave up)"
+
+    intervention = models.OneToOneField(
+        "retention.Intervention", on_delete=models.PROTECT, related_name="email_outbox"
+    )
+    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = "outbox email"
+        verbose_name_plural = "email outbox"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "sent", "refused", "failed"]),
+                name="emailoutbox_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="sent") | Q(sent_at__isnull=False), name="emailoutbox_sent_has_time"
+            ),
+        ]
+        indexes = [
+            # The sweep: queued rows that are due.
+            models.Index(fields=["status", "next_attempt_at"], name="emailoutbox_status_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Email for intervention {self.intervention_id} ({self.status})"
 
 
 class InterventionReview(Intervention):

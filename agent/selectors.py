@@ -110,7 +110,7 @@ def audit_event_types() -> list[str]:
 def review_queue(*, limit: int = 50) -> QuerySet[Intervention]:
     return (
         Intervention.objects.filter(review_status=Intervention.Review.AWAITING)
-        .select_related("partner")
+        .select_related("partner", "partner__do_not_contact")
         .order_by("created_at")[:limit]
     )
 

@@ -11,20 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
-from agent import selectors
+from agent import outbox, selectors
 from agent.audit import audit_record
-from agent.emails import email_reply_to
-from agent.models import AgentConfig, AgentRun, DoNotContact, FollowUp
+from agent.models import AgentConfig, AgentRun, DoNotContact, EmailOutbox, FollowUp
 from churnsite import schedules
 from crm_sim.client import CreateTask, get_crm_client
 from retention.models import Intervention, Partner
+from retention.services import intervention_log
 
 CONFIG_FIELDS = (
     "enabled",
@@ -86,6 +84,8 @@ def _sync_agent_schedule(*, enabled: bool) -> None:
 
 @transaction.atomic
 def do_not_contact_add(*, partner: Partner, reason: str, actor: User | None) -> DoNotContact:
+    # The partner's row lock orders the listing against a send re-checking it (agent.outbox).
+    Partner.objects.select_for_update(of=("self",)).filter(pk=partner.pk).first()
     entry, created = DoNotContact.objects.get_or_create(
         partner=partner, defaults={"reason": reason[:200], "added_by": _user(actor)}
     )
@@ -115,8 +115,11 @@ def agent_run_create(
     dry_run: bool = False,
     partner: Partner | None = None,
 ) -> AgentRun:
-    """A queued run; the caller enqueues the task after commit with its id."""
-    run = AgentRun.objects.create(trigger=trigger, requested_by=_user(actor), dry_run=dry_run)
+    """A queued run; the caller enqueues the task after commit with its id (and the sweep enqueues
+    it again from the database if that message is lost)."""
+    run = AgentRun.objects.create(
+        trigger=trigger, requested_by=_user(actor), dry_run=dry_run, partner=partner
+    )
     audit_record(
         event_type="run_requested",
         actor=actor,
@@ -128,60 +131,107 @@ def agent_run_create(
     return run
 
 
-# Email ------------------------------------------------------------------------------
+# Email: every caller (agent, partner page, approval) goes through the outbox -------------
 
 
 def intervention_send_email(
     *, intervention: Intervention, actor: User | None, run: AgentRun | None = None
-) -> Intervention:
-    """Send the intervention's email to the partner's contact address (from code, never from the
-    draft), reply-to the account owner. Idempotent: an already sent intervention is not resent."""
+) -> str:
+    """The one send service: queue the intervention's email in the outbox (re-checking the guards;
+    a row the caller queued in its own transaction is reused) and deliver it now. Returns the
+    outbox status ("sent"; "queued" after a failed attempt the sweep retries; "failed"; or
+    outbox.BUSY). A refusal (do-not-contact, approval needed, ...) is audited and raised."""
     try:
-        with transaction.atomic():
-            locked = (
-                Intervention.objects.select_for_update(of=("self",))
-                .select_related("partner", "partner__account_owner")
-                .get(pk=intervention.pk)
-            )
-            if locked.sent_at is not None:
-                return locked
-            if locked.review_status in (Intervention.Review.AWAITING, Intervention.Review.REJECTED):
-                raise ValidationError("This email waits for (or was refused) a manager's approval")
-            partner = locked.partner
-            subject = " ".join(locked.email_subject.split())[:200]
-            message = EmailMessage(
-                subject=subject,
-                body=locked.email_body,
-                from_email=settings.DEFAULT_FROM_EMAIL,
-                to=[partner.contact_email],
-                # The person who signed the draft (owner, or the user who sent it).
-                reply_to=email_reply_to(locked),
-                headers={"X-Churnsite-Intervention": str(locked.pk)},
-            )
-            message.send(fail_silently=False)
-            locked.sent_at = timezone.now()
-            locked.save(update_fields=["sent_at", "updated_at"])
-            audit_record(
-                event_type="email_sent",
-                actor=actor,
-                actor_type=None if _user(actor) else "agent",
-                run=run,
-                intervention=locked,
-                payload={"to": partner.contact_email, "subject": subject, "writer": locked.writer},
-            )
-            return locked
-    except ValidationError:
-        raise
-    except Exception as exc:
+        row = outbox.email_outbox_queue(intervention=intervention, actor=actor, run=run)
+    except ValidationError as exc:
         audit_record(
-            event_type="email_failed",
+            event_type="email_refused",
             actor=actor,
             actor_type=None if _user(actor) else "agent",
             run=run,
             intervention=intervention,
-            payload={"error": f"{type(exc).__name__}: {exc}"[:500]},
+            payload={"reason": exc.code, "message": "; ".join(exc.messages)},
         )
         raise
+    status = outbox.email_outbox_deliver(outbox_id=row.pk)
+    if status == EmailOutbox.Status.REFUSED:
+        row.refresh_from_db()
+        raise ValidationError(
+            outbox.refusal_message(row.last_error, partner=intervention.partner), code=row.last_error
+        )
+    return status
+
+
+# Partner page: a person's email ---------------------------------------------------------
+
+MANUAL_SENT, MANUAL_QUEUED, MANUAL_HELD, MANUAL_LOGGED = "sent", "queued", "held_for_review", "logged"
+
+
+def partner_email_send(
+    *,
+    partner: Partner,
+    subject: str,
+    body: str,
+    writer: str,
+    actor: User | None,
+    send: bool = True,
+) -> tuple[Intervention, str]:
+    """A person's email from the partner page, logged as an "email sent" intervention.
+
+    With `send`, the same guards as the agent's: an inactive or do-not-contact partner is
+    refused (audited, nothing logged); a tier that needs approval goes into the review queue
+    with the agent's drafts, unsent; otherwise it goes through the outbox. Without `send` it only
+    logs an email the person sent themselves. Returns the intervention and what happened."""
+    config = selectors.agent_config_get()
+    with transaction.atomic():
+        locked = Partner.objects.select_for_update(of=("self",)).get(pk=partner.pk)
+        reason = ""
+        if send:
+            reason = outbox.send_refusal(
+                intervention=Intervention(review_status=Intervention.Review.APPROVED),
+                partner=locked,
+                config=config,
+            )
+        held = send and not reason and locked.tier in (config.approval_tiers or [])
+        if not reason:
+            intervention = intervention_log(
+                partner=locked,
+                action=Intervention.Action.EMAIL_SENT,
+                actor=actor,
+                email_subject=subject,
+                email_body=body,
+                writer=writer,
+                review_status=Intervention.Review.AWAITING if held else Intervention.Review.NOT_REQUIRED,
+            )
+            if held:
+                audit_record(
+                    event_type="held_for_review",
+                    actor=actor,
+                    intervention=intervention,
+                    payload={
+                        "tier": locked.tier,
+                        "approval_tiers": config.approval_tiers,
+                        "via": "partner_page",
+                    },
+                )
+            elif send:
+                row = outbox.email_outbox_queue(intervention=intervention, actor=actor)
+    if reason:
+        message = outbox.refusal_message(reason, partner=locked)
+        audit_record(
+            event_type="email_refused",
+            actor=actor,
+            partner=locked,
+            payload={"reason": reason, "message": message, "via": "partner_page"},
+        )
+        raise ValidationError(message, code=reason)
+    if held:
+        return intervention, MANUAL_HELD
+    if not send:
+        return intervention, MANUAL_LOGGED
+    status = outbox.email_outbox_deliver(outbox_id=row.pk)
+    intervention.refresh_from_db()
+    return intervention, MANUAL_SENT if status == EmailOutbox.Status.SENT else MANUAL_QUEUED
 
 
 # Review -----------------------------------------------------------------------------
@@ -204,42 +254,71 @@ def intervention_approve(
     body: str | None = None,
 ) -> Intervention:
     """A manager approves a held draft (optionally edited: the edit is audited as a diff); the
-    email is sent and the follow-up scheduled."""
+    email goes through the outbox in the approval's transaction, then the follow-up is scheduled.
+    Refused, with the reason in words, when the partner was listed do-not-contact or stopped being
+    active after the draft was written (the refusal is audited; the draft stays awaiting)."""
     if actor is None or not actor.has_perm("retention.approve_intervention"):
         _refuse(action="approve", intervention=intervention, actor=actor)
         raise PermissionDenied("Only managers can approve held interventions")
+    refusal = ""
     with transaction.atomic():
         locked = Intervention.objects.select_for_update().get(pk=intervention.pk)
         if locked.review_status != Intervention.Review.AWAITING:
             raise ValidationError(f"This intervention is {locked.get_review_status_display().lower()}")
-        new_subject = " ".join((subject if subject is not None else locked.email_subject).split())[:200]
-        new_body = (body if body is not None else locked.email_body).replace("\r\n", "\n")
-        diff = "".join(
-            difflib.unified_diff(
-                f"Subject: {locked.email_subject}\n\n{locked.email_body}".splitlines(keepends=True),
-                f"Subject: {new_subject}\n\n{new_body}".splitlines(keepends=True),
-                fromfile="draft",
-                tofile="approved",
+        partner = Partner.objects.select_for_update(of=("self",)).get(pk=locked.partner_id)
+        refusal = approve_refusal(intervention=locked, partner=partner)
+        if not refusal:
+            new_subject = " ".join((subject if subject is not None else locked.email_subject).split())[:200]
+            new_body = (body if body is not None else locked.email_body).replace("\r\n", "\n")
+            diff = "".join(
+                difflib.unified_diff(
+                    f"Subject: {locked.email_subject}\n\n{locked.email_body}".splitlines(keepends=True),
+                    f"Subject: {new_subject}\n\n{new_body}".splitlines(keepends=True),
+                    fromfile="draft",
+                    tofile="approved",
+                )
             )
-        )
-        drafted_by = locked.writer
-        locked.email_subject, locked.email_body = new_subject, new_body
-        locked.review_status = Intervention.Review.APPROVED
-        if diff:
-            # A person's edits make it their text, as on the partner page; the audit keeps
-            # which writer drafted it and the diff.
-            locked.writer = Intervention.Writer.MANUAL
-        locked.save(update_fields=["email_subject", "email_body", "review_status", "writer", "updated_at"])
+            drafted_by = locked.writer
+            locked.email_subject, locked.email_body = new_subject, new_body
+            locked.review_status = Intervention.Review.APPROVED
+            if diff:
+                # A person's edits make it their text, as on the partner page; the audit keeps
+                # which writer drafted it and the diff.
+                locked.writer = Intervention.Writer.MANUAL
+            locked.save(
+                update_fields=["email_subject", "email_body", "review_status", "writer", "updated_at"]
+            )
+            audit_record(
+                event_type="review_approved",
+                actor=actor,
+                run=locked.agent_run,
+                intervention=locked,
+                payload={"edited": bool(diff), "diff": diff, "drafted_by": drafted_by},
+            )
+            row = outbox.email_outbox_queue(intervention=locked, actor=actor, run=locked.agent_run)
+    if refusal:
+        message = outbox.refusal_message(refusal, partner=locked.partner)
         audit_record(
-            event_type="review_approved",
+            event_type="review_refused",
             actor=actor,
             run=locked.agent_run,
             intervention=locked,
-            payload={"edited": bool(diff), "diff": diff, "drafted_by": drafted_by},
+            payload={"action": "approve", "reason": refusal, "message": message},
         )
-    locked = intervention_send_email(intervention=locked, actor=actor, run=locked.agent_run)
+        raise ValidationError(message, code=refusal)
+    outbox.email_outbox_deliver(outbox_id=row.pk)
+    locked.refresh_from_db()
     followup_schedule(intervention=locked, run=locked.agent_run)
     return locked
+
+
+def approve_refusal(*, intervention: Intervention, partner: Partner) -> str:
+    """Why approving this held draft would not send it ("" = it would), for the review pages."""
+    return outbox.send_refusal(
+        intervention=Intervention(review_status=Intervention.Review.APPROVED, sent_at=intervention.sent_at),
+        partner=partner,
+        config=selectors.agent_config_get(),
+    )
 
 
 def intervention_reject(*, intervention: Intervention, actor: User, reason: str) -> Intervention:

@@ -10,12 +10,16 @@ call these tasks are declared in churnsite/schedules.py.
 """
 
 from celery import shared_task
+from django.conf import settings
 
-from agent import services, workflow
+from agent import outbox, services, sweep, workflow
 from agent.models import AgentRun
 
-RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT = 1200, 1260
-PARTNER_SOFT_TIME_LIMIT, PARTNER_TIME_LIMIT = 300, 330
+# Settings, so the fault tests run workers with short limits; the sweep reads the same values.
+RUN_TIME_LIMIT = settings.AGENT_RUN_TIME_LIMIT
+RUN_SOFT_TIME_LIMIT = RUN_TIME_LIMIT - min(60, RUN_TIME_LIMIT // 10)
+PARTNER_TIME_LIMIT = settings.AGENT_PARTNER_TIME_LIMIT
+PARTNER_SOFT_TIME_LIMIT = PARTNER_TIME_LIMIT - min(30, PARTNER_TIME_LIMIT // 10)
 FOLLOWUP_SOFT_TIME_LIMIT, FOLLOWUP_TIME_LIMIT = 600, 660
 
 
@@ -62,6 +66,18 @@ def audit_verify() -> dict:
         "broken_seq": result.broken_seq,
         "reason": result.reason,
     }
+
+
+@shared_task(name="agent.send_email", acks_late=True, soft_time_limit=60, time_limit=90)
+def send_email(outbox_id: int) -> str:
+    """One outbox email, at most once (claimed under a row lock; a second run finds it taken)."""
+    return outbox.email_outbox_deliver(outbox_id=outbox_id)
+
+
+@shared_task(name="agent.sweep", soft_time_limit=50, time_limit=60)
+def sweep_lost_work() -> dict:
+    """Every minute: re-enqueue due outbox emails and queued runs, fail runs whose worker died."""
+    return sweep.agent_sweep()
 
 
 @shared_task(name="agent.ping", soft_time_limit=10, time_limit=20)

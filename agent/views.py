@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from agent import selectors, services
+from agent import outbox, results, selectors, services
 from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
 from agent.models import AgentRun
 from agent.tasks import execute_intervention, run_agent
@@ -132,12 +132,6 @@ def config_update(request: AuthedHttpRequest) -> HttpResponse:
 BROKER_DOWN = (
     "Run {run} is queued, but the task queue (Redis) is unreachable: it starts when the queue is back."
 )
-INELIGIBLE = {
-    "not_active": "{p} is not an active partner.",
-    "do_not_contact": "{p} is on the do-not-contact list: remove it from the list first.",
-    "no_score": "{p} has no risk score yet: the agent writes from its drivers.",
-    "cooldown": "{p} was contacted in the last {config.cooldown_days} days or has an open agent intervention.",
-}
 
 
 @permission_required("agent.run_agent")
@@ -147,18 +141,28 @@ def intervene(request: AuthedHttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     partner = form.cleaned_data["partner"]
-    # Say now why the agent would skip it (the task checks again under the partner's lock).
+    # Say now what would stop it (the task checks all of it again under the locks, and the run's
+    # progress below then says what actually happened: contacted, held, control group, ...).
     config = selectors.agent_config_get()
-    reason = selectors.partner_ineligibility(partner=partner, config=config, skip_threshold=True)
-    if reason:
-        form.add_error("partner", INELIGIBLE.get(reason, reason).format(p=partner.external_id, config=config))
+    problem = ""
+    if not config.enabled:
+        problem = f"{partner.external_id} was not contacted: the agent is stopped (start it first)."
+    elif selectors.budget_used() >= config.max_per_hour:
+        problem = f"{partner.external_id} was not contacted: the hourly cap of {config.max_per_hour} contacts is reached."
+    else:
+        reason = selectors.partner_ineligibility(partner=partner, config=config, skip_threshold=True)
+        if reason:
+            problem = results.skip_reason_text(reason, partner_ref=partner.external_id, config=config)
+    if problem:
+        form.add_error("partner", problem)
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     run = services.agent_run_create(trigger=AgentRun.Trigger.PARTNER, actor=request.user, partner=partner)
     if not enqueue(execute_intervention, run.pk, partner.pk, True, run=run):
         messages.warning(request, BROKER_DOWN.format(run=run.pk))
     else:
         messages.success(
-            request, f"Intervening on {partner.external_id} now (run {run.pk}): see the activity log."
+            request,
+            f"Queued run {run.pk} for {partner.external_id}: what it did appears below when it finishes.",
         )
     return redirect(f"{reverse('agent:control')}?run={run.pk}")
 
@@ -190,11 +194,11 @@ def review_approve(request: AuthedHttpRequest, intervention_id: int) -> HttpResp
     """Approve as drafted (the admin review page also allows editing). Refusals are audited."""
     intervention = get_object_or_404(Intervention, pk=intervention_id)
     try:
-        services.intervention_approve(intervention=intervention, actor=request.user)
+        approved = services.intervention_approve(intervention=intervention, actor=request.user)
     except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+        messages.error(request, "Not approved: " + "; ".join(exc.messages))
     else:
-        messages.success(request, f"Approved and sent to {intervention.partner.external_id}.")
+        messages.success(request, outbox.approved_notice(approved))
     return redirect("agent:control")
 
 

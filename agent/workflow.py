@@ -30,14 +30,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from agent import selectors, services
+from agent import outbox, selectors, services
 from agent.audit import audit_record
 from agent.emails import EmailDraft, draft_retention_email
 from agent.llm import llm_configured
-from agent.models import AgentConfig, AgentRun, FollowUp, PartnerClaim
+from agent.models import AgentConfig, AgentRun, EmailOutbox, FollowUp, PartnerClaim
+from agent.results import (
+    EXECUTED,
+    FAILED,
+    HELD,
+    HOLDOUT,
+    NOT_REACHED,
+    RATE_LIMITED,
+    SKIPPED,
+    STOPPED,
+    partner_outcome_text,
+)
+from churnsite.failpoints import failpoint
 from retention.models import Intervention, Partner
 from retention.services import intervention_log
 
@@ -51,16 +64,6 @@ CLAIM_TTL = dt.timedelta(minutes=15)
 # Drafts in flight at once when the LLM writer is active (bounded: the LLM server is shared).
 # (0 = as many as the LLM server takes at once: OPENAI_CONCURRENCY.)
 DRAFT_CONCURRENCY = getattr(settings, "AGENT_DRAFT_CONCURRENCY", 0)
-
-# Per-partner results, also the keys of the run summary.
-EXECUTED = "executed"
-HELD = "held_for_review"
-HOLDOUT = "holdouts"
-RATE_LIMITED = "rate_limited"
-FAILED = "failed"
-SKIPPED = "skipped"
-STOPPED = "stopped"
-NOT_REACHED = "not_reached"
 
 
 def _is_postgres() -> bool:
@@ -104,12 +107,14 @@ def _claimed_run(run_id: int):
     try:
         yield run, agent
     except BaseException as exc:
+        # The partners it had claimed (a batch in flight) are free again for the next run.
+        released, _ = PartnerClaim.objects.filter(run=run).delete()
         _run_finish(
             run,
             status=AgentRun.Status.FAILED,
             summary=agent.summary(),
             event_type="run_failed",
-            payload={"error": f"{type(exc).__name__}: {exc}"[:500]},
+            payload={"error": f"{type(exc).__name__}: {exc}"[:500], "claims_released": released},
         )
         raise
 
@@ -133,10 +138,22 @@ def agent_partner_execute(*, run_id: int, partner_id: int, skip_threshold: bool)
             return _already_processed(run)
         result = agent.execute_intervention(partner_id, skip_threshold=skip_threshold)
     status = AgentRun.Status.STOPPED if result == STOPPED else AgentRun.Status.FINISHED
-    _run_finish(
-        run, status=status, summary=agent.summary(), event_type="run_finished", payload={"result": result}
-    )
-    return agent.summary()
+    # What happened to this one partner, in words, for the page that asked ("intervene now").
+    partner = Partner.objects.filter(pk=partner_id).first()
+    outcome = {
+        "result": result,
+        "reason": agent.last_reason,
+        "outcome": partner_outcome_text(
+            result,
+            partner_ref=partner.external_id if partner else str(partner_id),
+            tier=partner.get_tier_display() if partner else "",
+            reason=agent.last_reason,
+            config=agent.config,
+        ),
+    }
+    summary = {**agent.summary(), **outcome}
+    _run_finish(run, status=status, summary=summary, event_type="run_finished", payload={"result": result})
+    return summary
 
 
 # The agent -------------------------------------------------------------------------
@@ -178,6 +195,7 @@ class InterventionAgent:
             SKIPPED: 0,
         }
         self.config = selectors.agent_config_get()
+        self.last_reason = ""
 
     def summary(self) -> dict:
         return {"run_id": self.run.pk, **self.counts}
@@ -186,6 +204,8 @@ class InterventionAgent:
         AgentRun.objects.filter(pk=self.run.pk).update(summary=self.summary())
 
     def _audit(self, event_type: str, *, partner=None, intervention=None, payload=None):
+        if payload and "reason" in payload:
+            self.last_reason = payload["reason"]  # why the last partner was skipped or refused
         return audit_record(
             event_type=event_type,
             actor_type="agent",
@@ -437,6 +457,7 @@ class InterventionAgent:
     def _draft(self, job: _Job) -> None:
         """The LLM call (or the template). No database writes, so it can run on a thread."""
         try:
+            failpoint("agent.drafting")
             job.draft = draft_retention_email(
                 partner=job.partner,
                 drivers=job.drivers,
@@ -553,6 +574,9 @@ class InterventionAgent:
                         intervention=intervention,
                         due_at=now + dt.timedelta(days=self.config.follow_up_days),
                     )
+                    # The outbox row commits with the intervention: a crash after this commit
+                    # leaves a queued email the sweep delivers, never a silent unsent contact.
+                    outbox.email_outbox_queue(intervention=intervention, actor=None, run=self.run)
         except IntegrityError:
             # The unique constraint: another path opened an agent intervention meanwhile.
             self._audit("partner_skipped", partner=partner, payload={"reason": "open_agent_intervention"})
@@ -561,10 +585,16 @@ class InterventionAgent:
             self._release(job)
         if held:
             return HELD
+        failpoint("agent.between")
         try:
-            services.intervention_send_email(intervention=intervention, actor=None, run=self.run)
-        except Exception:  # noqa: BLE001 - audited by the send service; the intervention stays, unsent
+            status = services.intervention_send_email(intervention=intervention, actor=None, run=self.run)
+        except ValidationError as exc:
+            self.last_reason = exc.code or ""
+            return SKIPPED  # refused at send time (audited): e.g. listed do-not-contact meanwhile
+        except Exception:  # noqa: BLE001 - audited by the send service; the row stays queued for the sweep
             return FAILED
+        if status not in (EmailOutbox.Status.SENT, outbox.BUSY):
+            return FAILED  # audited; a queued row is retried by the sweep
         services.followup_schedule(
             intervention=intervention, run=self.run, follow_up_days=self.config.follow_up_days
         )

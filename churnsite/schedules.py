@@ -15,6 +15,7 @@ from agent.audit import audit_record
 
 AGENT_SCHEDULE_NAME = "agent: scan for at-risk partners every 15 minutes"
 FOLLOWUP_SCHEDULE_NAME = "agent: check due follow-ups hourly"
+SWEEP_SCHEDULE_NAME = "agent: deliver queued emails and recover lost runs every minute"
 SCORING_SCHEDULE_NAME = "nightly scoring"
 AUDIT_VERIFY_SCHEDULE_NAME = "audit: verify the hash chain nightly"
 DIGEST_SCHEDULE_NAME = "desk: morning digest (each owner at their local time)"
@@ -33,6 +34,13 @@ PERIODIC_TASKS: list[dict] = [
         "task": "agent.check_followups",
         "crontab": {"minute": "5"},
         "expire_seconds": 1800,
+    },
+    {
+        # Nothing depends on a task surviving in Redis: this re-enqueues from the database.
+        "name": SWEEP_SCHEDULE_NAME,
+        "task": "agent.sweep",
+        "interval": {"every": 1, "period": "minutes"},
+        "expire_seconds": 55,
     },
     {
         "name": SCORING_SCHEDULE_NAME,

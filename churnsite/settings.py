@@ -230,6 +230,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "churnsite")
 
+# Agent time limits (seconds) and the every-minute sweep (agent/sweep.py). A run still "running"
+# past its task's hard time limit plus AGENT_SWEEP_GRACE has lost its worker: the sweep fails it
+# (audited) and releases its claims. Queued runs and outbox emails older than the grace are
+# enqueued again from the database; a run still queued after AGENT_QUEUED_RUN_LIMIT is failed.
+AGENT_RUN_TIME_LIMIT = env_int("AGENT_RUN_TIME_LIMIT", 1260)
+AGENT_PARTNER_TIME_LIMIT = env_int("AGENT_PARTNER_TIME_LIMIT", 330)
+AGENT_QUEUED_RUN_LIMIT = env_int("AGENT_QUEUED_RUN_LIMIT", 1800)
+AGENT_SWEEP_GRACE = env_int("AGENT_SWEEP_GRACE", 30)
+# Send attempts per outbox email before it is marked failed (retries back off from 60 s).
+AGENT_OUTBOX_MAX_ATTEMPTS = env_int("AGENT_OUTBOX_MAX_ATTEMPTS", 5)
+
 # Cache (driver explanations on demand are cached here). It is only ever a cache: when Redis is
 # down, reads miss and writes are dropped (django-redis IGNORE_EXCEPTIONS, logged), so callers
 # compute from the database instead of failing; short timeouts keep a dead Redis from stalling
@@ -289,7 +300,7 @@ CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
 # imported history.
 DESK_TODAY = env_date("DESK_TODAY")
 # The agent's email writer: drafts written at once per run (LLM requests in flight).
-AGENT_DRAFT_CONCURRENCY = env_int("AGENT_DRAFT_CONCURRENCY", 8)
+AGENT_DRAFT_CONCURRENCY = env_int("AGENT_DRAFT_CONCURRENCY", 0)
 # "At risk": from this 90-day churn risk the desk shows a churn window ("Churn in: ~7 days",
 # the most likely window if the partner churns) and scoring computes drivers; below it a
 # partner reads "Low risk". 30% by default: well below the agent's contact threshold, so the

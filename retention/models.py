@@ -136,6 +136,14 @@ HOLDOUT_OUTCOME_LABELS = {
 }
 
 
+# agent.EmailOutbox statuses that mean the email is not (yet) sent; "sent" reads "Email sent".
+OUTBOX_LABELS = {
+    "queued": "Email queued (not sent yet)",
+    "refused": "Email refused at send time (not sent)",
+    "failed": "Email failed (not sent)",
+}
+
+
 class Intervention(TimeStampedModel):
     """One contact (or deliberate non-contact, for the control group) with a partner."""
 
@@ -243,9 +251,12 @@ class Intervention(TimeStampedModel):
         return f"{self.get_action_display()} for {self.partner_id} ({self.outcome})"
 
     @classmethod
-    def describe_action(cls, action: str, review_status: str) -> str:
-        """What was done, as the desk should read it: a held or refused agent email was not sent."""
+    def describe_action(cls, action: str, review_status: str, outbox_status: str | None = None) -> str:
+        """What was done, as the desk should read it: a held, refused or still queued email was not
+        sent (`outbox_status` is its agent.EmailOutbox status, when it went through the outbox)."""
         if action == cls.Action.EMAIL_SENT:
+            if outbox_status in OUTBOX_LABELS:
+                return OUTBOX_LABELS[outbox_status]
             if review_status == cls.Review.AWAITING:
                 return "Email drafted (not sent)"
             if review_status == cls.Review.REJECTED:
@@ -267,8 +278,14 @@ class Intervention(TimeStampedModel):
         return None
 
     @property
+    def outbox_status(self) -> str | None:
+        # The reverse one-to-one raises an AttributeError subclass when there is no outbox row.
+        outbox = getattr(self, "email_outbox", None)
+        return outbox.status if outbox is not None else None
+
+    @property
     def action_label(self) -> str:
-        return self.describe_action(self.action, self.review_status)
+        return self.describe_action(self.action, self.review_status, self.outbox_status)
 
     @property
     def is_holdout(self) -> bool:

@@ -92,6 +92,7 @@ def partner_live_feed(
         .annotate(
             last_action=Subquery(last.values("action")[:1]),
             last_review_status=Subquery(last.values("review_status")[:1]),
+            last_outbox_status=Subquery(last.values("email_outbox__status")[:1]),
             last_intervention_at=Subquery(last.values("created_at")[:1]),
         )
     )
@@ -125,6 +126,7 @@ FEED_ROW_FIELDS = (
     "monthly_revenue",
     "last_action",
     "last_review_status",
+    "last_outbox_status",
     "last_intervention_at",
 )
 FEED_ROW_RELATED = {
@@ -140,6 +142,8 @@ FEED_ROW_RELATED = {
     "owner_first": F("account_owner__first_name"),
     "owner_last": F("account_owner__last_name"),
     "owner_username": F("account_owner__username"),
+    # The do-not-contact badge (a left join on the one-to-one list).
+    "do_not_contact_id": F("do_not_contact__id"),
 }
 
 
@@ -219,7 +223,8 @@ def team_members() -> QuerySet:
 
 def partner_for_page(*, external_id: str) -> Partner:
     return get_object_or_404(
-        Partner.objects.select_related("account_owner", "current_score"), external_id=external_id
+        Partner.objects.select_related("account_owner", "current_score", "do_not_contact"),
+        external_id=external_id,
     )
 
 
@@ -282,7 +287,7 @@ def partner_payments(*, partner: Partner, limit: int = 24, today: dt.date | None
 def partner_timeline(*, partner: Partner) -> QuerySet[Intervention]:
     return (
         Intervention.objects.filter(partner=partner)
-        .select_related("created_by", "assigned_to", "outcome_set_by")
+        .select_related("created_by", "assigned_to", "outcome_set_by", "email_outbox")
         .order_by("-created_at", "-pk")
     )
 
@@ -299,7 +304,9 @@ def intervention_list(
     assigned_to: int | None = None,
     search: str = "",
 ) -> QuerySet[Intervention]:
-    qs = Intervention.objects.select_related("partner", "assigned_to", "created_by", "outcome_set_by")
+    qs = Intervention.objects.select_related(
+        "partner", "assigned_to", "created_by", "outcome_set_by", "email_outbox"
+    )
     if action:
         qs = qs.filter(action=action)
     if source:

@@ -219,46 +219,6 @@ def partner_email_draft(*, partner: Partner, drivers: list, actor: User | None):
     return draft
 
 
-def intervention_email_send(*, intervention: Intervention, actor: User | None) -> bool:
-    """Send a logged intervention's email to the partner's contact through Django's email backend.
-
-    Sent outside any transaction (a slow mail server must not hold row locks); the result,
-    sent or failed, is audited either way. Returns whether it was sent.
-    """
-    from django.conf import settings
-    from django.core.mail import EmailMessage
-
-    from agent.emails import email_reply_to
-
-    partner = intervention.partner
-    try:
-        EmailMessage(
-            subject=intervention.email_subject,
-            body=intervention.email_body,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[partner.contact_email],
-            reply_to=email_reply_to(intervention),
-        ).send(fail_silently=False)
-    except Exception as exc:  # noqa: BLE001 - any transport error is reported and audited
-        audit_record(
-            event_type="email_send_failed",
-            actor=actor,
-            intervention=intervention,
-            payload={"error": str(exc)[:300]},
-        )
-        return False
-    with transaction.atomic():
-        Intervention.objects.filter(pk=intervention.pk).update(sent_at=timezone.now())
-        audit_record(
-            event_type="email_sent",
-            actor=actor,
-            intervention=intervention,
-            payload={"to": partner.contact_email, "subject": intervention.email_subject},
-        )
-    intervention.refresh_from_db(fields=["sent_at"])
-    return True
-
-
 # Outcomes page: ROI assumptions ----------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget, trigger_client_event
 
+from agent import services as agent_services
 from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_required
 from churnsite.csvsafe import CsvBuffer, csv_cell
 from churnsite.health import broker_status
@@ -170,7 +171,10 @@ def _feed_rows(partners) -> list[dict]:
                 "revenue_at_risk": tags.money(p["revenue_at_risk"]),
                 "driver": p["top_driver"] or "",
                 "owner": owner,
-                "last_action": Intervention.describe_action(p["last_action"], p["last_review_status"])
+                "do_not_contact": p["do_not_contact_id"] is not None,
+                "last_action": Intervention.describe_action(
+                    p["last_action"], p["last_review_status"], p["last_outbox_status"]
+                )
                 if p["last_action"]
                 else "",
                 "last_at": p["last_intervention_at"].strftime("%Y-%m-%d")
@@ -370,6 +374,15 @@ def partner_draft_email(request: AuthedHttpRequest, external_id: str) -> HttpRes
     return render(request, "retention/partner_detail.html#draft", context)
 
 
+# What the partner page says after "Log email sent": queued until the send is recorded.
+SEND_NOTICES = {
+    agent_services.MANUAL_SENT: "Sent to {email} and logged",
+    agent_services.MANUAL_QUEUED: "Logged; the email to {email} is queued (not sent yet): it is retried automatically",
+    agent_services.MANUAL_HELD: "Logged and held for a manager's approval (this tier needs one): not sent yet",
+    agent_services.MANUAL_LOGGED: "Logged the email",
+}
+
+
 @permission_required("retention.add_intervention")
 @require_POST
 def partner_send_email(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
@@ -386,19 +399,21 @@ def partner_send_email(request: AuthedHttpRequest, external_id: str) -> HttpResp
         return retarget(response, "#draft") if request.htmx else response
     data = form.cleaned_data
     edited = data["body"].strip() != data["original_body"].strip()
-    intervention = services.intervention_log(
-        partner=partner,
-        action=Intervention.Action.EMAIL_SENT,
-        actor=request.user,
-        email_subject=data["subject"],
-        email_body=data["body"],
-        # A person's edits make it their text, whatever wrote the first draft.
-        writer=Intervention.Writer.MANUAL if edited else data["writer"],
-    )
-    notice = "Logged the email"
-    if data["send"]:
-        sent = services.intervention_email_send(intervention=intervention, actor=request.user)
-        notice = f"Sent to {partner.contact_email} and logged" if sent else "Logged, but sending failed"
+    try:
+        # The one send path (agent.outbox): the same guards as the agent's emails.
+        _, result = agent_services.partner_email_send(
+            partner=partner,
+            subject=data["subject"],
+            body=data["body"],
+            # A person's edits make it their text, whatever wrote the first draft.
+            writer=Intervention.Writer.MANUAL if edited else data["writer"],
+            actor=request.user,
+            send=data["send"],
+        )
+    except ValidationError as exc:
+        notice = "Not sent: " + "; ".join(exc.messages)
+    else:
+        notice = SEND_NOTICES[result].format(email=partner.contact_email)
     if not request.htmx:
         messages.info(request, notice)
         return redirect("retention:partner_detail", external_id=partner.external_id)

@@ -1,20 +1,15 @@
 """The guardrails with real Celery worker processes on Redis and PostgreSQL."""
 
-import datetime as dt
 import re
-from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from agent import services
 from agent.models import AgentConfig, AgentRun, AuditEvent
 from agent.tasks import execute_intervention, run_agent
-from ml.models import PartnerScore
-from retention.models import Intervention, Partner
-from tests.agent.workers import WorkerPool
-from tests.factories import ModelVersionFactory
+from retention.models import Intervention
+from tests.agent.workers import WorkerPool, make_partners
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,42 +35,6 @@ def outbox(workers):
     for path in workers.outbox.glob("*"):
         path.unlink()
     return workers
-
-
-def make_partners(n: int, *, platinum_every: int = 0) -> list[Partner]:
-    version = ModelVersionFactory()
-    partners = Partner.objects.bulk_create(
-        Partner(
-            external_id=f"W{i:05d}",
-            name=f"Worker Test Partner {i}",
-            tier=Partner.Tier.PLATINUM if platinum_every and i % platinum_every == 0 else Partner.Tier.SILVER,
-            region=Partner.Region.NA,
-            segment=Partner.Segment.RESELLER,
-            monthly_revenue=Decimal("1000"),
-            contact_email=f"ops@w{i:05d}.example",
-            joined_on=dt.date(2023, 1, 1),
-        )
-        for i in range(n)
-    )
-    now = timezone.now()
-    drivers = [{"feature": "days_overdue", "text": "Payment 45 days overdue", "value": 45, "points": 18.0}]
-    PartnerScore.objects.bulk_create(
-        PartnerScore(
-            partner=p,
-            model_version=version,
-            risk=0.86 + (i % 100) / 1000,
-            p_7d=0.4,
-            p_30d=0.3,
-            p_90d=0.16,
-            p_later=0.14,
-            bucket="7d",
-            urgency_rank=0,
-            drivers=drivers,
-            scored_at=now,
-        )
-        for i, p in enumerate(partners)
-    )
-    return partners
 
 
 def enable(**fields) -> AgentConfig:

@@ -5,18 +5,24 @@ db from REDIS_URL, a queue of their own, and the file email backend (so the test
 mail every process sent). Always terminated, with bounded waits.
 """
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
+from django.utils import timezone
 
 from churnsite.celery import app
+from ml.models import PartnerScore
+from retention.models import Partner
+from tests.factories import ModelVersionFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,12 +48,23 @@ def subprocess_env(**overrides: str) -> dict:
 
 
 class WorkerPool:
-    def __init__(self, *, count: int, outbox: Path, extra_env: dict | None = None):
+    def __init__(
+        self,
+        *,
+        count: int,
+        outbox: Path,
+        extra_env: dict | None = None,
+        queue: str | None = None,
+        control_app=None,
+    ):
         self.count = count
         self.outbox = outbox
-        self.queue = f"agent-test-{uuid.uuid4().hex[:8]}"
-        self.names = [f"w{i}-{self.queue}@localhost" for i in range(count)]
+        self.queue = queue or f"agent-test-{uuid.uuid4().hex[:8]}"
+        # Unique names even when a second pool serves the same queue (the fault tests).
+        self.names = [f"w{i}-{uuid.uuid4().hex[:6]}-{self.queue}@localhost" for i in range(count)]
         self.extra_env = extra_env or {}
+        # The Celery app that pings the workers: one on the test's own Redis for the fault tests.
+        self.control_app = control_app or app
         self.procs: list[subprocess.Popen] = []
 
     def env(self) -> dict:
@@ -85,12 +102,21 @@ class WorkerPool:
             for proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited early with code {proc.returncode}")
-            for reply in app.control.ping(destination=self.names, timeout=1.0) or []:
+            for reply in self.control_app.control.ping(destination=self.names, timeout=1.0) or []:
                 seen.update(reply)
             if seen >= set(self.names):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"workers not ready after {timeout}s: {sorted(set(self.names) - seen)}")
+
+    def kill(self) -> None:
+        """kill -9 every worker process (the main process and its pool child) at once."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        self.procs = []
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -113,3 +139,39 @@ class WorkerPool:
                 if "X-Churnsite-Intervention:" in chunk:
                     messages.append(chunk)
         return messages
+
+
+def make_partners(n: int, *, platinum_every: int = 0) -> list[Partner]:
+    version = ModelVersionFactory()
+    partners = Partner.objects.bulk_create(
+        Partner(
+            external_id=f"W{i:05d}",
+            name=f"Worker Test Partner {i}",
+            tier=Partner.Tier.PLATINUM if platinum_every and i % platinum_every == 0 else Partner.Tier.SILVER,
+            region=Partner.Region.NA,
+            segment=Partner.Segment.RESELLER,
+            monthly_revenue=Decimal("1000"),
+            contact_email=f"ops@w{i:05d}.example",
+            joined_on=dt.date(2023, 1, 1),
+        )
+        for i in range(n)
+    )
+    now = timezone.now()
+    drivers = [{"feature": "days_overdue", "text": "Payment 45 days overdue", "value": 45, "points": 18.0}]
+    PartnerScore.objects.bulk_create(
+        PartnerScore(
+            partner=p,
+            model_version=version,
+            risk=0.86 + (i % 100) / 1000,
+            p_7d=0.4,
+            p_30d=0.3,
+            p_90d=0.16,
+            p_later=0.14,
+            bucket="7d",
+            urgency_rank=0,
+            drivers=drivers,
+            scored_at=now,
+        )
+        for i, p in enumerate(partners)
+    )
+    return partners

@@ -1,0 +1,227 @@
+"""The email outbox: the one way an email reaches a partner (agent, partner page, approval).
+
+1. `email_outbox_queue` runs inside the transaction that creates (or approves) the intervention,
+   so the intervention and its outbox row commit together or not at all.
+2. `email_outbox_deliver` sends one row, at most once: it claims the row under a row lock
+   (FOR UPDATE SKIP LOCKED: a second sender of the same row finds it taken and does nothing),
+   re-checks the guards in that same transaction (partner active, not on do-not-contact, approval
+   given where the tier needs it, not already sent), sends with the row's key as the Message-ID,
+   and records the send in the same transaction. A worker killed mid-send rolls the claim back
+   (PostgreSQL drops a dead connection's locks), so the row is queued again, never half-sent.
+   Callers deliver right after their commit; `agent.sweep` (every minute, churnsite/schedules.py)
+   enqueues `agent.send_email` for rows still queued, so nothing depends on a task in Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.utils import timezone
+
+from agent import selectors
+from agent.audit import audit_record
+from agent.emails import email_reply_to
+from agent.models import AgentConfig, AgentRun, DoNotContact, EmailOutbox
+from churnsite.failpoints import failpoint
+from retention.models import Intervention, Partner
+
+MAX_ATTEMPTS = settings.AGENT_OUTBOX_MAX_ATTEMPTS
+RETRY_BASE = dt.timedelta(seconds=60)
+BUSY = "busy"  # another sender holds the row right now
+
+REFUSALS = {
+    "already_sent": "{p}: this email was already sent.",
+    "not_active": "{p} is no longer an active partner: not sent.",
+    "do_not_contact": "{p} is on the do-not-contact list{since}: not sent.",
+    "awaiting_approval": "{p}: this email waits for a manager's approval: not sent.",
+    "rejected": "{p}: a manager rejected this email: not sent.",
+    "needs_approval": "{p} is {tier}, a tier whose emails need a manager's approval: not sent.",
+}
+
+
+def _user(actor: AbstractBaseUser | None) -> AbstractBaseUser | None:
+    return actor if actor is not None and actor.is_authenticated else None
+
+
+def send_refusal(*, intervention: Intervention, partner: Partner, config: AgentConfig) -> str:
+    """Why this intervention's email may not go out now ("" = it may). Call it under the locks."""
+    if intervention.sent_at is not None:
+        return "already_sent"
+    if partner.status != Partner.Status.ACTIVE:
+        return "not_active"
+    if DoNotContact.objects.filter(partner=partner).exists():
+        return "do_not_contact"
+    if intervention.review_status == Intervention.Review.AWAITING:
+        return "awaiting_approval"
+    if intervention.review_status == Intervention.Review.REJECTED:
+        return "rejected"
+    if (
+        partner.tier in (config.approval_tiers or [])
+        and intervention.review_status != Intervention.Review.APPROVED
+    ):
+        return "needs_approval"
+    return ""
+
+
+def refusal_message(reason: str, *, partner: Partner) -> str:
+    """The refusal in words, for the review page, the partner page and the admin."""
+    since = ""
+    if reason == "do_not_contact":
+        entry = DoNotContact.objects.filter(partner=partner).first()
+        if entry is not None:
+            since = f" (since {entry.created_at:%Y-%m-%d %H:%M}{', ' + entry.reason if entry.reason else ''})"
+    return REFUSALS.get(reason, "{p}: " + reason).format(
+        p=partner.external_id, since=since, tier=partner.get_tier_display()
+    )
+
+
+def approved_notice(intervention: Intervention) -> str:
+    """After an approval: sent, or queued (the outbox retries it) until the send is recorded."""
+    ref = intervention.partner.external_id
+    if intervention.sent_at is not None:
+        return f"Approved and sent to {ref}."
+    return f"Approved; the email to {ref} is queued (not sent yet) and retried automatically."
+
+
+def email_outbox_queue(
+    *, intervention: Intervention, actor: AbstractBaseUser | None, run: AgentRun | None = None
+) -> EmailOutbox:
+    """Queue the intervention's email; call it inside the transaction that creates or approves the
+    intervention. Refuses (ValidationError, audited by the caller's flow) when a guard fails now."""
+    with transaction.atomic():
+        locked = Intervention.objects.select_for_update(of=("self",)).get(pk=intervention.pk)
+        partner = Partner.objects.get(pk=locked.partner_id)
+        reason = send_refusal(intervention=locked, partner=partner, config=selectors.agent_config_get())
+        if reason:
+            raise ValidationError(refusal_message(reason, partner=partner), code=reason)
+        outbox, created = EmailOutbox.objects.get_or_create(
+            intervention=locked, defaults={"requested_by": _user(actor), "run": run}
+        )
+        if created:
+            audit_record(
+                event_type="email_queued",
+                actor=actor,
+                actor_type=None if _user(actor) else "agent",
+                run=run,
+                intervention=locked,
+                payload={"outbox": str(outbox.key)},
+            )
+    return outbox
+
+
+def email_outbox_deliver(*, outbox_id: int) -> str:
+    """Send one queued outbox email, at most once. Returns the row's status afterwards
+    ("sent", "queued" after a failed attempt, "refused", "failed") or BUSY."""
+    config = selectors.agent_config_get()
+    with transaction.atomic():
+        outbox = (
+            EmailOutbox.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("requested_by", "run")
+            .filter(pk=outbox_id)
+            .first()
+        )
+        if outbox is None:
+            return BUSY
+        if outbox.status != EmailOutbox.Status.QUEUED:
+            return outbox.status
+        intervention = Intervention.objects.select_for_update(of=("self",)).get(pk=outbox.intervention_id)
+        # The partner's row lock orders this send against a do-not-contact entry being added.
+        partner = (
+            Partner.objects.select_for_update(of=("self",))
+            .select_related("account_owner")
+            .get(pk=intervention.partner_id)
+        )
+        actor, run = outbox.requested_by, outbox.run
+        audit = {
+            "actor": actor,
+            "actor_type": None if actor else "agent",
+            "run": run,
+            "intervention": intervention,
+        }
+        reason = send_refusal(intervention=intervention, partner=partner, config=config)
+        if reason:
+            outbox.status, outbox.last_error = EmailOutbox.Status.REFUSED, reason
+            outbox.save(update_fields=["status", "last_error", "updated_at"])
+            audit_record(
+                event_type="email_refused",
+                **audit,
+                payload={
+                    "reason": reason,
+                    "message": refusal_message(reason, partner=partner),
+                    "outbox": str(outbox.key),
+                },
+            )
+            return outbox.status
+        failpoint("outbox.sending")
+        subject = " ".join(intervention.email_subject.split())[:200]
+        domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip("> ") or "churnsite.local"
+        message = EmailMessage(
+            subject=subject,
+            body=intervention.email_body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[partner.contact_email],  # from the partner record, never from the draft
+            # The person who signed the draft (owner, or the user who sent it).
+            reply_to=email_reply_to(intervention),
+            headers={
+                # The outbox key: a retried send carries the same Message-ID (mail clients and
+                # servers treat it as the same message) and names the row it came from.
+                "Message-ID": f"<{outbox.key}@{domain}>",
+                "X-Churnsite-Outbox": str(outbox.key),
+                "X-Churnsite-Intervention": str(intervention.pk),
+            },
+        )
+        outbox.attempts += 1
+        try:
+            message.send(fail_silently=False)
+        except Exception as exc:  # noqa: BLE001 - any transport error: audited, retried by the sweep
+            gave_up = outbox.attempts >= MAX_ATTEMPTS
+            outbox.status = EmailOutbox.Status.FAILED if gave_up else EmailOutbox.Status.QUEUED
+            outbox.next_attempt_at = timezone.now() + RETRY_BASE * 2 ** (outbox.attempts - 1)
+            outbox.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            outbox.save(update_fields=["status", "attempts", "next_attempt_at", "last_error", "updated_at"])
+            audit_record(
+                event_type="email_failed",
+                **audit,
+                payload={
+                    "error": outbox.last_error,
+                    "attempt": outbox.attempts,
+                    "will_retry": not gave_up,
+                    "outbox": str(outbox.key),
+                },
+            )
+            return outbox.status
+        now = timezone.now()
+        outbox.status, outbox.sent_at = EmailOutbox.Status.SENT, now
+        outbox.save(update_fields=["status", "sent_at", "attempts", "updated_at"])
+        intervention.sent_at = now
+        intervention.save(update_fields=["sent_at", "updated_at"])
+        audit_record(
+            event_type="email_sent",
+            **audit,
+            payload={
+                "to": partner.contact_email,
+                "subject": subject,
+                "writer": intervention.writer,
+                "outbox": str(outbox.key),
+                "attempt": outbox.attempts,
+            },
+        )
+    return EmailOutbox.Status.SENT
+
+
+def email_outbox_due(
+    *, now: dt.datetime | None = None, grace: dt.timedelta = dt.timedelta(seconds=30)
+) -> list[int]:
+    """Queued rows whose next attempt is due (older than `grace`, so a caller's own delivery right
+    after its commit is not raced by the sweep)."""
+    now = now or timezone.now()
+    return list(
+        EmailOutbox.objects.filter(status=EmailOutbox.Status.QUEUED, next_attempt_at__lte=now - grace)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:1000]
+    )

@@ -1,0 +1,27 @@
+"""Named pauses at exact steps of the agent and the outbox, for the fault tests.
+
+The fault tests kill -9 a real worker at a chosen step (drafting, between the commit and the
+send, during the send). `CHURNSITE_FAILPOINTS="outbox.sending=30"` makes every process that reaches
+`failpoint("outbox.sending")` write a marker file into CHURNSITE_FAILPOINT_DIR (so the test knows
+the worker is there) and sleep 30 s. Unset (production), a failpoint is one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+
+def failpoint(name: str) -> None:
+    spec = os.environ.get("CHURNSITE_FAILPOINTS", "")
+    if not spec:
+        return
+    pauses = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    if name not in pauses:
+        return
+    folder = os.environ.get("CHURNSITE_FAILPOINT_DIR")
+    if folder:
+        Path(folder, f"{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}").touch()
+    time.sleep(float(pauses[name]))
