@@ -9,6 +9,6 @@ urlpatterns = [
     path("tasks/<str:external_id>/snooze/", views.task_snooze, name="task_snooze"),
     path("digest/", views.digest_preview, name="digest_preview"),
     path("views/", views.saved_view_create, name="saved_view_create"),
-    path("views/<int:pk>/", views.saved_view_open, name="saved_view_open"),
-    path("views/<int:pk>/delete/", views.saved_view_delete, name="saved_view_delete"),
+    path("views/<id:pk>/", views.saved_view_open, name="saved_view_open"),
+    path("views/<id:pk>/delete/", views.saved_view_delete, name="saved_view_delete"),
 ]
