@@ -5,6 +5,19 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+class PostgresOnlyAddIndex(migrations.AddIndex):
+    """SQLite (the embedded demo) cannot index DESC NULLS LAST; the state keeps the index so
+    makemigrations stays clean, and only PostgreSQL, where the feed's sort needs it, builds it."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("ml", "0005_statuses_checked"),
@@ -49,7 +62,7 @@ class Migration(migrations.Migration):
             name="risk_change",
             field=models.FloatField(blank=True, help_text="risk - previous_risk", null=True),
         ),
-        migrations.AddIndex(
+        PostgresOnlyAddIndex(
             model_name="partnerscore",
             index=models.Index(
                 models.OrderBy(models.F("risk_change"), descending=True, nulls_last=True),
