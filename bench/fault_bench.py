@@ -33,8 +33,9 @@ from django.db import connection  # noqa: E402
 
 from agent.models import AgentConfig  # noqa: E402
 from retention.models import Partner  # noqa: E402
-from tests.agent.faults import FAULTS, FaultRig, RedisServer, run_fault  # noqa: E402
+from tests.agent.faults import FAULTS, FaultRig, run_fault  # noqa: E402
 from tests.agent.workers import make_partners  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 
 def _admin_conn():

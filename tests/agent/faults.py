@@ -13,72 +13,21 @@ Then a second scheduled run shows the partners the dead run never reached are co
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
-import redis
 from celery import Celery
 
 from agent import services
 from agent.models import AgentRun, AuditEvent, EmailOutbox, PartnerClaim
 from retention.models import Intervention, Partner
 from tests.agent.workers import WorkerPool
+from tests.redis_server import RedisServer
 
 FAILPOINTS = {"drafting": "agent.drafting", "between": "agent.between", "sending": "outbox.sending"}
 FAULTS = ("drafting", "between", "sending", "flush")
 OPEN = (AgentRun.Status.QUEUED, AgentRun.Status.RUNNING)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a free loopback port, without persistence."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def flushdb(self) -> None:
-        redis.Redis.from_url(self.url).flushdb()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 class FaultRig:

@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 
 from agent.models import AgentConfig
-from tests.agent.faults import FaultRig, RedisServer, run_fault
+from tests.agent.faults import FaultRig, run_fault
 from tests.agent.workers import make_partners
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
