@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from agent import selectors
 from agent.audit import audit_record
-from agent.emails import email_reply_to
+from agent.email_brief import email_reply_to
 from agent.models import AgentConfig, AgentRun, DoNotContact, EmailOutbox
 from churnsite.failpoints import failpoint
 from retention.models import Intervention, Partner

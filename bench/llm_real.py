@@ -36,7 +36,8 @@ from django.test.utils import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from agent import services, workflow  # noqa: E402
-from agent.emails import brief_for, check_email, email_sender  # noqa: E402
+from agent.email_brief import brief_for, email_sender  # noqa: E402
+from agent.email_checks import check_email  # noqa: E402
 from agent.models import AgentConfig, AgentRun, AuditEvent  # noqa: E402
 from ml.models import ModelVersion, PartnerScore  # noqa: E402
 from retention.models import Intervention, Partner  # noqa: E402

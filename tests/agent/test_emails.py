@@ -8,23 +8,18 @@ import pytest
 from django.template import Context, Template
 from django.utils.safestring import SafeData
 
+from agent.email_brief import brief_for, email_sender
+from agent.email_checks import check_email
+from agent.email_parse import parse_json_reply, parse_plain_reply
+from agent.email_template import template_email
+from agent.email_text import DATA_BEGIN, DATA_END, partner_display_name, sanitize_untrusted
 from agent.emails import (
-    DATA_BEGIN,
-    DATA_END,
     HOLD_UNUSABLE_NAME,
     RAW_MAX,
     WRITER_LLM,
     WRITER_TEMPLATE,
     EmailDraft,
-    brief_for,
-    check_email,
     draft_retention_email,
-    email_sender,
-    parse_json_reply,
-    parse_plain_reply,
-    partner_display_name,
-    sanitize_untrusted,
-    template_email,
 )
 from agent.llm import FORMAT_JSON_OBJECT, FORMAT_PLAIN, CircuitBreaker, reply_format, writer_key
 from retention.models import Intervention
