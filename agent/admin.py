@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from agent import outbox, services
 from agent.forms import ReviewForm
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact, FollowUp, InterventionReview
+from churnsite.access import AuthedHttpRequest
 from retention.models import Intervention
 
 APPROVE_PERM = "retention.approve_intervention"
@@ -45,7 +46,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
     list_select_related = ["partner"]
     ordering = ["created_at"]
     actions = ["approve_selected"]
-    readonly_fields: list[str | list[str] | tuple[str, ...]] = [
+    readonly_fields = (
         "partner",
         "review_status",
         "risk_at_action",
@@ -56,7 +57,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
         "sent_at",
         "agent_run",
         "note",
-    ]
+    )
     fields = readonly_fields
 
     def get_queryset(self, request):
@@ -109,7 +110,7 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
         review = self.admin_site.admin_view(self.review_view)
         return [path("<id:pk>/review/", review, name="agent_interventionreview_review"), *super().get_urls()]
 
-    def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def review_view(self, request: AuthedHttpRequest, pk: int) -> HttpResponse:
         """One held draft: partner, tier, risk, drivers, the editable draft; approve or reject."""
         intervention = get_object_or_404(self.get_queryset(request).select_related("partner"), pk=pk)
         if request.method == "POST" and not request.user.has_perm(APPROVE_PERM):

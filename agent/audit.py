@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
 from django.db.models import F
 
@@ -81,7 +81,7 @@ def _lock_head() -> AuditChainHead:
 def audit_record(
     *,
     event_type: str,
-    actor: AbstractBaseUser | None = None,
+    actor: User | AnonymousUser | None = None,
     actor_type: str | None = None,
     run=None,
     partner=None,
@@ -103,7 +103,7 @@ def audit_record(
             prev_hash=head.hash,
             event_type=event_type,
             actor_type=actor_type,
-            actor_user=actor if actor is not None and actor.is_authenticated else None,
+            actor_user=actor if isinstance(actor, User) else None,
             run=run,
             partner=partner,
             intervention=intervention,

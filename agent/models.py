@@ -83,7 +83,11 @@ class AuditActor(models.TextChoices):
 UNCHAINED = "Audit events are appended to the hash chain: use agent.audit.audit_record"
 
 
-class AuditEventManager(models.Manager.from_queryset(AuditEventQuerySet)):
+# A module-level name, so django-stubs can type the generated class.
+_AuditEventBaseManager = models.Manager.from_queryset(AuditEventQuerySet)
+
+
+class AuditEventManager(_AuditEventBaseManager):
     # from_queryset copies only the methods a Manager lacks, and it has create/bulk_create.
     def create(self, **kwargs):
         raise PermissionError(UNCHAINED)

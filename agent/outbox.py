@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.db import transaction
@@ -44,8 +45,8 @@ REFUSALS = {
 }
 
 
-def _user(actor: AbstractBaseUser | None) -> AbstractBaseUser | None:
-    return actor if actor is not None and actor.is_authenticated else None
+def _user(actor: User | AnonymousUser | None) -> User | None:
+    return actor if isinstance(actor, User) else None
 
 
 def send_refusal(*, intervention: Intervention, partner: Partner, config: AgentConfig) -> str:
@@ -89,7 +90,7 @@ def approved_notice(intervention: Intervention) -> str:
 
 
 def email_outbox_queue(
-    *, intervention: Intervention, actor: AbstractBaseUser | None, run: AgentRun | None = None
+    *, intervention: Intervention, actor: User | AnonymousUser | None, run: AgentRun | None = None
 ) -> EmailOutbox:
     """Queue the intervention's email; call it inside the transaction that creates or approves the
     intervention. Refuses (ValidationError, audited by the caller's flow) when a guard fails now."""
@@ -137,19 +138,19 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
             .get(pk=intervention.partner_id)
         )
         actor, run = outbox.requested_by, outbox.run
-        audit = {
-            "actor": actor,
-            "actor_type": None if actor else "agent",
-            "run": run,
-            "intervention": intervention,
-        }
+        audit = functools.partial(
+            audit_record,
+            actor=actor,
+            actor_type=None if actor else "agent",
+            run=run,
+            intervention=intervention,
+        )
         reason = send_refusal(intervention=intervention, partner=partner, config=config)
         if reason:
             outbox.status, outbox.last_error = EmailOutbox.Status.REFUSED, reason
             outbox.save(update_fields=["status", "last_error", "updated_at"])
-            audit_record(
+            audit(
                 event_type="email_refused",
-                **audit,
                 payload={
                     "reason": reason,
                     "message": refusal_message(reason, partner=partner),
@@ -184,9 +185,8 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
             outbox.next_attempt_at = timezone.now() + RETRY_BASE * 2 ** (outbox.attempts - 1)
             outbox.last_error = f"{type(exc).__name__}: {exc}"[:500]
             outbox.save(update_fields=["status", "attempts", "next_attempt_at", "last_error", "updated_at"])
-            audit_record(
+            audit(
                 event_type="email_failed",
-                **audit,
                 payload={
                     "error": outbox.last_error,
                     "attempt": outbox.attempts,
@@ -200,9 +200,8 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
         outbox.save(update_fields=["status", "sent_at", "attempts", "updated_at"])
         intervention.sent_at = now
         intervention.save(update_fields=["sent_at", "updated_at"])
-        audit_record(
+        audit(
             event_type="email_sent",
-            **audit,
             payload={
                 "to": partner.contact_email,
                 "subject": subject,

@@ -1,6 +1,7 @@
 """Reads for the agent: who is eligible, how much of the hourly budget is used, the activity log."""
 
 import datetime as dt
+from collections import Counter
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
@@ -191,31 +192,36 @@ def llm_hit_rate(*, runs: int = 10) -> list[dict]:
     """Per recent run: drafts by the LLM, fell back to the template (with the reasons), and
     whether the circuit breaker opened."""
     run_ids = list(AgentRun.objects.order_by("-pk").values_list("pk", flat=True)[:runs])
-    rows = {
-        pk: {"run_id": pk, "llm": 0, "template": 0, "reasons": {}, "circuit_open": False} for pk in run_ids
-    }
+    llm: Counter[int] = Counter()
+    template: Counter[int] = Counter()
+    reasons: dict[int, Counter[str]] = {pk: Counter() for pk in run_ids}
+    circuit_open: set[int] = set()
     events = AuditEvent.objects.filter(
         run_id__in=run_ids, event_type__in=("email_drafted", "llm_circuit_open")
     ).values_list("run_id", "event_type", "payload__writer", "payload__fallback_reason")
     for run_id, event_type, writer, reason in events:
-        row = rows[run_id]
         if event_type == "llm_circuit_open":
-            row["circuit_open"] = True
+            circuit_open.add(run_id)
         elif writer == "llm":
-            row["llm"] += 1
+            llm[run_id] += 1
         else:
-            row["template"] += 1
-            key = (reason or "unknown").split(" '")[0]
-            row["reasons"][key] = row["reasons"].get(key, 0) + 1
+            template[run_id] += 1
+            reasons[run_id][(reason or "unknown").split(" '")[0]] += 1
     result = []
     for pk in run_ids:
-        row = rows[pk]
-        total = row["llm"] + row["template"]
-        if total or row["circuit_open"]:
-            row["total"] = total
-            row["rate"] = row["llm"] / total if total else None
-            row["reasons"] = sorted(row["reasons"].items(), key=lambda kv: -kv[1])
-            result.append(row)
+        total = llm[pk] + template[pk]
+        if total or pk in circuit_open:
+            result.append(
+                {
+                    "run_id": pk,
+                    "llm": llm[pk],
+                    "template": template[pk],
+                    "reasons": sorted(reasons[pk].items(), key=lambda kv: -kv[1]),
+                    "circuit_open": pk in circuit_open,
+                    "total": total,
+                    "rate": llm[pk] / total if total else None,
+                }
+            )
     return result
 
 
@@ -226,16 +232,14 @@ def approved_edited_examples(
     playbook: the writer gets them as examples of what managers want."""
     from agent.playbooks import plan_for
 
-    recent = (
-        Intervention.objects.filter(
-            source=Intervention.Source.AGENT,
-            review_status=Intervention.Review.APPROVED,
-            writer=Intervention.Writer.MANUAL,
-        )
-        .exclude(partner_id=exclude_partner_id)
-        .select_related("partner", "assigned_to")
-        .order_by("-updated_at")[:100]
+    approved = Intervention.objects.filter(
+        source=Intervention.Source.AGENT,
+        review_status=Intervention.Review.APPROVED,
+        writer=Intervention.Writer.MANUAL,
     )
+    if exclude_partner_id is not None:
+        approved = approved.exclude(partner_id=exclude_partner_id)
+    recent = approved.select_related("partner", "assigned_to").order_by("-updated_at")[:100]
     found = []
     for intervention in recent:
         plan = plan_for(intervention.drivers_at_action)

@@ -81,8 +81,11 @@ def agent_sweep(*, now: dt.datetime | None = None) -> dict:
     counts = {"runs_failed": 0, "runs_enqueued": 0, "emails_enqueued": 0}
     for run in AgentRun.objects.filter(status=AgentRun.Status.RUNNING, started_at__isnull=False):
         limit = run_time_limit(run)
-        if run.started_at + limit + grace <= now and _fail(
-            run, reason="worker_lost", now=now, limit_seconds=limit.total_seconds()
+        started = run.started_at  # not None (the filter), which the type cannot say
+        if (
+            started is not None
+            and started + limit + grace <= now
+            and _fail(run, reason="worker_lost", now=now, limit_seconds=limit.total_seconds())
         ):
             counts["runs_failed"] += 1
     for run in AgentRun.objects.filter(status=AgentRun.Status.QUEUED, created_at__lte=now - grace):

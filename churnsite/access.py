@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django_htmx.middleware import HtmxDetails
@@ -82,20 +82,24 @@ class AuthedHttpRequest(HtmxHttpRequest):
     user: User
 
 
-def user_role(user: AbstractBaseUser | AnonymousUser) -> str | None:
+def user_role(user: User | AnonymousUser) -> str | None:
     """MANAGERS, RETENTION or None. Superusers count as managers (they hold every permission)."""
-    if not user.is_authenticated or not user.is_active:
+    if isinstance(user, AnonymousUser) or not user.is_active:
         return None
-    if getattr(user, "is_superuser", False):
+    if user.is_superuser:
         return MANAGERS
-    # Cached on the user object: the middleware and the decorator both ask, once per request.
-    if not hasattr(user, "_churnsite_role"):
+    # Cached on the user object (as Django caches permissions in `_perm_cache`): the middleware
+    # and the decorator both ask, once per request.
+    cache = vars(user)
+    if "_churnsite_role" not in cache:
         names = set(user.groups.filter(name__in=GROUP_PERMISSIONS).values_list("name", flat=True))
-        user._churnsite_role = MANAGERS if MANAGERS in names else RETENTION if RETENTION in names else None
-    return user._churnsite_role
+        cache["_churnsite_role"] = (
+            MANAGERS if MANAGERS in names else RETENTION if RETENTION in names else None
+        )
+    return cache["_churnsite_role"]
 
 
-def refuse(request: HttpRequest, *, message: str, permission: str = "") -> HttpResponse:
+def refuse(request: HttpRequest, *, message: str, permission: str = "") -> TemplateResponse:
     """The 403 page; a refused write by a logged-in user is audited first. A response, not
     PermissionDenied, because a refusal is expected and needs no traceback in the log."""
     if request.method not in ("GET", "HEAD", "OPTIONS") and request.user.is_authenticated:

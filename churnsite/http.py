@@ -34,7 +34,7 @@ def partial_template(
     request, or a target the page has no partial for, gets the whole page."""
     by_target = partials if isinstance(partials, Mapping) else {name: name for name in partials}
     htmx = request.htmx
-    if htmx and not htmx.boosted and htmx.target in by_target:
+    if htmx and not htmx.boosted and htmx.target is not None and htmx.target in by_target:
         return f"{template}#{by_target[htmx.target]}"
     return template
 

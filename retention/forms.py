@@ -174,7 +174,10 @@ class MultipleFileField(forms.FileField):
 
 
 class ImportForm(forms.Form):
-    files = MultipleFileField(
+    # The form's metaclass moves declared fields into base_fields, so this does not shadow
+    # BaseForm.files (the uploads) at run time; the stubs cannot see that. The field keeps the
+    # name the page and its tests post.
+    files = MultipleFileField(  # type: ignore[assignment]
         label="CSV files", help_text="partners, monthly activity, invoices, churn events (.csv or .csv.gz)"
     )
     dry_run = forms.BooleanField(required=False, label="Check only (write nothing)")

@@ -158,8 +158,15 @@ class CappedPaginator(Paginator):
     every page keeps a Next link until the rows really end."""
 
     def __init__(
-        self, object_list, per_page, cap: int | None = None, *, page=None, known_count=None, **kwargs
-    ):
+        self,
+        object_list: QuerySet[Any],
+        per_page: int,
+        cap: int | None = None,
+        *,
+        page: Any = None,
+        known_count: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.cap = cap if cap is not None else FEED_COUNT_CAP
         # The unfiltered feed's size is the scoring run's own count: exact, and free.
         self.known_count = known_count
@@ -169,6 +176,7 @@ class CappedPaginator(Paginator):
         except (TypeError, ValueError):
             requested = 1
         super().__init__(object_list, per_page, **kwargs)
+        self.queryset = object_list
         self.floor = (requested - 1) * self.per_page + self.per_page + self.cap
 
     @cached_property
@@ -176,7 +184,7 @@ class CappedPaginator(Paginator):
         if self.known_count is not None:
             return self.known_count
         # values("pk") drops the select_related joins and the subquery annotations.
-        return self.object_list.order_by().values("pk")[: self.floor + 1].count()
+        return self.queryset.order_by().values("pk")[: self.floor + 1].count()
 
     @property
     def capped(self) -> bool:

@@ -334,7 +334,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
 @require_POST
 def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
-    form: InterventionForm | None = InterventionForm(request.POST, members=list(selectors.team_members()))
+    form = InterventionForm(request.POST, members=list(selectors.team_members()))
     notice = ""
     if form.is_valid():
         data = form.cleaned_data
@@ -346,12 +346,15 @@ def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> Ht
             note=data["note"],
         )
         notice = f"Logged: {intervention.get_action_display()}"
-        form = None
     if not request.htmx:
         messages.info(request, notice or "The intervention was not logged: check the form")
         return redirect("retention:partner_detail", external_id=partner.external_id)
+    # Once logged, the workspace shows a fresh form, not the one just submitted.
+    shown = None if notice else form
     return render(
-        request, "retention/partner_detail.html#workspace", _workspace_context(request, partner, form, notice)
+        request,
+        "retention/partner_detail.html#workspace",
+        _workspace_context(request, partner, shown, notice),
     )
 
 
