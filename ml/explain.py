@@ -8,6 +8,8 @@ they encode (a partner "is a reseller"; it is not "not a merchant" and "not a re
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -136,81 +138,76 @@ def _versus(
     return f"{what} {fmt(now)} {now_span}, vs {fmt(max(before, 0.0))} {before_span}"
 
 
-def _comparison(feature: str, v: float, ctx: dict) -> str | None:
+def _before_log(now: float, v: float) -> float | None:
+    """The earlier value behind a log trend, v = log((now + 1) / (before + 1))."""
+    return (now + 1) / math.exp(v) - 1
+
+
+def _before_ratio(now: float, v: float) -> float | None:
+    """The earlier value behind a relative trend, now = before * (1 + v) (none at -100%)."""
+    return now / (1 + v) if v > -1 else None
+
+
+@dataclass(frozen=True)
+class _Trend:
+    """A trend feature said as its two numbers: the partner's value now (`now_key` in the
+    context) against the earlier value the trend implies."""
+
+    what: str
+    now_key: str
+    before: Callable[[float, float], float | None]
+    now_span: str = "a month over the last 3 months"
+    before_span: str = "over the 3 before"
+    money: bool = False
+
+
+_TRENDS = {
+    "transactions_log_trend_1v3": _Trend(
+        "Transactions",
+        "transactions_1m",
+        _before_log,
+        now_span="last month",
+        before_span="a month over the 3 months before",
+    ),
+    "transactions_log_trend_3v3": _Trend("Transactions", "transactions_3m", _before_log),
+    "transactions_trend_3m": _Trend("Transactions", "transactions_3m", _before_ratio),
+    "revenue_trend_3m": _Trend("Revenue", "revenue_3m", _before_ratio, money=True),
+    "active_users_trend_3m": _Trend("Active users", "active_users_3m", _before_ratio),
+}
+
+
+def _comparison(feature: str, v: float, ctx: dict[str, float]) -> str | None:
     """The sentences that compare two numbers, with both numbers (None: not enough context)."""
-    get = ctx.get
+    trend = _TRENDS.get(feature)
+    if trend is not None:
+        now = ctx.get(trend.now_key)
+        before = trend.before(now, v) if now is not None else None
+        if now is None or before is None:
+            return None
+        return _versus(
+            trend.what, now, before, now_span=trend.now_span, before_span=trend.before_span, money=trend.money
+        )
+    plan = ctx.get("monthly_revenue") or 0.0
     match feature:
-        case "transactions_log_trend_1v3" if get("transactions_1m") is not None:
-            now = get("transactions_1m")
-            before = (now + 1) / math.exp(v) - 1
-            return _versus(
-                "Transactions",
-                now,
-                before,
-                now_span="last month",
-                before_span="a month over the 3 months before",
-            )
-        case "transactions_log_trend_3v3" if get("transactions_3m") is not None:
-            now = get("transactions_3m")
-            before = (now + 1) / math.exp(v) - 1
-            return _versus(
-                "Transactions",
-                now,
-                before,
-                now_span="a month over the last 3 months",
-                before_span="over the 3 before",
-            )
-        case "transactions_trend_3m" if get("transactions_3m") is not None and v > -1:
-            now = get("transactions_3m")
-            return _versus(
-                "Transactions",
-                now,
-                now / (1 + v),
-                now_span="a month over the last 3 months",
-                before_span="over the 3 before",
-            )
-        case "revenue_trend_3m" if get("revenue_3m") is not None and v > -1:
-            now = get("revenue_3m")
-            return _versus(
-                "Revenue",
-                now,
-                now / (1 + v),
-                now_span="a month over the last 3 months",
-                before_span="over the 3 before",
-                money=True,
-            )
-        case "active_users_trend_3m" if get("active_users_3m") is not None and v > -1:
-            now = get("active_users_3m")
-            return _versus(
-                "Active users",
-                now,
-                now / (1 + v),
-                now_span="a month over the last 3 months",
-                before_span="over the 3 before",
-            )
-        case "tickets_per_user_3m" if get("support_tickets_3m") is not None:
+        case "tickets_per_user_3m" if "support_tickets_3m" in ctx:
             # The ratio never hides its denominator, least of all a zero one.
-            tickets, users = get("support_tickets_3m"), get("active_users_3m") or 0.0
+            tickets, users = ctx["support_tickets_3m"], ctx.get("active_users_3m") or 0.0
             n = f"{tickets:.0f} support ticket{'s' if tickets != 1 else ''} in 3 months"
             if users < 0.5:
                 return f"{n}, with no active users"
             return f"{n} from {_count(users)} active user{'s' if round(users) != 1 else ''} a month"
-        case "active_users_vs_peak" if get("active_users_1m") is not None:
-            now = get("active_users_1m")
+        case "active_users_vs_peak" if "active_users_1m" in ctx:
+            now = ctx["active_users_1m"]
             if v <= 0:
                 return "No active users last month"
             return f"{now:.0f} active users last month, vs a peak of {now / v:.0f} this year"
-        case "revenue_vs_plan_1m" if get("monthly_revenue"):
-            plan = get("monthly_revenue")
+        case "revenue_vs_plan_1m" if plan:
             return f"Revenue ${v * plan:,.0f} last month, {v * 100:.0f}% of the ${plan:,.0f} plan"
-        case "revenue_vs_plan_3m" if get("monthly_revenue"):
-            plan = get("monthly_revenue")
+        case "revenue_vs_plan_3m" if plan:
             return f"Revenue ${v * plan:,.0f} a month over 3 months, {v * 100:.0f}% of the ${plan:,.0f} plan"
-        case "revenue_vs_plan_12m" if get("monthly_revenue"):
-            plan = get("monthly_revenue")
+        case "revenue_vs_plan_12m" if plan:
             return f"Revenue ${v * plan:,.0f} a month over 12 months, {v * 100:.0f}% of the ${plan:,.0f} plan"
-        case "revenue_vs_plan_change_1m" if get("monthly_revenue"):
-            plan = get("monthly_revenue")
+        case "revenue_vs_plan_change_1m" if plan:
             return (
                 f"Revenue {'down' if v < 0 else 'up'} ${abs(v) * plan:,.0f} last month against the month before "
                 f"({abs(v) * 100:.0f}% of the ${plan:,.0f} plan)"
