@@ -1,0 +1,151 @@
+"""Writing: set-based upserts from the staging tables on the natural keys, touching only
+rows that differ (so a re-import changes nothing), and the counts of what would change."""
+
+from __future__ import annotations
+
+from agent.audit import audit_record
+from retention.importing.report import ImportReport
+from retention.importing.staging import execute, query, stage_name
+from retention.models import Partner
+
+TARGETS = {
+    "partners": ("retention_partner", "t.external_id = s.external_id", ""),
+    "activity": ("retention_monthlyactivity", "t.partner_id = p.id AND t.month = s.month", "p"),
+    "invoices": ("retention_invoice", "t.partner_id = p.id AND t.invoice_id = s.invoice_id", "p"),
+}
+VALUE_COLUMNS = {
+    "partners": ["name", "tier", "region", "segment", "monthly_revenue", "contact_email", "joined_on"],
+    "activity": ["transactions", "revenue", "active_users", "support_tickets"],
+    "invoices": ["issued_on", "due_on", "paid_on", "amount"],
+}
+
+
+def _partner_columns(header: list[str]) -> list[str]:
+    """The partner columns an import sets: the required ones, and the optional ones the file has
+    (a file without a status column leaves statuses, which churn events also set, alone)."""
+    cols = list(VALUE_COLUMNS["partners"])
+    if "account_owner" in header:
+        cols.append("account_owner_id")
+    if "status" in header:
+        cols += ["status", "churned_on"]
+    if "notes" in header:
+        cols.append("notes")
+    return cols
+
+
+def _source(column: str) -> str:
+    if column == "account_owner_id":
+        return "s.account_owner"
+    if column == "notes":
+        return "COALESCE(s.notes, '')"
+    return f"s.{column}"
+
+
+def _distinct(columns: list[str], target: str = "t") -> str:
+    return " OR ".join(f"{target}.{c} IS DISTINCT FROM {_source(c)}" for c in columns)
+
+
+def count_changes(staged: list[str], report: ImportReport) -> None:
+    headers = {f["table"]: f for f in report.files}
+    for table in staged:
+        stats = report.tables[table]
+        stage = stage_name(table)
+        if table == "churn_events":
+            changed = query(
+                f"SELECT COUNT(*) FROM {stage} s JOIN retention_partner t ON t.external_id = s.external_id "
+                "WHERE t.status <> 'churned' OR t.churned_on IS DISTINCT FROM s.churned_on "
+                "OR t.churn_reason IS DISTINCT FROM COALESCE(s.reason, '')"
+            )[0][0]
+            new = query(
+                f"SELECT COUNT(*) FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM retention_partner t WHERE t.external_id = s.external_id)"
+            )[0][0]
+            stats.update(
+                created=0, updated=int(changed) + int(new), unchanged=stats["rows"] - int(changed) - int(new)
+            )
+            continue
+        target, on, via = TARGETS[table]
+        columns = _partner_columns(headers[table]["columns"]) if table == "partners" else VALUE_COLUMNS[table]
+        join_p = "JOIN retention_partner p ON p.external_id = s.external_id " if via else ""
+        left_p = "LEFT JOIN retention_partner p ON p.external_id = s.external_id " if via else ""
+        created = query(
+            f"SELECT COUNT(*) FROM {stage} s {left_p}WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})"
+        )[0][0]
+        updated = query(
+            f"SELECT COUNT(*) FROM {stage} s {join_p}JOIN {target} t ON {on} WHERE {_distinct(columns)}"
+        )[0][0]
+        stats.update(
+            created=int(created), updated=int(updated), unchanged=stats["rows"] - int(created) - int(updated)
+        )
+
+
+def write(plan: list[dict], report: ImportReport, *, actor, replace: bool, now) -> None:
+    for item in plan:
+        table, header = item["table"], item["header"]
+        stage = stage_name(table)
+        if table == "partners":
+            columns = _partner_columns(header)
+            _audit_email_changes(item["file"], actor)
+            insert = ["external_id", *columns]
+            if "status" not in columns:
+                insert += ["status"]
+            if "notes" not in columns:
+                insert += ["notes"]
+            values = ["s.external_id", *[_source(c) for c in columns]]
+            values += [] if "status" in columns else ["'active'"]
+            values += [] if "notes" in columns else ["''"]
+            execute(
+                f"INSERT INTO retention_partner ({', '.join(insert)}, churn_reason, created_at, updated_at) "
+                f"SELECT {', '.join(values)}, '', %s, %s FROM {stage} s WHERE true "
+                "ON CONFLICT (external_id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in columns)
+                + ", updated_at = excluded.updated_at WHERE "
+                + " OR ".join(f"retention_partner.{c} IS DISTINCT FROM excluded.{c}" for c in columns),
+                [now, now],
+            )
+        elif table == "churn_events":
+            pick = f"(SELECT {{}} FROM {stage} s WHERE s.external_id = retention_partner.external_id)"
+            execute(
+                f"UPDATE retention_partner SET status = 'churned', churned_on = {pick.format('s.churned_on')}, "
+                f"churn_reason = {pick.format('COALESCE(s.reason, %s)')}, updated_at = %s "
+                f"WHERE external_id IN (SELECT external_id FROM {stage}) AND (status <> 'churned' "
+                f"OR churned_on IS DISTINCT FROM {pick.format('s.churned_on')} "
+                f"OR churn_reason IS DISTINCT FROM {pick.format('COALESCE(s.reason, %s)')})",
+                ["", now, ""],
+            )
+        else:
+            target, _, _ = TARGETS[table]
+            key = "month" if table == "activity" else "invoice_id"
+            columns = VALUE_COLUMNS[table]
+            insert = ["partner_id", key, *columns]
+            execute(
+                f"INSERT INTO {target} ({', '.join(insert)}) "
+                f"SELECT p.id, s.{key}, {', '.join('s.' + c for c in columns)} FROM {stage} s "
+                "JOIN retention_partner p ON p.external_id = s.external_id WHERE true "
+                f"ON CONFLICT (partner_id, {key}) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in columns)
+                + " WHERE "
+                + " OR ".join(f"{target}.{c} IS DISTINCT FROM excluded.{c}" for c in columns)
+            )
+            if replace:
+                report.tables[table]["deleted"] = execute(
+                    f"DELETE FROM {target} WHERE partner_id IN (SELECT p.id FROM retention_partner p "
+                    f"WHERE p.external_id IN (SELECT external_id FROM {stage})) AND NOT EXISTS ("
+                    f"SELECT 1 FROM {stage} s JOIN retention_partner p ON p.external_id = s.external_id "
+                    f"WHERE p.id = {target}.partner_id AND s.{key} = {target}.{key})"
+                )
+
+
+def _audit_email_changes(label: str, actor) -> None:
+    """A contact email an import changes is audited with its before and after."""
+    changes = query(
+        f"SELECT t.id, t.contact_email, s.contact_email FROM {stage_name('partners')} s "
+        "JOIN retention_partner t ON t.external_id = s.external_id WHERE t.contact_email <> s.contact_email"
+    )
+    partners = Partner.objects.in_bulk([pk for pk, _, _ in changes])
+    for pk, before, after in changes:
+        audit_record(
+            event_type="partner_contact_email_changed",
+            actor=actor,
+            partner=partners[pk],
+            payload={"before": before, "after": after, "file": label},
+        )
