@@ -115,6 +115,12 @@ class InterventionFilterForm(AriaLabelledForm):
 
 class OutcomeForm(forms.Form):
     outcome = forms.ChoiceField(choices=Intervention.Outcome.choices)
+    # Required by the outcome service for a correction of a resolved outcome only.
+    reason = forms.CharField(required=False, max_length=300, strip=True)
+
+
+class OutcomeUndoForm(forms.Form):
+    event = forms.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
 class RoiAssumptionsForm(forms.ModelForm):

@@ -27,7 +27,9 @@ from django.db.models import (
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce, TruncMonth, TruncWeek
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
+from agent.models import AuditEvent
 from churnsite.access import MANAGERS, RETENTION
 from ml.models import AT_RISK, BUCKET_URGENCY_RANK, WORSE_BY, RiskScore, ScoringRun
 from ml.selectors import partner_current_score as ml_current_score
@@ -303,6 +305,45 @@ def partner_timeline(*, partner: Partner) -> QuerySet[Intervention]:
 # Intervention Log ------------------------------------------------------------------
 
 
+# How long the person who changed an outcome may take it back (the Intervention Log's Undo).
+UNDO_SECONDS = 10
+OUTCOME_EVENTS = ("outcome_set", "outcome_corrected", "outcome_undone")
+
+
+def intervention_log_rows() -> QuerySet[Intervention]:
+    """Interventions as the Intervention Log shows them: with the latest outcome change's type
+    and reason (so a correction reads "corrected by X: reason" under the outcome)."""
+    latest_change = AuditEvent.objects.filter(
+        intervention=OuterRef("pk"), event_type__in=OUTCOME_EVENTS
+    ).order_by("-seq")
+    return Intervention.objects.select_related(
+        "partner", "assigned_to", "created_by", "outcome_set_by", "email_outbox"
+    ).annotate(
+        outcome_event=Subquery(latest_change.values("event_type")[:1]),
+        outcome_reason=Subquery(
+            latest_change.annotate(r=KeyTextTransform("reason", "payload")).values("r")[:1]
+        ),
+    )
+
+
+def outcome_undoable_event(*, intervention: Intervention, actor) -> AuditEvent | None:
+    """The outcome change `actor` may still undo on this intervention (their own, the latest,
+    younger than UNDO_SECONDS), else None."""
+    latest = (
+        AuditEvent.objects.filter(intervention=intervention, event_type__in=OUTCOME_EVENTS)
+        .order_by("-seq")
+        .first()
+    )
+    if (
+        latest is None
+        or latest.event_type == "outcome_undone"
+        or latest.actor_user_id != actor.pk
+        or (timezone.now() - latest.created_at).total_seconds() > UNDO_SECONDS
+    ):
+        return None
+    return latest
+
+
 def intervention_list(
     *,
     action: str = "",
@@ -312,9 +353,7 @@ def intervention_list(
     assigned_to: int | None = None,
     search: str = "",
 ) -> QuerySet[Intervention]:
-    qs = Intervention.objects.select_related(
-        "partner", "assigned_to", "created_by", "outcome_set_by", "email_outbox"
-    )
+    qs = intervention_log_rows()
     if action:
         qs = qs.filter(action=action)
     if source:

@@ -10,11 +10,14 @@ from django.utils import timezone
 
 from agent.audit import audit_record
 from agent.emails import draft_retention_email
-from crm_sim.client import CrmError, TaskQuery, get_crm_client
+from agent.models import AuditEvent
+from crm_sim.client import CreateTask, CrmError, TaskQuery, get_crm_client
 from ml.selectors import partner_current_score
 from retention.models import Intervention, Partner, RoiAssumptions
+from retention.selectors import OUTCOME_EVENTS, UNDO_SECONDS
 
 _ALLOWED_FROM_PENDING = {Intervention.Outcome.SAVED, Intervention.Outcome.CHURNED}
+CORRECTION_NEEDS_REASON = "A correction of a resolved outcome needs a reason: say why it changes."
 
 
 @transaction.atomic
@@ -137,6 +140,9 @@ def intervention_set_outcome(
                 raise ValidationError({"outcome": "A pending intervention resolves to saved or churned"})
         elif actor is None or not actor.has_perm("retention.correct_outcome"):
             refused = True
+        elif not reason.strip():
+            # A correction overrides someone's call on what happened: the log shows why.
+            raise ValidationError({"reason": CORRECTION_NEEDS_REASON})
         if refused:
             # Committed with the refusal, so the attempt stays on record.
             audit_record(
@@ -146,6 +152,11 @@ def intervention_set_outcome(
                 payload={"from": previous, "to": outcome},
             )
         else:
+            # Who set the outcome being replaced, and when: an undo puts them back.
+            undo = {
+                "from_set_by": locked.outcome_set_by_id,
+                "from_set_at": locked.outcome_set_at.isoformat() if locked.outcome_set_at else None,
+            }
             locked.outcome = outcome
             if outcome == Intervention.Outcome.PENDING:
                 locked.outcome_set_by, locked.outcome_set_at = None, None
@@ -161,7 +172,7 @@ def intervention_set_outcome(
                 event_type="outcome_set" if previous == Intervention.Outcome.PENDING else "outcome_corrected",
                 actor=actor,
                 intervention=locked,
-                payload={"from": previous, "to": outcome, "reason": reason}
+                payload={"from": previous, "to": outcome, "reason": reason.strip(), **undo}
                 | ({"outcome_date": outcome_date.isoformat()} if outcome_date else {}),
             )
     if refused:
@@ -172,6 +183,92 @@ def intervention_set_outcome(
             partial(intervention_close_crm_tasks, intervention=locked, actor=actor), robust=True
         )
     return locked
+
+
+def intervention_undo_outcome(*, intervention: Intervention, event_id: int, actor: User) -> Intervention:
+    """Take back an outcome change within UNDO_SECONDS: only the person who made it, only while
+    it is the intervention's latest outcome change. The outcome, who set it and when go back to
+    what they were; audited `outcome_undone`. An undo back to pending reopens the CRM follow-ups
+    the resolution closed (as new tasks: the contract has no reopen)."""
+    with transaction.atomic():
+        locked = Intervention.objects.select_for_update().get(pk=intervention.pk)
+        latest = (
+            AuditEvent.objects.filter(intervention=locked, event_type__in=OUTCOME_EVENTS)
+            .order_by("-seq")
+            .first()
+        )
+        if latest is None or latest.pk != event_id or latest.event_type == "outcome_undone":
+            raise ValidationError("Nothing to undo: the outcome changed again since.")
+        if latest.actor_user_id != actor.pk:
+            raise ValidationError("Only the person who changed this outcome can undo it.")
+        age = (timezone.now() - latest.created_at).total_seconds()
+        if age > UNDO_SECONDS:
+            fix = (
+                "correct it instead, with a reason"
+                if actor.has_perm("retention.correct_outcome")
+                else "ask a manager to correct it"
+            )
+            raise ValidationError(
+                f"Too late to undo: the change is {age:.0f} seconds old (undo works for "
+                f"{UNDO_SECONDS} seconds); {fix}."
+            )
+        payload = latest.payload
+        if locked.outcome != payload.get("to"):
+            raise ValidationError("Nothing to undo: the outcome changed again since.")
+        previous = payload["from"]
+        set_by = payload.get("from_set_by")
+        set_at = payload.get("from_set_at")
+        locked.outcome = previous
+        locked.outcome_set_by = User.objects.filter(pk=set_by).first() if set_by else None
+        locked.outcome_set_at = dt.datetime.fromisoformat(set_at) if set_at else None
+        locked.save(update_fields=["outcome", "outcome_set_by", "outcome_set_at", "updated_at"])
+        audit_record(
+            event_type="outcome_undone",
+            actor=actor,
+            intervention=locked,
+            payload={"from": payload["to"], "to": previous, "undoes": latest.pk, "seconds": round(age, 1)},
+        )
+    if previous == Intervention.Outcome.PENDING:
+        transaction.on_commit(
+            partial(intervention_reopen_crm_tasks, intervention=locked, since=latest, actor=actor),
+            robust=True,
+        )
+    return locked
+
+
+def intervention_reopen_crm_tasks(
+    *, intervention: Intervention, since: AuditEvent, actor: User | None
+) -> int:
+    """The follow-ups an undone resolution closed, open again: each is created anew through the
+    CRM client (idempotent on the undone event and the task, so a retry makes no second copy)."""
+    client = get_crm_client()
+    reopened = 0
+    try:
+        for record in client.list_tasks(TaskQuery(status="completed", intervention_id=intervention.pk)):
+            if record.completed_at is None or record.completed_at < since.created_at:
+                continue  # closed before the resolution that is undone: not its doing
+            client.create_task(
+                CreateTask(
+                    partner_external_id=record.partner_external_id,
+                    kind=record.kind,
+                    title=record.title,
+                    due_on=record.due_on,
+                    idempotency_key=f"undo-{since.pk}-{record.external_id}",
+                    intervention_id=intervention.pk,
+                    assigned_to_username=record.assigned_to_username,
+                    notes=record.notes,
+                ),
+                actor=actor,
+            )
+            reopened += 1
+    except (CrmError, ValidationError) as exc:
+        audit_record(
+            event_type="crm_task_failed",
+            actor=actor,
+            intervention=intervention,
+            payload={"kind": "reopen_on_undo", "error": f"{type(exc).__name__}: {exc}"[:500]},
+        )
+    return reopened
 
 
 def intervention_close_crm_tasks(*, intervention: Intervention, actor: User | None = None) -> int:

@@ -19,6 +19,11 @@ urlpatterns = [
     path("interventions/", views.intervention_list, name="intervention_list"),
     path("interventions/export.csv", views.intervention_export, name="intervention_export"),
     path("interventions/<id:pk>/outcome/", views.intervention_outcome, name="intervention_outcome"),
+    path(
+        "interventions/<id:pk>/outcome/undo/",
+        views.intervention_outcome_undo,
+        name="intervention_outcome_undo",
+    ),
     path("outcomes/", views.outcomes, name="outcomes"),
     path("import/", views.import_page, name="import"),
     path("outcomes/assumptions/", views.outcomes_assumptions, name="outcomes_assumptions"),

@@ -29,6 +29,7 @@ from retention.forms import (
     InterventionFilterForm,
     InterventionForm,
     OutcomeForm,
+    OutcomeUndoForm,
     PartnerFilterForm,
     RoiAssumptionsForm,
 )
@@ -445,34 +446,82 @@ def intervention_list(request: AuthedHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+def _log_row(
+    request: AuthedHttpRequest, pk: int, *, error: str = "", correcting: str = "", reason: str = ""
+) -> HttpResponse:
+    """One Intervention Log row (htmx): with an Undo while the viewer's own change is young, or,
+    for a correction, the reason field (`correcting` = the outcome asked for)."""
+    intervention = selectors.intervention_log_rows().get(pk=pk)
+    undo = (
+        None
+        if error or correcting
+        else selectors.outcome_undoable_event(intervention=intervention, actor=request.user)
+    )
+    context = {
+        "intervention": intervention,
+        "row_error": error,
+        "correcting": correcting,
+        "reason": reason,
+        "undo_event": undo,
+        "undo_seconds": selectors.UNDO_SECONDS,
+    }
+    return render(request, "retention/intervention_list.html#row", context)
+
+
 @permission_required("retention.change_intervention")
 @require_POST
 def intervention_outcome(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     intervention = get_object_or_404(Intervention.objects.select_related("partner"), pk=pk)
     form = OutcomeForm(request.POST)
-    error = ""
+    error, correcting, changed = "", "", False
     if not form.is_valid():
         error = "Choose pending, saved or churned"
     else:
+        outcome, reason = form.cleaned_data["outcome"], form.cleaned_data["reason"]
         try:
+            before = intervention.outcome
             intervention = services.intervention_set_outcome(
-                intervention=intervention, outcome=form.cleaned_data["outcome"], actor=request.user
+                intervention=intervention, outcome=outcome, actor=request.user, reason=reason
             )
+            changed = intervention.outcome != before
         except PermissionDenied as exc:
             error = str(exc)
         except ValidationError as exc:
             error = "; ".join(exc.messages)
+            if services.CORRECTION_NEEDS_REASON in exc.messages:
+                correcting = outcome  # ask for the reason, keeping the outcome asked for
     if not request.htmx:
         messages.add_message(request, messages.ERROR if error else messages.SUCCESS, error or "Outcome saved")
         return redirect(safe_next(request, reverse("retention:intervention_list")))
-    intervention = Intervention.objects.select_related(
-        "partner", "assigned_to", "created_by", "outcome_set_by"
-    ).get(pk=pk)
-    response = render(
-        request,
-        "retention/intervention_list.html#row",
-        {"intervention": intervention, "row_error": error},
-    )
+    response = _log_row(request, pk, error=error, correcting=correcting)
+    if changed:
+        trigger_client_event(response, "outcome-changed", {"id": pk, "outcome": intervention.outcome})
+    return response
+
+
+@permission_required("retention.change_intervention")
+@require_POST
+def intervention_outcome_undo(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """The Intervention Log's Undo: takes back the viewer's own outcome change of the last
+    UNDO_SECONDS through the outcome service (audited); later it is refused, saying so."""
+    intervention = get_object_or_404(Intervention, pk=pk)
+    form = OutcomeUndoForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = "Nothing to undo."
+    else:
+        try:
+            intervention = services.intervention_undo_outcome(
+                intervention=intervention, event_id=form.cleaned_data["event"], actor=request.user
+            )
+        except ValidationError as exc:
+            error = "; ".join(exc.messages)
+    if not request.htmx:
+        messages.add_message(
+            request, messages.ERROR if error else messages.SUCCESS, error or "Outcome change undone"
+        )
+        return redirect(safe_next(request, reverse("retention:intervention_list")))
+    response = _log_row(request, pk, error=error)
     if not error:
         trigger_client_event(response, "outcome-changed", {"id": pk, "outcome": intervention.outcome})
     return response

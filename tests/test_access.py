@@ -41,6 +41,7 @@ MATRIX = {
     "retention:intervention_list": RETENTION,
     "retention:intervention_export": RETENTION,
     "retention:intervention_outcome": RETENTION,
+    "retention:intervention_outcome_undo": RETENTION,
     "retention:outcomes": RETENTION,
     "retention:outcomes_assumptions": MANAGER,
     "retention:import": MANAGER,

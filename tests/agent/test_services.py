@@ -410,5 +410,7 @@ def test_resolving_an_intervention_closes_its_open_crm_tasks(
     assert events("crm_task_completed", intervention=intervention).count() == 1
     # A correction afterwards reopens nothing and closes nothing twice.
     with django_capture_on_commit_callbacks(execute=True):
-        intervention_set_outcome(intervention=intervention, outcome="churned", actor=manager)
+        intervention_set_outcome(
+            intervention=intervention, outcome="churned", actor=manager, reason="Churned after all"
+        )
     assert events("crm_task_completed", intervention=intervention).count() == 1

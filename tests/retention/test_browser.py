@@ -42,10 +42,32 @@ def test_a_retention_user_triages_the_feed_logs_an_intervention_and_records_it_s
 
     page.get_by_role("link", name="Interventions").click()
     expect(page.locator("#summary-line")).to_contain_text("0 saved, 0 churned, 1 pending")
-    page.get_by_label("Status of P18477").select_option("saved")
+    status = page.get_by_label("Status of P18477")
 
-    # The row saves inline and the summary refreshes itself from the server.
+    # The change asks first; cancelled, nothing is saved and the menu shows the row's outcome.
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    status.select_option("saved")
+    expect(status).to_have_value("pending")
+    assert questions == ["Mark P18477 as Saved ✓? You can undo it for 10 seconds."]
+    intervention.refresh_from_db()
+    assert intervention.outcome == "pending"
+
+    # Confirmed, it saves inline, offers an Undo, and the summary refreshes from the server.
+    page.once("dialog", lambda dialog: dialog.accept())
+    status.select_option("saved")
     expect(page.locator("#summary-line")).to_contain_text("1 saved, 0 churned, 0 pending")
+    page.get_by_role("button", name="Undo").click()
+    expect(page.locator("#summary-line")).to_contain_text("0 saved, 0 churned, 1 pending")
+    expect(status).to_have_value("pending")
+    intervention.refresh_from_db()
+    assert intervention.outcome == "pending"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    status.select_option("saved")
+    expect(page.locator("#summary-line")).to_contain_text("1 saved, 0 churned, 0 pending")
+    # The Undo offer goes once its 10 seconds are over.
+    expect(page.get_by_role("button", name="Undo")).to_be_hidden(timeout=15_000)
     expect(page.locator('[data-stat="save-rate"]')).to_have_text("100%")
     intervention.refresh_from_db()
     assert (intervention.outcome, intervention.outcome_set_by_id) == ("saved", retention_user.pk)

@@ -40,9 +40,26 @@ def test_a_resolved_outcome_is_changed_only_by_a_manager(retention_user, manager
     assert intervention.outcome == "churned"
     assert AuditEvent.objects.filter(intervention=intervention, event_type="outcome_change_refused").exists()
 
-    corrected = intervention_set_outcome(intervention=intervention, outcome="saved", actor=manager)
+    corrected = intervention_set_outcome(
+        intervention=intervention, outcome="saved", actor=manager, reason="Renewed after the call"
+    )
     assert corrected.outcome == "saved" and corrected.outcome_set_by == manager
-    assert AuditEvent.objects.filter(intervention=intervention, event_type="outcome_corrected").exists()
+    event = AuditEvent.objects.get(intervention=intervention, event_type="outcome_corrected")
+    assert event.payload["reason"] == "Renewed after the call"
+
+
+def test_a_manager_correction_without_a_reason_is_refused_and_changes_nothing(manager):
+    intervention = InterventionFactory(outcome="churned")
+
+    with pytest.raises(ValidationError) as refused:
+        intervention_set_outcome(intervention=intervention, outcome="saved", actor=manager, reason="  ")
+
+    assert refused.value.messages == [
+        "A correction of a resolved outcome needs a reason: say why it changes."
+    ]
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert not AuditEvent.objects.filter(intervention=intervention, event_type="outcome_corrected").exists()
 
 
 def test_an_unknown_outcome_is_refused(retention_user):
@@ -140,13 +157,165 @@ def test_a_non_manager_cannot_reopen_a_resolved_outcome_from_the_log(retention_c
     assert "HX-Trigger" not in response
 
 
-def test_a_manager_corrects_a_resolved_outcome_from_the_log(manager_client, manager):
-    intervention = InterventionFactory(outcome="churned")
+def test_a_manager_correction_needs_a_reason_and_the_log_shows_it(manager_client, manager):
+    intervention = InterventionFactory(partner=PartnerFactory(external_id="P10430"), outcome="churned")
+    url = f"/interventions/{intervention.pk}/outcome/"
 
-    manager_client.post(f"/interventions/{intervention.pk}/outcome/", {"outcome": "saved"}, headers=htmx())
+    # Without a reason: refused, saying what is missing, with the field to give it.
+    refused = manager_client.post(url, {"outcome": "saved"}, headers=htmx())
+
+    html = refused.content.decode()
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert "A correction of a resolved outcome needs a reason: say why it changes." in html
+    assert 'name="reason"' in html and "Save correction" in html
+    assert '<option value="saved" selected>' in html  # the outcome asked for stays chosen
+    assert "HX-Trigger" not in refused
+
+    saved = manager_client.post(
+        url, {"outcome": "saved", "reason": "Renewed for 12 months after the call"}, headers=htmx()
+    )
 
     intervention.refresh_from_db()
     assert intervention.outcome == "saved" and intervention.outcome_set_by == manager
+    event = AuditEvent.objects.get(intervention=intervention, event_type="outcome_corrected")
+    assert event.payload["reason"] == "Renewed for 12 months after the call"
+    assert "corrected by Max Manager: Renewed for 12 months after the call" in saved.content.decode()
+    # And on the log itself, for everyone.
+    row = manager_client.get("/interventions/").content.decode().split('href="/partners/P10430/"')[1]
+    assert "corrected by Max Manager: Renewed for 12 months after the call" in row.split("</tr>")[0]
+
+
+def test_resolving_a_pending_outcome_needs_no_reason_and_shows_no_correction(retention_client):
+    intervention = InterventionFactory()
+
+    html = retention_client.post(
+        f"/interventions/{intervention.pk}/outcome/", {"outcome": "churned"}, headers=htmx()
+    ).content.decode()
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert "needs a reason" not in html and "corrected by" not in html
+
+
+# Undo ------------------------------------------------------------------------------
+
+
+def later(monkeypatch, seconds: float):
+    """The outcome services' clock, `seconds` from now (audit events keep their real time)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from retention import selectors, services
+
+    class Clock:
+        @staticmethod
+        def now():
+            return timezone.now() + dt.timedelta(seconds=seconds)
+
+    monkeypatch.setattr(services, "timezone", Clock)
+    monkeypatch.setattr(selectors, "timezone", Clock)
+
+
+def test_a_change_offers_an_undo_that_reverts_it_through_the_service(retention_client, retention_user):
+    intervention = InterventionFactory()
+    url = f"/interventions/{intervention.pk}/outcome/"
+
+    html = retention_client.post(url, {"outcome": "saved"}, headers=htmx()).content.decode()
+
+    event = AuditEvent.objects.get(intervention=intervention, event_type="outcome_set")
+    assert f'hx-post="{url}undo/"' in html and f'name="event" value="{event.pk}"' in html
+    assert "Saved as Saved ✓." in html and "Undo</button>" in html
+
+    undone = retention_client.post(f"{url}undo/", {"event": event.pk}, headers=htmx())
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "pending"
+    assert intervention.outcome_set_by is None and intervention.outcome_set_at is None
+    audit = AuditEvent.objects.get(intervention=intervention, event_type="outcome_undone")
+    assert audit.actor_user == retention_user
+    assert (audit.payload["from"], audit.payload["to"], audit.payload["undoes"]) == (
+        "saved",
+        "pending",
+        event.pk,
+    )
+    html = undone.content.decode()
+    assert "outcome-changed" in undone["HX-Trigger"]
+    assert "Undo</button>" not in html and "disabled" not in html  # pending again: open to everyone
+
+
+def test_an_undo_after_ten_seconds_is_refused_with_a_message(retention_client, monkeypatch):
+    intervention = InterventionFactory()
+    url = f"/interventions/{intervention.pk}/outcome/"
+    retention_client.post(url, {"outcome": "churned"}, headers=htmx())
+    event = AuditEvent.objects.get(intervention=intervention, event_type="outcome_set")
+
+    later(monkeypatch, 11)
+    html = retention_client.post(f"{url}undo/", {"event": event.pk}, headers=htmx()).content.decode()
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned"
+    assert (
+        "Too late to undo: the change is 11 seconds old (undo works for 10 seconds); ask a manager to correct it."
+        in html
+    )
+    assert not AuditEvent.objects.filter(event_type="outcome_undone").exists()
+
+
+def test_only_the_person_who_changed_it_can_undo_and_only_the_latest_change(
+    retention_client, manager_client, retention_user, manager
+):
+    from django.test import Client
+
+    intervention = InterventionFactory(outcome="churned")
+    url = f"/interventions/{intervention.pk}/outcome/"
+    manager_client.post(url, {"outcome": "saved", "reason": "Paid the overdue invoices"}, headers=htmx())
+    correction = AuditEvent.objects.get(event_type="outcome_corrected")
+
+    rita = Client()
+    rita.force_login(retention_user)
+    html = rita.post(f"{url}undo/", {"event": correction.pk}, headers=htmx()).content.decode()
+    assert "Only the person who changed this outcome can undo it." in html
+
+    # The manager's own undo puts the churned outcome back with who set it before.
+    manager_client.post(f"{url}undo/", {"event": correction.pk}, headers=htmx())
+    intervention.refresh_from_db()
+    assert intervention.outcome == "churned" and intervention.outcome_set_by is None
+    html = manager_client.post(f"{url}undo/", {"event": correction.pk}, headers=htmx()).content.decode()
+    assert "Nothing to undo: the outcome changed again since." in html
+
+
+def test_undoing_a_resolution_reopens_the_crm_follow_ups_it_closed(
+    retention_client, django_capture_on_commit_callbacks
+):
+    import datetime as dt
+
+    from crm_sim.client import CreateTask, get_crm_client
+    from crm_sim.models import CrmTask
+
+    intervention = InterventionFactory()
+    get_crm_client().create_task(
+        CreateTask(
+            partner_external_id=intervention.partner.external_id,
+            kind="retention_call",
+            title="Retention Call",
+            due_on=dt.date.today() + dt.timedelta(days=3),
+            idempotency_key="t1",
+            intervention_id=intervention.pk,
+        )
+    )
+    url = f"/interventions/{intervention.pk}/outcome/"
+    with django_capture_on_commit_callbacks(execute=True):
+        retention_client.post(url, {"outcome": "saved"}, headers=htmx())
+    assert not CrmTask.objects.filter(intervention=intervention, status="open").exists()
+    event = AuditEvent.objects.get(event_type="outcome_set")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        retention_client.post(f"{url}undo/", {"event": event.pk}, headers=htmx())
+
+    reopened = CrmTask.objects.get(intervention=intervention, status="open")
+    assert reopened.title == "Retention Call" and reopened.kind == "retention_call"
 
 
 def test_the_outcome_form_works_without_javascript(retention_client):
