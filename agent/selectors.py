@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
-from ml.models import PartnerScore
-from ml.selectors import partner_drivers
+from ml.selectors import partner_current_score
 from retention.models import Intervention, Partner
 
 BUDGET_WINDOW = dt.timedelta(minutes=60)
@@ -59,7 +58,7 @@ def partner_ineligibility(
         return "not_active"
     if DoNotContact.objects.filter(partner=partner).exists():
         return "do_not_contact"
-    score = partner_score(partner=partner)
+    score = partner_current_score(partner=partner)
     if score is None:
         return "no_score"
     if not skip_threshold and not score.risk > config.risk_threshold:
@@ -71,18 +70,6 @@ def partner_ineligibility(
     if recent.exists():
         return "cooldown"
     return ""
-
-
-def partner_score(*, partner: Partner):
-    try:
-        return partner.current_score
-    except PartnerScore.DoesNotExist:
-        return None
-
-
-def partner_drivers_for_agent(*, partner: Partner) -> list[dict]:
-    """The partner's current drivers (stored with the score, or computed on demand by ml)."""
-    return list(partner_drivers(partner=partner) or [])
 
 
 def budget_used(*, now: dt.datetime | None = None) -> int:

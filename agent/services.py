@@ -21,6 +21,7 @@ from agent.audit import audit_record
 from agent.models import AgentConfig, AgentRun, DoNotContact, EmailOutbox, FollowUp
 from churnsite import schedules
 from crm_sim.client import CreateTask, get_crm_client
+from ml.selectors import partner_current_score
 from retention.models import Intervention, Partner
 from retention.services import intervention_log
 
@@ -423,7 +424,7 @@ def followups_process_due(*, now: dt.datetime | None = None, limit: int = 200) -
             seen.append(followup.pk)
             intervention = followup.intervention
             partner = intervention.partner
-            score = selectors.partner_score(partner=partner)
+            score = partner_current_score(partner=partner)
             risk = score.risk if score is not None else None
             # Already resolved (by a person, the CRM or the clock): nothing left to escalate.
             resolved = intervention.outcome != Intervention.Outcome.PENDING

@@ -51,6 +51,7 @@ from agent.results import (
     partner_outcome_text,
 )
 from churnsite.failpoints import failpoint
+from ml.selectors import partner_drivers
 from retention.models import Intervention, Partner
 from retention.services import intervention_log
 
@@ -406,9 +407,7 @@ class InterventionAgent:
             if control:
                 return self._holdout(job)
             job.drivers = (
-                list(score.drivers)
-                if score.drivers is not None
-                else selectors.partner_drivers_for_agent(partner=partner)
+                list(score.drivers) if score.drivers is not None else partner_drivers(partner=partner)
             )
             self._audit(
                 "partner_selected",

@@ -6,25 +6,32 @@ import datetime as dt
 import logging
 
 from django.core.cache import cache
+from django.db import DatabaseError
 
-from ml.churn_model import ArtifactChecksumError
 from ml.models import ModelVersion, PartnerScore, ScoringRun
 from ml.registry import active_version, model_for_version
 from ml.services import partner_features, partner_score_store_drivers
 from ml.sim.today import scoring_as_of
+from retention.models import Partner
 
 DRIVERS_CACHE_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
 
 
-def partner_current_score(*, partner) -> PartnerScore | None:
-    return PartnerScore.objects.filter(partner=partner).select_related("model_version", "run").first()
+def partner_current_score(*, partner: Partner) -> PartnerScore | None:
+    """The partner's current score, for every app (the agent, the partner page, logging an
+    intervention): the row the caller's select_related("current_score") loaded, else one query."""
+    try:
+        return partner.current_score
+    except PartnerScore.DoesNotExist:
+        return None
 
 
-def partner_drivers(*, partner) -> list[dict]:
+def partner_drivers(*, partner: Partner) -> list[dict]:
     """The partner's top drivers: stored by scoring (risk >= 50%), else computed now from the
     partner's own rows, at the date and with the model of its current score, and cached
-    (on the score row and in the cache)."""
+    (on the score row and in the cache). An explanation that fails is logged and reads as no
+    drivers: it must not take a page or the agent down."""
     score = partner_current_score(partner=partner)
     if score is not None and score.drivers is not None:
         return score.drivers
@@ -44,9 +51,10 @@ def partner_drivers(*, partner) -> list[dict]:
     if drivers is None:
         try:
             drivers = compute_partner_drivers(partner_id=partner.pk, version=version, as_of=as_of)
-        except (OSError, ArtifactChecksumError):
-            # A missing or altered artifact must not take a page or the agent down; the
-            # Model page and scoring surface the problem loudly.
+        except DatabaseError:
+            raise  # not the explanation's fault, and the caller's transaction is unusable now
+        except Exception:  # noqa: BLE001 - a missing or altered artifact, or a bug explaining
+            # The Model page and scoring surface a broken artifact loudly.
             log.exception("Model v%s could not explain partner %s", version.pk, partner.pk)
             return []
         cache.set(key, drivers, DRIVERS_CACHE_SECONDS)

@@ -1,7 +1,6 @@
 """Reads for partners and interventions."""
 
 import datetime as dt
-import logging
 import math
 from decimal import Decimal
 from functools import cached_property
@@ -32,12 +31,9 @@ from django.utils import timezone
 from agent.models import AuditEvent
 from churnsite.access import MANAGERS, RETENTION
 from ml.models import AT_RISK, BUCKET_URGENCY_RANK, WORSE_BY, RiskScore, ScoringRun
-from ml.selectors import partner_current_score as ml_current_score
-from ml.selectors import partner_drivers as ml_partner_drivers
 from ml.sim.today import scoring_as_of
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner, RoiAssumptions
 
-log = logging.getLogger(__name__)
 Outcome = Intervention.Outcome
 HOLDOUT = Intervention.Action.HOLDOUT
 
@@ -233,23 +229,11 @@ def team_members() -> QuerySet:
 
 def partner_for_page(*, external_id: str) -> Partner:
     return get_object_or_404(
-        Partner.objects.select_related("account_owner", "current_score", "do_not_contact"),
+        Partner.objects.select_related(
+            "account_owner", "current_score__run", "current_score__model_version", "do_not_contact"
+        ),
         external_id=external_id,
     )
-
-
-def partner_current_score(*, partner: Partner):
-    return ml_current_score(partner=partner)
-
-
-def partner_drivers(*, partner: Partner) -> list[dict]:
-    """The partner's top drivers in words (ML computes missing ones on demand)."""
-    try:
-        return list(ml_partner_drivers(partner=partner) or [])
-    except Exception:  # noqa: BLE001 - an explanation failing must not take the partner page down
-        log.exception("Drivers for %s could not be computed", partner.external_id)
-        score = ml_current_score(partner=partner)
-        return list(score.drivers or []) if score is not None else []
 
 
 def partner_risk_history(*, partner: Partner, limit: int = 60) -> list[RiskScore]:

@@ -21,6 +21,7 @@ from churnsite.access import AuthedHttpRequest, HtmxHttpRequest, permission_requ
 from churnsite.csvsafe import CsvBuffer, csv_cell
 from churnsite.health import broker_status
 from churnsite.http import MAX_ID, partial_template, safe_next
+from ml.selectors import partner_current_score, partner_drivers
 from retention import charts, selectors, services
 from retention.forms import (
     DraftEmailForm,
@@ -289,7 +290,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
     template = partial_template(request, "retention/partner_detail.html", {"workspace"})
     if template.endswith("#workspace"):
         return render(request, template, _workspace_context(request, partner))
-    score = selectors.partner_current_score(partner=partner)
+    score = partner_current_score(partner=partner)
     history = selectors.partner_risk_history(partner=partner)
     activity = selectors.partner_activity(partner=partner)
     payments = selectors.partner_payments(partner=partner)
@@ -297,7 +298,7 @@ def partner_detail(request: AuthedHttpRequest, external_id: str) -> HttpResponse
     context = _workspace_context(request, partner) | {
         "score": score,
         "at_risk_level": settings.AT_RISK_LEVEL,
-        "drivers": selectors.partner_drivers(partner=partner),
+        "drivers": partner_drivers(partner=partner),
         "history": history[-8:][::-1],
         "risk_chart": charts.line_chart(
             [s.as_of.strftime("%d %b %y") for s in history],  # type: ignore[attr-defined]  # set by the selector
@@ -363,7 +364,7 @@ def partner_log_intervention(request: AuthedHttpRequest, external_id: str) -> Ht
 @require_POST
 def partner_draft_email(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     partner = selectors.partner_for_page(external_id=external_id)
-    drivers = selectors.partner_drivers(partner=partner)
+    drivers = partner_drivers(partner=partner)
     draft = services.partner_email_draft(partner=partner, drivers=drivers, actor=request.user)
     form = DraftEmailForm(
         initial={
