@@ -5,14 +5,14 @@ from django.templatetags.static import static
 from django.urls import include, path, register_converter
 from django.views.generic import RedirectView
 
+from churnsite.health import healthz
 from churnsite.http import IdConverter
-from retention import views as retention_views
 
 # Before the apps' urls are included: they use <id:...> for database ids.
 register_converter(IdConverter, "id")
 
 urlpatterns = [
-    path("healthz", retention_views.healthz, name="healthz"),
+    path("healthz", healthz, name="healthz"),
     # Browsers ask for /favicon.ico on every page, the admin's included.
     path(
         "favicon.ico",

@@ -1,30 +1,32 @@
 from django.urls import path
 
-from retention import views
+from retention.views import feed, import_page, intervention_log, outcomes, partner
 
 app_name = "retention"
 urlpatterns = [
-    path("", views.live_feed, name="home"),
-    path("feed/poll/", views.live_feed_poll, name="feed_poll"),
-    path("feed/export.csv", views.live_feed_export, name="feed_export"),
-    path("partners/", views.partner_list, name="partner_list"),
-    path("partners/<str:external_id>/", views.partner_detail, name="partner_detail"),
+    path("", feed.live_feed, name="home"),
+    path("feed/poll/", feed.live_feed_poll, name="feed_poll"),
+    path("feed/export.csv", feed.live_feed_export, name="feed_export"),
+    path("partners/", feed.partner_list, name="partner_list"),
+    path("partners/<str:external_id>/", partner.partner_detail, name="partner_detail"),
     path(
         "partners/<str:external_id>/interventions/",
-        views.partner_log_intervention,
+        partner.partner_log_intervention,
         name="partner_log_intervention",
     ),
-    path("partners/<str:external_id>/draft-email/", views.partner_draft_email, name="partner_draft_email"),
-    path("partners/<str:external_id>/send-email/", views.partner_send_email, name="partner_send_email"),
-    path("interventions/", views.intervention_list, name="intervention_list"),
-    path("interventions/export.csv", views.intervention_export, name="intervention_export"),
-    path("interventions/<id:pk>/outcome/", views.intervention_outcome, name="intervention_outcome"),
+    path("partners/<str:external_id>/draft-email/", partner.partner_draft_email, name="partner_draft_email"),
+    path("partners/<str:external_id>/send-email/", partner.partner_send_email, name="partner_send_email"),
+    path("interventions/", intervention_log.intervention_list, name="intervention_list"),
+    path("interventions/export.csv", intervention_log.intervention_export, name="intervention_export"),
+    path(
+        "interventions/<id:pk>/outcome/", intervention_log.intervention_outcome, name="intervention_outcome"
+    ),
     path(
         "interventions/<id:pk>/outcome/undo/",
-        views.intervention_outcome_undo,
+        intervention_log.intervention_outcome_undo,
         name="intervention_outcome_undo",
     ),
-    path("outcomes/", views.outcomes, name="outcomes"),
-    path("import/", views.import_page, name="import"),
-    path("outcomes/assumptions/", views.outcomes_assumptions, name="outcomes_assumptions"),
+    path("outcomes/", outcomes.outcomes, name="outcomes"),
+    path("import/", import_page.import_page, name="import"),
+    path("outcomes/assumptions/", outcomes.outcomes_assumptions, name="outcomes_assumptions"),
 ]
