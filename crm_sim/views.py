@@ -5,7 +5,6 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import trigger_client_event
 
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.http import partial_template
@@ -26,20 +25,30 @@ def task_list(request: AuthedHttpRequest) -> HttpResponse:
     page = Paginator(selectors.crm_open_tasks(view=view, user=request.user, today=today), 50).get_page(
         request.GET.get("page")
     )
-    counts = selectors.crm_view_counts(user=request.user, today=today)
-    views = [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()]
     template = partial_template(request, TEMPLATE, {"crm-views": "views_nav", "results": "results"})
     if template.endswith("#views_nav"):
-        return render(request, template, {"view": view, "views": views})
-    context = {
-        "view": view,
-        "views": views,
+        return render(request, template, {"view": view, "views": _views(request, today)})
+    context = _counters(request, view=view, today=today) | {
         "page": page,
-        "closed": selectors.crm_recently_closed(view=view, user=request.user),
-        "today": today,
+        "open_total": page.paginator.count,
         "complete_form": CompleteTaskForm(),
     }
     return render(request, template, context)
+
+
+def _views(request: AuthedHttpRequest, today) -> list[tuple[str, str, int]]:
+    counts = selectors.crm_view_counts(user=request.user, today=today)
+    return [(key, label, counts[key or "all"]) for key, label in selectors.VIEWS.items()]
+
+
+def _counters(request: AuthedHttpRequest, *, view: str, today) -> dict:
+    """What changes on the page when a task closes: the filter counts and the closed list."""
+    return {
+        "view": view,
+        "views": _views(request, today),
+        "closed": selectors.crm_recently_closed(view=view, user=request.user),
+        "today": today,
+    }
 
 
 @permission_required("crm_sim.change_crmtask")
@@ -56,13 +65,19 @@ def task_complete(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     else:
         error = "Choose an outcome."
     if request.htmx:
-        task = CrmTask.objects.select_related("partner", "assigned_to", "completed_by").get(pk=task.pk)
-        context = {"task": task, "error": error, "today": timezone.localdate(), "complete_form": form}
-        response = render(request, TEMPLATE + "#task_row", context)
-        if not error:
-            # The filter counts above the list listen for this and refresh themselves.
-            trigger_client_event(response, "crm-task-completed")
-        return response
+        today = timezone.localdate()
+        view_form = TaskViewForm(request.POST)
+        view = view_form.cleaned_data["view"] if view_form.is_valid() else ""
+        if error:
+            task = CrmTask.objects.select_related("partner", "assigned_to", "completed_by").get(pk=task.pk)
+            context = {"task": task, "error": error, "today": today, "complete_form": form, "view": view}
+            return render(request, TEMPLATE + "#task_row", context)
+        # The row moves to "Recently closed"; the counters come with it (hx-swap-oob), in this
+        # response, instead of a second request that could show them stale.
+        context = _counters(request, view=view, today=today) | {
+            "open_total": selectors.crm_open_tasks(view=view, user=request.user, today=today).count(),
+        }
+        return render(request, TEMPLATE + "#completed", context)
     if error:
         messages.error(request, f"{task.external_id}: {error}")
     else:

@@ -36,9 +36,11 @@ def test_a_task_completed_as_saved_in_the_crm_shows_saved_in_the_intervention_lo
     row.get_by_label("Outcome for P18477").select_option("saved")
     row.get_by_role("button", name="Complete").click()
 
-    # Swapped in place by htmx: no page load, the row now reads as a completed CRM task.
-    expect(row).to_contain_text("✓ P18477 - Completed - Saved")
+    # Swapped by htmx, no page load: the row moves to the closed list, the counters come with it.
+    expect(page.locator("#closed-tasks")).to_contain_text("✓ P18477 - Completed - Saved")
+    expect(page.locator("#open-tasks")).to_contain_text("No open tasks in this view.")
     expect(page.locator("#crm-views")).to_contain_text("All open 0")
+    expect(page.locator("#open-count")).to_have_text("(0)")
     assert page.url.endswith("/crm/")
 
     page.get_by_role("link", name="Mine").click()

@@ -83,10 +83,14 @@ def test_completing_inline_returns_the_completed_row_and_resolves_the_interventi
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert html.lstrip().startswith(f'<li class="crm-task crm-closed" id="task-{open_task.external_id}"')
-    assert "✓" in html and "crm-outcome-saved" in html
     assert "<html" not in html
-    assert response["HX-Trigger"] == '{"crm-task-completed": {}}'
+    # The row leaves the open list (nothing but out-of-band parts) and is first in the closed list.
+    assert html.lstrip().startswith(
+        '<nav class="filters crm-views" id="crm-views" aria-label="Task filters" hx-swap-oob="true">'
+    )
+    closed = html.split('<ul class="crm-tasks" id="closed-tasks" hx-swap-oob="true">')[1]
+    assert closed.lstrip().startswith(f'<li class="crm-task crm-closed" id="task-{open_task.external_id}"')
+    assert "✓" in closed and "crm-outcome-saved" in closed
     intervention = Intervention.objects.get(pk=open_task.intervention_id)
     assert (intervention.outcome, intervention.outcome_set_by) == ("saved", retention_user)
     event = AuditEvent.objects.get(event_type="crm_task_completed", intervention=intervention)
@@ -144,7 +148,41 @@ def test_the_filter_counts_refresh_as_their_own_partial(retention_client, two_ta
     assert html.lstrip().startswith('<nav class="filters crm-views" id="crm-views"')
     assert html.rstrip().endswith("</nav>")
     assert 'All open <span class="badge">1</span>' in html
-    assert 'hx-trigger="crm-task-completed from:body"' in html
+    assert "hx-swap-oob" not in html
+
+
+def test_completing_a_task_updates_the_counters_in_the_same_response(
+    retention_client, retention_user, make_task
+):
+    today = timezone.localdate()
+    tasks = [make_task(assigned_to=retention_user, due_on=today + dt.timedelta(days=i)) for i in range(3)]
+    page = retention_client.get("/crm/?view=mine").content.decode()
+    assert 'id="open-count">(3)</span>' in page and "No completed tasks yet." in page
+    assert 'Mine <span class="badge">3</span>' in page
+    assert '<input type="hidden" name="view" value="mine">' in page
+
+    response = retention_client.post(
+        f"/crm/tasks/{tasks[0].external_id}/complete/", {"outcome": "none", "view": "mine"}, **HTMX
+    )
+
+    html = response.content.decode()
+    # Out of band, in this one response: the filter counts, "Open tasks (2)", the closed list.
+    assert '<span class="muted" id="open-count" hx-swap-oob="true">(2)</span>' in html
+    assert 'Mine <span class="badge">2</span>' in html and 'All open <span class="badge">2</span>' in html
+    closed = html.split('<ul class="crm-tasks" id="closed-tasks" hx-swap-oob="true">')[1].split("</ul>")[0]
+    assert f'id="task-{tasks[0].external_id}"' in closed and "No completed tasks yet." not in closed
+    assert 'id="open-tasks"' not in html  # two still open: the list keeps its rows
+    assert "HX-Trigger" not in response
+
+    for task in tasks[1:]:
+        html = retention_client.post(
+            f"/crm/tasks/{task.external_id}/complete/", {"outcome": "none", "view": "mine"}, **HTMX
+        ).content.decode()
+    assert "(0)</span>" in html
+    assert (
+        '<ul class="crm-tasks" id="open-tasks" hx-swap-oob="true"><li class="empty">No open tasks in this view.</li></ul>'
+        in html
+    )
 
 
 def test_the_page_query_count_does_not_grow_with_the_tasks_shown(
