@@ -11,6 +11,7 @@ from agent import outbox, services
 from agent.forms import ReviewForm
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact, FollowUp, InterventionReview
 from churnsite.access import AuthedHttpRequest
+from retention.admin import draft_edit_side_by_side, drivers_in_words, intervention_heading, risk_in_percent
 from retention.models import Intervention
 
 APPROVE_PERM = "retention.approve_intervention"
@@ -157,7 +158,10 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
             "edit_in_words": diff_in_words(approved.payload.get("diff") or "") if approved else [],
             "held_reason": (held.payload.get("reason") or "") if held else "",
             "opts": self.model._meta,
-            "title": f"Review: {intervention.partner}",
+            "title": intervention_heading(intervention),
+            "risk": risk_in_percent(intervention.risk_at_action),
+            "drivers": drivers_in_words(intervention.drivers_at_action),
+            "edit_side_by_side": draft_edit_side_by_side(intervention),
             "intervention": intervention,
             "form": form,
             "can_approve": request.user.has_perm(APPROVE_PERM),

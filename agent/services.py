@@ -271,14 +271,18 @@ def intervention_approve(
         if not refusal:
             new_subject = " ".join((subject if subject is not None else locked.email_subject).split())[:200]
             new_body = (body if body is not None else locked.email_body).replace("\r\n", "\n")
-            diff = "".join(
+            # Lines without their ends, joined after: with keepends, a last line lacking "\n"
+            # ran into the next diff line ("-Best, Max+Best regards, Max").
+            diff = "\n".join(
                 difflib.unified_diff(
-                    f"Subject: {locked.email_subject}\n\n{locked.email_body}".splitlines(keepends=True),
-                    f"Subject: {new_subject}\n\n{new_body}".splitlines(keepends=True),
+                    f"Subject: {locked.email_subject}\n\n{locked.email_body}".splitlines(),
+                    f"Subject: {new_subject}\n\n{new_body}".splitlines(),
                     fromfile="draft",
                     tofile="approved",
+                    lineterm="",
                 )
             )
+            draft = {"subject": locked.email_subject, "body": locked.email_body}
             drafted_by = locked.writer
             locked.email_subject, locked.email_body = new_subject, new_body
             locked.review_status = Intervention.Review.APPROVED
@@ -294,7 +298,9 @@ def intervention_approve(
                 actor=actor,
                 run=locked.agent_run,
                 intervention=locked,
-                payload={"edited": bool(diff), "diff": diff, "drafted_by": drafted_by},
+                # The draft as written too, so the review page shows the edit side by side.
+                payload={"edited": bool(diff), "diff": diff, "drafted_by": drafted_by}
+                | ({"draft": draft} if diff else {}),
             )
             row = outbox.email_outbox_queue(intervention=locked, actor=actor, run=locked.agent_run)
     if refusal:

@@ -215,7 +215,10 @@ def test_managers_see_the_review_queue_and_the_draft_with_its_drivers(manager_cl
     assert changelist.status_code == 200 and intervention.partner.external_id in changelist.content.decode()
     page = manager_client.get(reverse("admin:agent_interventionreview_review", args=[intervention.pk]))
     body = page.content.decode()
-    assert "Payment 45 days overdue" in body and "Platinum" in body
+    partner = intervention.partner
+    assert f"<h1>Held for approval: {partner.external_id} {partner.name}, Platinum</h1>" in body
+    assert '<span id="risk">97%</span>' in body
+    assert "Payment 45 days overdue (adds 18.0 points to the risk)" in body
     assert "Hello &lt;b&gt;team&lt;/b&gt;" in body
 
 
@@ -250,6 +253,13 @@ def test_a_manager_approves_an_edited_draft_in_the_admin(manager_client, manager
     # The sent text is the manager's now; the audit keeps who drafted it.
     intervention.refresh_from_db()
     assert intervention.writer == "manual" and event.payload["drafted_by"] == "template"
+    # The review page now reads as done, with the edit side by side (draft left, sent right).
+    page = manager_client.get(url).content.decode().replace("&nbsp;", " ")
+    partner = intervention.partner
+    assert f"<h1>Approved: {partner.external_id} {partner.name}, Platinum</h1>" in page
+    side_by_side = page.split('id="edit-side-by-side"')[1].split("</table>")[0]
+    assert "Draft as written" in side_by_side and "As approved and sent" in side_by_side
+    assert "Edited subject" in side_by_side and event.payload["draft"]["subject"] in side_by_side
 
 
 def test_a_manager_rejects_with_a_reason_in_the_admin(manager_client, agent_on, mailoutbox):

@@ -96,3 +96,52 @@ def test_interventions_cannot_be_added_or_deleted_in_the_admin(manager_client):
         ).status_code
         == 403
     )
+
+
+def test_a_held_draft_reads_as_a_review_and_an_edit_shows_side_by_side(manager_client, manager, mailoutbox):
+    from agent.services import intervention_approve
+
+    partner = PartnerFactory(external_id="P10430", name="Cobalt Tech Co", tier="platinum")
+    held = InterventionFactory(
+        partner=partner,
+        source="agent",
+        action="email_sent",
+        review_status="awaiting",
+        risk_at_action=0.3347237286597048,
+        drivers_at_action=[
+            {"feature": "days_overdue", "text": "Payment 45 days overdue", "value": 45, "points": 18.0},
+            {"feature": "tenure_months", "text": "", "value": 40, "points": -2.5},
+        ],
+        email_subject="Your account with us",
+        email_body="Hello Cobalt team,\nWe noticed a late payment.\nBest, Max",
+    )
+    url = f"/admin/retention/intervention/{held.pk}/change/"
+
+    page = manager_client.get(url).content.decode()
+
+    assert "<h1>Held for approval: P10430 Cobalt Tech Co, Platinum</h1>" in page
+    assert "<title>Held for approval: P10430 Cobalt Tech Co, Platinum" in page
+    assert "Email sent for" not in page
+    assert ">33%<" in page and "0.3347" not in page
+    assert "<li>Payment 45 days overdue (adds 18.0 points to the risk)</li>" in page
+    assert "(takes 2.5 points off the risk)" in page and '"feature"' not in page  # words, not JSON
+    assert "We noticed a late payment." in page  # the draft
+
+    intervention_approve(
+        intervention=held,
+        actor=manager,
+        subject="Your account with us",
+        body="Hello Cobalt team,\nWe noticed a payment is 45 days late.\nBest regards, Max",
+    )
+    page = manager_client.get(url).content.decode()
+
+    assert "<h1>Approved: P10430 Cobalt Tech Co, Platinum</h1>" in page
+    table = page.split('<div class="edit-diff">')[1].split("</table>")[0].replace("&nbsp;", " ")
+    assert "Draft as written" in table and "As approved and sent" in table
+    # One row per line, the draft's on the left and the sent text on the right.
+    row = next(r for r in table.split("<tr>") if "noticed" in r)
+    assert row.index("late payment") < row.index("45 days late")
+    assert 'class="diff_chg"' in row or 'class="diff_sub"' in row
+    assert "Best regards, Max" in table and "Best, Max" in table
+    [mail] = mailoutbox
+    assert "45 days late" in mail.body
