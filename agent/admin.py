@@ -8,6 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from agent import outbox, services
+from agent.emails import diff_in_words
 from agent.forms import ReviewForm
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact, FollowUp, InterventionReview
 from churnsite.access import AuthedHttpRequest
@@ -149,8 +150,6 @@ class InterventionReviewAdmin(ReadOnlyAdmin):
                     form.add_error(None, exc)
                 else:
                     return redirect("admin:agent_interventionreview_changelist")
-        from agent.emails import diff_in_words
-
         approved = intervention.audit_events.filter(event_type="review_approved").first()
         held = intervention.audit_events.filter(event_type="held_for_review").first()
         context = {

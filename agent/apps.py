@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.core import checks
+
+from agent.checks import check_audit_trail_role
 
 
 class AgentConfig(AppConfig):
@@ -7,4 +10,4 @@ class AgentConfig(AppConfig):
     verbose_name = "Intervention agent"
 
     def ready(self) -> None:
-        from agent import checks  # noqa: F401 - registers the deploy check
+        checks.register(check_audit_trail_role, checks.Tags.security, deploy=True)

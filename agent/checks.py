@@ -1,6 +1,7 @@
 """`manage.py check --deploy`: the audit trail is append-only against the site's own database
 role only if that role can neither lift the trigger (the table's owner can) nor bypass it (a
-superuser can). Run the site as another role, migrations as the owner (README)."""
+superuser can). Run the site as another role, migrations as the owner (README). Registered
+by AgentConfig.ready()."""
 
 from django.core import checks
 from django.db import DatabaseError, connection
@@ -37,7 +38,6 @@ def audit_role_problems() -> list[str]:
     return problems
 
 
-@checks.register(checks.Tags.security, deploy=True)
 def check_audit_trail_role(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     try:
         problems = audit_role_problems()

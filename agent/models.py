@@ -258,7 +258,7 @@ class PartnerClaim(models.Model):
 
     Held only while one partner is processed (the LLM call happens outside any transaction),
     so overlapping runs and per-partner tasks never draft or act on the same partner twice.
-    A claim older than CLAIM_TTL is stale (its worker died) and may be taken over.
+    A claim older than agent.locks.CLAIM_TTL is stale (its worker died) and may be taken over.
     """
 
     partner = models.OneToOneField(

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
+from agent.playbooks import plan_for
 from ml.selectors import partner_current_score
 from retention.models import Intervention, Partner
 
@@ -217,8 +218,6 @@ def approved_edited_examples(
 ) -> list[dict]:
     """The last emails a manager edited and then approved for agent drafts led by the same
     playbook: the writer gets them as examples of what managers want."""
-    from agent.playbooks import plan_for
-
     approved = Intervention.objects.filter(
         source=Intervention.Source.AGENT,
         review_status=Intervention.Review.APPROVED,

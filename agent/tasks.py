@@ -13,6 +13,7 @@ from celery import shared_task
 from django.conf import settings
 
 from agent import outbox, services, sweep, workflow
+from agent.audit import audit_chain_verify
 from agent.models import AgentRun
 
 # Settings, so the fault tests run workers with short limits; the sweep reads the same values.
@@ -57,8 +58,6 @@ def check_followups() -> dict:
 @shared_task(name="agent.audit_verify", soft_time_limit=1800, time_limit=1860)
 def audit_verify() -> dict:
     """Walk the audit chain (nightly on the beat); the Agent page shows the stored result."""
-    from agent.audit import audit_chain_verify
-
     result = audit_chain_verify()
     return {
         "ok": result.ok,

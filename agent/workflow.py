@@ -1,4 +1,4 @@
-"""The agent's workflow: claiming and finishing runs, the per-partner steps, the budget lock.
+"""The agent's workflow: claiming and finishing runs, the per-partner steps (their locks: agent.locks).
 
 It imports agent.services (configuration, do-not-contact, run creation, sending, review,
 follow-ups), never the reverse.
@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from agent import outbox, selectors, services
+from agent import locks, outbox, selectors, services
 from agent.audit import audit_record
 from agent.emails import EmailDraft, draft_retention_email
-from agent.llm import llm_configured
+from agent.llm import CircuitBreaker, llm_concurrency, llm_configured
 from agent.models import AgentConfig, AgentRun, EmailOutbox, FollowUp, PartnerClaim
 from agent.results import (
     EXECUTED,
@@ -57,18 +57,9 @@ from retention.services import intervention_log
 
 log = logging.getLogger(__name__)
 
-# Advisory lock keys (any constants unique to this app).
-BUDGET_LOCK_KEY = 7_301_001
-SWEEP_LOCK_KEY = 7_301_002
-# A claim older than this belongs to a worker that died mid-partner (tasks time out long before).
-CLAIM_TTL = dt.timedelta(minutes=15)
 # Drafts in flight at once when the LLM writer is active (bounded: the LLM server is shared).
 # (0 = as many as the LLM server takes at once: OPENAI_CONCURRENCY.)
 DRAFT_CONCURRENCY = getattr(settings, "AGENT_DRAFT_CONCURRENCY", 0)
-
-
-def _is_postgres() -> bool:
-    return connection.vendor == "postgresql"
 
 
 # Runs ---------------------------------------------------------------------------
@@ -264,7 +255,7 @@ class InterventionAgent:
                 run, status=AgentRun.Status.SKIPPED, summary=self.summary(), event_type="run_skipped_stopped"
             )
             return {**self.summary(), "status": run.status}
-        if not self._sweep_lock():
+        if not locks.sweep_lock():
             _run_finish(
                 run, status=AgentRun.Status.SKIPPED, summary=self.summary(), event_type="run_skipped_overlap"
             )
@@ -319,7 +310,7 @@ class InterventionAgent:
                         break
                 self._progress()
         finally:
-            self._sweep_unlock()
+            locks.sweep_unlock()
         # Eligible partners this run never acted on because it stopped early (the cap, Stop or
         # the limit), so the totals add up: eligible = acted on + skipped + failed + not reached.
         handled = sum(self.counts[k] for k in (EXECUTED, HELD, HOLDOUT, FAILED, SKIPPED))
@@ -335,41 +326,10 @@ class InterventionAgent:
         )
         return {**self.summary(), "status": status, "dry_run": run.dry_run}
 
-    def _sweep_lock(self) -> bool:
-        if not _is_postgres():
-            return True  # the embedded demo runs one process; claims still prevent doubles
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK_KEY])
-            return bool(cursor.fetchone()[0])
-
-    def _sweep_unlock(self) -> None:
-        if _is_postgres():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
-
     # Steps ------------------------------------------------------------------------
 
-    def _claim(self, partner_id: int, token: str) -> bool:
-        """Insert the claim row; the primary key makes it exclusive. A claim older than CLAIM_TTL
-        (its worker died) is taken over; the conditional upsert lets exactly one taker win."""
-        now = timezone.now()
-        table = PartnerClaim._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (partner_id, run_id, token, claimed_at) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (partner_id) DO UPDATE SET run_id = EXCLUDED.run_id, token = EXCLUDED.token, "
-                f"claimed_at = EXCLUDED.claimed_at WHERE {table}.claimed_at < %s RETURNING token",
-                [partner_id, self.run.pk, token, now, now - CLAIM_TTL],
-            )
-            row = cursor.fetchone()
-        return row is not None and row[0] == token
-
     def _release(self, job: _Job) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {PartnerClaim._meta.db_table} WHERE partner_id = %s AND token = %s",
-                [job.partner.pk, job.token],
-            )
+        locks.partner_claim_release(partner_id=job.partner.pk, token=job.token)
 
     def _prepare(self, partner_id: int, *, skip_threshold: bool, recheck: bool = True) -> _Job | str:
         """Claim, re-check, budget pre-check, draw; a holdout is recorded here. Returns a job to
@@ -378,7 +338,7 @@ class InterventionAgent:
             self._audit("stopped_before_partner", payload={"partner_id": partner_id})
             return STOPPED
         token = uuid.uuid4().hex
-        if not self._claim(partner_id, token):
+        if not locks.partner_claim(partner_id=partner_id, run_id=self.run.pk, token=token):
             self._audit(
                 "partner_skipped", payload={"partner_id": partner_id, "reason": "claimed_by_another_worker"}
             )
@@ -486,7 +446,9 @@ class InterventionAgent:
             connections.close_all()
 
     def _announce_breaker(self) -> None:
-        opened = self.breaker.take_announcement() if self.breaker is not None else None
+        if self.breaker is None:
+            return
+        opened = self.breaker.take_announcement()
         if opened:
             self._audit("llm_circuit_open", payload=opened | {"threshold": self.breaker.threshold})
 
@@ -509,7 +471,7 @@ class InterventionAgent:
         held = tier_held or bool(getattr(draft, "hold_reason", ""))
         try:
             with transaction.atomic():
-                now = _lock_budget()
+                now = locks.budget_lock()
                 if not AgentConfig.objects.filter(pk=1, enabled=True).exists():
                     self._audit("stopped_before_partner", partner=partner)
                     return STOPPED
@@ -601,8 +563,6 @@ class InterventionAgent:
 
 
 def _draft_concurrency() -> int:
-    from agent.llm import llm_concurrency, llm_configured
-
     if DRAFT_CONCURRENCY:
         return DRAFT_CONCURRENCY
     # As many drafts in flight as the LLM server takes at once, so none waits out its deadline
@@ -610,24 +570,9 @@ def _draft_concurrency() -> int:
     return llm_concurrency() if llm_configured() else 8
 
 
-def _llm_breaker():
-    from agent.llm import CircuitBreaker, llm_configured
-
+def _llm_breaker() -> CircuitBreaker | None:
     return CircuitBreaker() if llm_configured() else None
 
 
 def _config_snapshot(config: AgentConfig) -> dict:
     return {name: getattr(config, name) for name in services.CONFIG_FIELDS}
-
-
-def _lock_budget() -> dt.datetime:
-    """Serialize budget checks across every process; returns the database's clock."""
-    with connection.cursor() as cursor:
-        if _is_postgres():
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BUDGET_LOCK_KEY])
-            # clock_timestamp(), not now(): now() is when the transaction began, before the wait.
-            cursor.execute("SELECT clock_timestamp()")
-            return cursor.fetchone()[0]
-        # SQLite: a write first takes the database lock, so concurrent counts serialize too.
-        cursor.execute("UPDATE agent_agentconfig SET id = id WHERE id = 1")
-        return timezone.now()

@@ -251,8 +251,6 @@ def _previous_scores(run: ScoringRun, partner_ids: list[int]) -> dict[int, tuple
 def scoring_summary_write(*, run: ScoringRun) -> int:
     """The header strip's figures per account owner for this run's current scores (one
     GROUP BY over the run's partners); returns the number of owner rows."""
-    from retention.models import Partner
-
     rows = (
         PartnerScore.objects.filter(run_id=run.pk, partner__status=Partner.Status.ACTIVE)
         .values("partner__account_owner")

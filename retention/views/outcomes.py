@@ -7,19 +7,19 @@ from django.views.decorators.http import require_GET, require_POST
 
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.http import partial_template
-from retention import charts, selectors, services
+from retention import charts, roi, services
 from retention.forms import (
     RoiAssumptionsForm,
 )
 
 
 def _outcomes_context(request: AuthedHttpRequest, form=None) -> dict:
-    assumptions = selectors.roi_assumptions()
-    over_time = selectors.outcomes_over_time()
-    uplift = selectors.control_group_uplift()
-    totals = selectors.roi_totals(assumptions=assumptions)
-    by_tier = selectors.roi_breakdown(by="tier", assumptions=assumptions)
-    by_action = selectors.roi_breakdown(by="action", assumptions=assumptions)
+    assumptions = roi.roi_assumptions()
+    over_time = roi.outcomes_over_time()
+    uplift = roi.control_group_uplift()
+    totals = roi.roi_totals(assumptions=assumptions)
+    by_tier = roi.roi_breakdown(by="tier", assumptions=assumptions)
+    by_action = roi.roi_breakdown(by="action", assumptions=assumptions)
     can_edit = request.user.has_perm("retention.change_roiassumptions")
     pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
     arms = [
@@ -71,7 +71,7 @@ def outcomes(request: AuthedHttpRequest) -> HttpResponse:
 )
 @require_POST
 def outcomes_assumptions(request: AuthedHttpRequest) -> HttpResponse:
-    form = RoiAssumptionsForm(request.POST, instance=selectors.roi_assumptions())
+    form = RoiAssumptionsForm(request.POST, instance=roi.roi_assumptions())
     if form.is_valid():
         services.roi_assumptions_update(actor=request.user, changes=form.cleaned_data)
         if not request.htmx:

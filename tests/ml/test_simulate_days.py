@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from ml.sim import simulator, store
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
-from retention.selectors import control_group_uplift
+from retention.roi import control_group_uplift
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import pytest
 
 from agent.models import AuditEvent
 from retention.models import Intervention, Partner, RoiAssumptions
-from retention.selectors import control_group_uplift, roi_breakdown, roi_totals
+from retention.roi import control_group_uplift, roi_breakdown, roi_totals
 from tests.factories import InterventionFactory, PartnerFactory
 
 pytestmark = pytest.mark.django_db

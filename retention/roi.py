@@ -1,0 +1,274 @@
+"""Reads for the Outcomes & ROI page: value retained, cost, the breakdowns by tier and action,
+outcomes over time, and the control group's uplift."""
+
+import datetime as dt
+import math
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    Count,
+    F,
+    FloatField,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce, TruncMonth, TruncWeek
+
+from retention.models import Intervention, Partner, RoiAssumptions
+
+Outcome = Intervention.Outcome
+HOLDOUT = Intervention.Action.HOLDOUT
+
+
+def not_contacts() -> Q:
+    """Interventions that reached nobody: control-group holdouts and drafts a manager
+    rejected. They stay in the log and in the experiment (intent to treat), but a save
+    rate, a cost or a retained value built on them would credit work never done."""
+    return Q(action=HOLDOUT) | Q(review_status=Intervention.Review.REJECTED)
+
+
+def roi_assumptions() -> RoiAssumptions:
+    assumptions, _ = RoiAssumptions.objects.get_or_create(pk=RoiAssumptions.SINGLETON_PK)
+    return assumptions
+
+
+def _money(value) -> Decimal:
+    return Decimal(value or 0).quantize(Decimal("0.01"))
+
+
+# Saved, and the partner is still with us: what retained value counts.
+RETAINED = Q(outcome=Outcome.SAVED, partner__status=Partner.Status.ACTIVE)
+
+
+def _contacts() -> QuerySet[Intervention]:
+    return Intervention.objects.exclude(not_contacts())
+
+
+def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
+    """Per group: counts, value retained by saved partners, predicted value and cost.
+
+    A saved partner's revenue counts once, however many contacts it took: it is split
+    evenly over the partner's saved contacts, so the groups add up to the total. A partner
+    marked Saved who churned since retains nothing (the log flags it for correction)."""
+    months = assumptions.months_of_revenue_saved
+    revenue = F("partner__monthly_revenue")
+    saved_contacts_of_partner = (
+        _contacts()
+        .filter(RETAINED, partner=OuterRef("partner"))
+        .order_by()
+        .values("partner")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    rows = (
+        _contacts()
+        .annotate(share=Subquery(saved_contacts_of_partner, output_field=IntegerField()))
+        .values(group_by, "action")
+        .annotate(
+            n=Count("pk"),
+            saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
+            churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
+            pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
+            saved_revenue=Coalesce(
+                Sum(Cast(revenue, FloatField()) / F("share"), filter=RETAINED),
+                Value(0.0),
+                output_field=FloatField(),
+            ),
+            # Expected revenue lost without action: risk at the time times monthly revenue.
+            revenue_at_risk=Coalesce(
+                Sum(Coalesce("risk_at_action", Value(0.0)) * Cast(revenue, FloatField())),
+                Value(0.0),
+                output_field=FloatField(),
+            ),
+        )
+        .order_by(group_by, "action")
+    )
+    groups: dict[str, dict] = {}
+    for row in rows:
+        g = groups.setdefault(
+            row[group_by],
+            {"key": row[group_by], "n": 0, "saved": 0, "churned": 0, "pending": 0, "value": Decimal(0)}
+            | {"cost": Decimal(0), "predicted_value": 0.0},
+        )
+        for k in ("n", "saved", "churned", "pending"):
+            g[k] += row[k]
+        g["value"] += Decimal(repr(row["saved_revenue"])) * months
+        g["cost"] += Decimal(assumptions.cost_of(row["action"])) * row["n"]
+        g["predicted_value"] += row["revenue_at_risk"] * months * assumptions.assumed_save_rate
+    out = []
+    for g in groups.values():
+        resolved = g["saved"] + g["churned"]
+        g["save_rate"] = g["saved"] / resolved if resolved else None
+        g["value"], g["cost"] = _money(g["value"]), _money(g["cost"])
+        g["predicted_value"] = _money(g["predicted_value"])
+        g["roi"] = float(g["value"] / g["cost"]) if g["cost"] else None
+        g["predicted_roi"] = float(g["predicted_value"] / g["cost"]) if g["cost"] else None
+        out.append(g)
+    return out
+
+
+def roi_breakdown(*, by: str, assumptions: RoiAssumptions | None = None) -> list[dict]:
+    """ROI rows by "tier" or "action", labelled for display."""
+    assumptions = assumptions or roi_assumptions()
+    if by == "tier":
+        rows = _group_figures(group_by="partner__tier", assumptions=assumptions)
+        labels, order = dict(Partner.Tier.choices), list(Partner.Tier.values)
+    else:
+        rows = _group_figures(group_by="action", assumptions=assumptions)
+        labels, order = dict(Intervention.Action.choices), list(Intervention.Action.values)
+    for row in rows:
+        row["label"] = labels.get(row["key"], row["key"])
+    return sorted(rows, key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
+
+
+def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
+    """Realized ROI (value retained by saved partners over cost) next to the predicted ROI."""
+    assumptions = assumptions or roi_assumptions()
+    rows = _group_figures(group_by="action", assumptions=assumptions)
+    total = {k: sum((r[k] for r in rows), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
+    total |= {k: sum(r[k] for r in rows) for k in ("n", "saved", "churned", "pending")}
+    saved = _contacts().filter(outcome=Outcome.SAVED)
+    total["saved_partners"] = saved.filter(RETAINED).values("partner").distinct().count()
+    total["saved_then_churned"] = (
+        saved.filter(partner__status=Partner.Status.CHURNED).values("partner").distinct().count()
+    )
+    resolved = total["saved"] + total["churned"]
+    total["save_rate"] = total["saved"] / resolved if resolved else None
+    total["roi"] = float(total["value"] / total["cost"]) if total["cost"] else None
+    total["predicted_roi"] = float(total["predicted_value"] / total["cost"]) if total["cost"] else None
+    total["net"] = total["value"] - total["cost"]
+    return total
+
+
+def outcomes_over_time(*, since: dt.datetime | None = None) -> dict:
+    """Contacted interventions per week (or month, over long spans) by current outcome."""
+    qs = _contacts()
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    span = qs.aggregate(first=Min("created_at"), last=Max("created_at"))
+    if span["first"] is None:
+        return {"labels": [], "saved": [], "churned": [], "pending": [], "unit": "week"}
+    monthly = (span["last"] - span["first"]).days > 26 * 7
+    trunc = TruncMonth if monthly else TruncWeek
+    rows = (
+        qs.annotate(period=trunc("created_at"))
+        .values("period")
+        .annotate(
+            saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
+            churned=Count("pk", filter=Q(outcome=Outcome.CHURNED)),
+            pending=Count("pk", filter=Q(outcome=Outcome.PENDING)),
+        )
+        .order_by("period")
+    )
+    fmt = "%Y-%m" if monthly else "%d %b"
+    return {
+        "labels": [r["period"].strftime(fmt) for r in rows],
+        "saved": [r["saved"] for r in rows],
+        "churned": [r["churned"] for r in rows],
+        "pending": [r["pending"] for r in rows],
+        "unit": "month" if monthly else "week",
+    }
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def control_group_uplift(*, since: dt.datetime | None = None, z: float = 1.959964) -> dict:
+    """Churn of treated vs held-out partners among resolved agent interventions.
+
+    uplift = control_rate - treated_rate (positive: interventions save partners), with a
+    95% interval by Newcombe's hybrid score method (Wilson intervals per arm), which,
+    unlike the plain Wald interval, stays sensible with small arms and rates near 0 or 1.
+    Treated is intent-to-treat: every non-holdout agent intervention, including ones a
+    manager later rejected, because dropping those would compare a hand-picked group
+    with a random one.
+    incremental_revenue = uplift x the treated partners' monthly revenue x the months of
+    revenue counted as saved (RoiAssumptions); incremental_roi = (incremental revenue - the
+    treated contacts' cost) / that cost, with the interval the uplift's 95% interval gives
+    (the ROI is linear in the uplift); roi_settled is False while that interval spans 0.
+    """
+    qs = Intervention.objects.filter(
+        source=Intervention.Source.AGENT, outcome__in=[Outcome.SAVED, Outcome.CHURNED]
+    )
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    arm = Q(action=HOLDOUT)
+    churned = Q(outcome=Outcome.CHURNED)
+    assumptions = roi_assumptions()
+    # What the treated arm cost: contacts only (a rejected draft reached nobody, cost nothing).
+    treated_cost = sum(
+        (
+            Decimal(assumptions.cost_of(row["action"])) * row["n"]
+            for row in qs.exclude(not_contacts()).values("action").annotate(n=Count("pk")).order_by()
+        ),
+        start=Decimal(0),
+    )
+    agg = qs.aggregate(
+        control_n=Count("pk", filter=arm),
+        control_churned=Count("pk", filter=arm & churned),
+        treated_n=Count("pk", filter=~arm),
+        treated_churned=Count("pk", filter=~arm & churned),
+        treated_revenue=Sum("partner__monthly_revenue", filter=~arm),
+    )
+    tn, tk, cn, ck = agg["treated_n"], agg["treated_churned"], agg["control_n"], agg["control_churned"]
+    treated_rate = tk / tn if tn else None
+    control_rate = ck / cn if cn else None
+    result: dict[str, Any] = {
+        "treated_n": tn,
+        "treated_churned": tk,
+        "control_n": cn,
+        "control_churned": ck,
+        "treated_rate": treated_rate,
+        "control_rate": control_rate,
+        "uplift": None,
+        "ci_low": None,
+        "ci_high": None,
+        "incremental_partners": None,
+        "incremental_revenue": None,
+        "treated_cost": _money(treated_cost),
+        "incremental_roi": None,
+        "roi_low": None,
+        "roi_high": None,
+        "roi_settled": False,
+    }
+    if not tn or not cn or treated_rate is None or control_rate is None:
+        return result
+    uplift = control_rate - treated_rate
+    lc, uc = _wilson(ck, cn, z)
+    lt, ut = _wilson(tk, tn, z)
+    result["uplift"] = uplift
+    result["ci_low"] = uplift - math.sqrt((control_rate - lc) ** 2 + (ut - treated_rate) ** 2)
+    result["ci_high"] = uplift + math.sqrt((uc - control_rate) ** 2 + (treated_rate - lt) ** 2)
+    months = assumptions.months_of_revenue_saved
+    result["incremental_partners"] = uplift * tn
+    result["incremental_revenue"] = _money(
+        Decimal(str(uplift)) * Decimal(agg["treated_revenue"] or 0) * months
+    )
+    # The ROI the experiment supports: revenue the contacts caused (not every partner who
+    # stayed, which the gross figure counts), net of what the contacts cost, per unit of cost.
+    if treated_cost:
+        revenue = float(agg["treated_revenue"] or 0) * float(months)
+        cost = float(treated_cost)
+
+        def roi(u: float) -> float:
+            return (u * revenue - cost) / cost
+
+        result["incremental_roi"] = roi(uplift)
+        result["roi_low"], result["roi_high"] = roi(result["ci_low"]), roi(result["ci_high"])
+        result["roi_settled"] = not result["roi_low"] <= 0 <= result["roi_high"]
+    return result
