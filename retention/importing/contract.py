@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 from retention.models import Partner
 
-EXTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")
-ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+# Whole-cell patterns (no anchors: validation.nonmatching anchors them per line).
+EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+YEAR_MONTH = re.compile(r"\d{4}-\d{2}")
+DIGITS = re.compile(r"\d+")
+# Addresses this plain pattern accepts Django's validate_email accepts too (dot-atom local
+# part, LDH labels, a letters-only TLD); anything else goes to validate_email itself.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+PLAIN_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\.[A-Za-z]{{2,63}}")
 MONEY_MAX = 10**10  # DecimalField(max_digits=12, decimal_places=2)
 COUNT_MAX = 2**31 - 1
 

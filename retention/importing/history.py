@@ -20,6 +20,8 @@ from retention.importing.staging import create_stage, drop_stages, execute, quer
 from retention.importing.upserts import count_changes, write
 from retention.importing.validation import Context
 
+IMPORT_LOCK = 0x1A7E_0011  # pg_advisory_xact_lock key of history_import
+
 
 class _Abort(Exception):
     """Leaves the import's transaction without writing (errors, or a dry run)."""
@@ -84,6 +86,11 @@ def history_import(
     done = 0
     try:
         with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # One import at a time: the counts taken before writing stay exact, so the
+                # writes need no ON CONFLICT. Hash joins over millions of staged rows in memory.
+                execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK])
+                execute("SET LOCAL work_mem = '256MB'")
             context = Context(today=today, report=report)
             for item, size in zip(plan, sizes, strict=True):
                 spec = TABLES[item["table"]]

@@ -3,8 +3,7 @@ small SQL helpers the checks and upserts share."""
 
 from __future__ import annotations
 
-import io
-
+import numpy as np
 import pandas as pd
 from django.db import connection
 
@@ -35,19 +34,37 @@ def load_stage(spec: Table, frame: pd.DataFrame, present: list[str]) -> None:
     frame = frame[cols]
     name = stage_name(spec.name)
     if connection.vendor == "postgresql":
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False, header=False)
         raw = connection.connection
-        with (
-            raw.cursor() as cur,
-            cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy,
-        ):
-            copy.write(buf.getvalue())
+        with raw.cursor() as cur, cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as copy:
+            copy.write(copy_text(frame))
     else:
         rows = [tuple(_plain(v) for v in r) for r in frame.itertuples(index=False)]
         with connection.cursor() as cur:
             marks = ", ".join(["%s"] * len(cols))
             cur.executemany(f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({marks})", rows)
+
+
+def copy_text(frame: pd.DataFrame) -> str:
+    """The frame in COPY's text format, built a column at a time (pandas' to_csv formats
+    cell by cell and took a fifth of an import's time): tab-separated, \\N for NULL, and the
+    four characters COPY reads specially escaped, in the rare columns that hold them."""
+    columns = []
+    for name in frame.columns:
+        s = frame[name]
+        missing = s.isna().to_numpy()
+        cells = s.astype(str).to_numpy(dtype=object)
+        if missing.any():
+            cells[missing] = ""
+        joined = "".join(cells)
+        if any(c in joined for c in "\\\t\n\r"):  # memchr-fast: no regex over every cell
+            cells = np.array([v.translate(_COPY_ESCAPES) for v in cells], dtype=object)
+        if missing.any():
+            cells[missing] = "\\N"
+        columns.append(cells)
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _plain(value):

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from agent.models import AuditEvent
+from retention.importing import upserts
 from retention.models import Invoice, MonthlyActivity, Partner
 
 pytestmark = pytest.mark.django_db
@@ -154,3 +156,21 @@ def test_simulate_days_refuses_a_world_that_was_imported(tmp_path, capsys):
     with pytest.raises(CommandError, match="no simulated world"):
         call_command("simulate_days", "30")
     assert MonthlyActivity.objects.count() == 8
+
+
+def test_a_big_insert_checks_the_partner_key_in_one_pass_and_keeps_the_constraint(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(upserts, "BULK_ROWS", 1)  # every insert counts as big here
+    summary = run(capsys, samples(tmp_path))
+    assert summary["written"] and (MonthlyActivity.objects.count(), Invoice.objects.count()) == (8, 5)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT conrelid::regclass::text, condeferrable, condeferred FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = 'retention_partner'::regclass "
+            "AND conrelid::regclass::text IN ('retention_monthlyactivity', 'retention_invoice') ORDER BY 1"
+        )
+        assert cur.fetchall() == [
+            ("retention_invoice", True, True),
+            ("retention_monthlyactivity", True, True),
+        ]
