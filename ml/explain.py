@@ -58,6 +58,10 @@ FEATURE_LABELS = {
     "avg_days_late_12m": "Average days late, 12 months",
     "historical_churn_rate": "Peer churn rate",
     "historical_churn_speed": "Peer churn speed",
+    "transactions_vs_year_1m": "Transactions, last month vs the year",
+    "transactions_vs_year_2m": "Transactions, month before last vs the year",
+    "active_users_vs_3m_1m": "Active users, last month vs 3",
+    "support_tickets_vs_year_1m": "Support tickets, last month vs the year",
 }
 
 
@@ -278,6 +282,17 @@ def _text(feature: str, v, c: dict) -> str:
             return f"{v:.0f} months of activity on record"
         case "active_users_vs_peak":
             return f"Active users at {v * 100:.0f}% of the year's peak"
+        case "transactions_vs_year_1m":
+            return f"Transactions last month at {v * 100:.0f}% of its monthly average over the year before"
+        case "transactions_vs_year_2m":
+            return f"Transactions the month before last at {v * 100:.0f}% of its monthly average over the year before"
+        case "active_users_vs_3m_1m":
+            return f"Active users last month at {v * 100:.0f}% of the 3 months before"
+        case "support_tickets_vs_year_1m":
+            return (
+                f"Support tickets last month {abs(v):.1f} {'above' if v >= 0 else 'below'} "
+                "its monthly average over the year before"
+            )
         case "days_to_pay_last":
             return f"Latest invoice: {v:.0f} days from issue to payment (or so far)"
         case "last_invoice_open":

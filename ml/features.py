@@ -85,6 +85,12 @@ FEATURES = [
     "avg_days_late_12m",
     "historical_churn_rate",
     "historical_churn_speed",
+    # Timing: how sharply the last month broke from the partner's own normal (a partner
+    # winding down to leave shows it there first).
+    "transactions_vs_year_1m",
+    "transactions_vs_year_2m",
+    "active_users_vs_3m_1m",
+    "support_tickets_vs_year_1m",
 ]
 
 
@@ -263,6 +269,21 @@ def build_features(
         )
         f["transactions_3m"] = np.nan_to_num(np.nanmean(tx[:, 3:], axis=1), nan=0.0)
         f["active_users_3m"] = np.nan_to_num(np.nanmean(users[:, 3:], axis=1), nan=0.0)
+        # Last month against the partner's own months before it (NaN-safe: 1.0 = as usual).
+        tx_before = np.nanmean(tx12[:, :-1], axis=1)
+        f["transactions_vs_year_1m"] = np.nan_to_num(
+            np.where(tx_before > 0, tx[:, 5] / tx_before, 1.0), nan=1.0
+        )
+        tx_year = np.nanmean(tx12[:, :-2], axis=1)
+        f["transactions_vs_year_2m"] = np.nan_to_num(np.where(tx_year > 0, tx[:, 4] / tx_year, 1.0), nan=1.0)
+        users_before = np.nanmean(users[:, 2:5], axis=1)
+        f["active_users_vs_3m_1m"] = np.nan_to_num(
+            np.where(users_before > 0, users[:, 5] / users_before, 1.0), nan=1.0
+        )
+        tickets12 = _window(activity, keys, anchor, "support_tickets", key)
+        f["support_tickets_vs_year_1m"] = np.nan_to_num(
+            tickets[:, 5] - np.nanmean(tickets12[:, :-1], axis=1), nan=0.0
+        )
     f["transactions_trend_3m"] = _trend(tx)
     f["revenue_trend_3m"] = _trend(rev)
     f["active_users_trend_3m"] = _trend(users)

@@ -1,6 +1,6 @@
 """A seeded simulator of business partners: demo data and ground truth for the models.
 
-Pure numpy/pandas on purpose (no Django): the demo seeding, the model report's oracle
+Pure numpy/pandas (and one scipy quantile) on purpose (no Django): the demo seeding, the model report's oracle
 and the benchmarks all import it, and its tests run without a database.
 
 The full generating process is described in docs/simulator.md; every knob lives in
@@ -11,10 +11,20 @@ The full generating process is described in docs/simulator.md; every knob lives 
 2. health drives the month's observable activity (transactions, revenue, active users,
    support tickets) and the invoice issued on the 1st of the next month, whose payment
    comes later (or never) as health falls;
-3. on the 1st of every month, each partner's daily churn hazard for that month is set from
+3. on the 1st of every month, each partner's daily hazard for that month is set from
    what is observable by then (payment lateness, overdue invoices, transaction decline,
-   support load, tier, segment, tenure) plus the latent health; a partner churns on the
-   first day its cumulative hazard passes its own Exp(1) threshold.
+   support load, tier, segment, tenure) plus the latent health; a partner *decides to leave*
+   on the first day its cumulative hazard passes its own Exp(1) threshold;
+4. the pre-churn phase: most partners that decide then wind down for 6-7 weeks (a notice
+   period) before they are gone: transactions and revenue fall at once to a fraction of
+   normal, logins (active users) thin, invoices go unpaid, and support tickets either spike
+   or stop; the others leave the day they decide. So imminent churn shows in the data;
+5. dunning: an invoice still unpaid `dunning_days` (90) after its due date closes the
+   account that day, so no partner stays "active" with payments long overdue.
+
+A contact cuts the hazard by `intervention_effect` for `effect_days`; a contact reaching a
+partner already winding down talks it out of leaving with the same probability (see
+docs/simulator.md, "Interventions").
 
 Random draws are keyed by (seed, month), so a world advanced 30 days twice equals one
 advanced 60 days once, and two runs that differ only by interventions share every draw:
@@ -35,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import poisson
 
 TIERS = ("bronze", "silver", "gold", "platinum")
 REGIONS = ("na", "emea", "apac", "latam")
@@ -50,9 +61,9 @@ class SimulatorParams:
     """Every knob of the simulated world. Rates are per month unless named daily.
 
     The defaults are tuned so that, at cutoffs in the second half of a 24-month history,
-    about 7-8% of active partners churn within 90 days, the oracle ROC AUC is ~0.87, and a
-    gradient-boosting model on point-in-time features reaches ~0.98 of the oracle's AUC
-    (see bench/simulator_check.py).
+    about 5-6% of active partners churn within 90 days, the oracle ROC AUC is ~0.90, and the
+    product's model reaches ~0.98 of the oracle's AUC and ~0.9 of its churn-window F1
+    (docs/simulator.md, "Measured figures").
     """
 
     # --- Population -------------------------------------------------------------------
@@ -100,15 +111,15 @@ class SimulatorParams:
     pay_delay_log_mean: float = 1.5  # d(h) = exp(pay_delay_log_mean - pay_delay_health h)
     pay_delay_health: float = 1.0
     pay_max_extra_days: int = 150  # G beyond this means the invoice is never paid
-    never_pay_logit: float = -4.5  # P(never pays) = sigmoid(never_pay_logit - k h)
-    never_pay_health: float = 1.5
+    never_pay_logit: float = -6.5  # P(never pays) = sigmoid(never_pay_logit - k h)
+    never_pay_health: float = 2.0
 
     # --- Churn hazard (daily, constant within a calendar month) -------------------------
     # log hazard = log(hazard_base) + tier + segment + late * lateness/30
     #   + overdue * overdue/30 + decline * max(0, -trend) + tickets * log1p(tickets_3m)
     #   + new_partner * exp(-tenure_months / new_partner_months)
     #   + latent * (health_mean - h) + collapse * max(0, collapse_threshold - h)
-    hazard_base: float = 1.4e-4
+    hazard_base: float = 2.0e-4
     hazard_tier: tuple[float, ...] = (0.0, -0.4, -0.8, -1.2)
     hazard_segment: tuple[float, ...] = (0.0, -0.25, 0.5)
     hazard_late: float = 1.2  # per 30 days of mean lateness (invoices due in last 90 days)
@@ -122,9 +133,28 @@ class SimulatorParams:
     collapse_threshold: float = -1.0  # ... below this level
     max_daily_hazard: float = 0.25
 
+    # --- Pre-churn phase: the wind-down ------------------------------------------------
+    # The hazard decides *when a partner decides to leave*; most then wind down for a few
+    # weeks before they are gone (a notice period: volumes moved elsewhere, logins fade,
+    # invoices left unpaid, support either spikes or goes silent); the rest leave at once.
+    winddown_share: float = 0.8  # share of partners that wind down (the rest leave abruptly)
+    winddown_days: tuple[int, int] = (42, 49)  # wind-down length, uniform (days, inclusive)
+    winddown_level: float = 0.3  # activity falls at once to this share of normal ...
+    winddown_power: float = 0.0  # ... then fades as level * ((days left) / length) ** power
+    winddown_users_power: float = 0.5  # active users fall as (activity share) ** this
+    winddown_spike_share: float = 0.5  # of those winding down: a support spike (else silence)
+    winddown_tickets_per_month: float = 4.0  # extra tickets per 30 days of a spike
+
+    # --- Dunning ---------------------------------------------------------------------------
+    dunning_days: int = 90  # an invoice unpaid this many days past due: the account is closed
+
     # --- Interventions -------------------------------------------------------------------
     intervention_effect: float = 0.35  # true relative hazard reduction when contacted ...
     effect_days: int = 90  # ... from the contact date for this many days
+    # A contact reaching a partner that is already winding down (decided before the contact
+    # day) talks it out of leaving with probability intervention_effect; it then stays at
+    # least until the contact's effect ends and settles its open invoices this many days on.
+    rescue_pay_days: int = 7
 
     # --- Oracle ----------------------------------------------------------------------------
     oracle_paths: int = 64  # Monte Carlo paths per partner (Rao-Blackwellised)
@@ -155,8 +185,8 @@ class WorldState:
     seats: np.ndarray
     health_level: np.ndarray  # mu, the partner's own long-run health
     join_day: np.ndarray
-    churn_day: np.ndarray  # NEVER while active
-    threshold: np.ndarray  # remaining Exp(1) cumulative hazard before churning
+    churn_day: np.ndarray  # NEVER while active and undecided; set when it decides to leave
+    threshold: np.ndarray  # remaining Exp(1) cumulative hazard before deciding to leave
     month_seed: np.ndarray  # seed that drew each month's randomness
     health: np.ndarray  # float32 (n, months)
     velocity: np.ndarray  # float32 (n, months)
@@ -168,6 +198,13 @@ class WorldState:
     paid_day: np.ndarray  # invoice issued on the 1st of month k: NONE, day or NEVER
     contact_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     contact_day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The pre-churn phase (empty in states saved before it existed: filled on load).
+    decided_day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # NEVER = not
+    winddown: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # length, 0 = abrupt
+    spike: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # support spike (else silence)
+    immune_until: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # after a rescue
+    # Wind-downs a contact reversed: partner row, decided day, the churn day it had, rescue day.
+    rescued: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
 
     @property
     def n(self) -> int:
@@ -256,23 +293,43 @@ def true_churn_probability(
     starts = state.month_starts()
     k = int(np.searchsorted(starts, c, side="right") - 1)
     end = c + horizon_days
-    cum = np.zeros(len(active))
-    contact_start = _latest_contact(state, active, c)
-    # The rest of the current month: its hazard was set on the 1st and is known.
-    last = min(end, int(starts[k + 1]) - 1)
-    cum += state.hazard[active, k] * _effective_days(c + 1, last, contact_start, params)
-    surv = np.exp(-cum)
-    if end >= starts[k + 1]:
-        chunk = max(1, 400_000 // paths)
-        future = np.empty(len(active))
-        for i in range(0, len(active), chunk):
-            rows = active[i : i + chunk]
-            rng = np.random.default_rng([state.seed, c, horizon_days, i, 2])
-            future[i : i + chunk] = _oracle_future(
-                state, rows, contact_start[i : i + chunk], c, k, end, paths, rng
-            )
-        surv = surv * future
-    return pd.Series(1.0 - surv, index=pd.Index(state.external_id[active], name="external_id"))
+    decided, gone, immune = _decisions_at(state, active, c)
+    prob = np.zeros(len(active))
+    # A partner that has decided to leave by the cutoff is winding down: its day is known.
+    sure = decided <= c
+    prob[sure] = gone[sure] <= end
+    open_rows = np.flatnonzero(~sure)
+    contact_start = _latest_contact(state, active[open_rows], c)
+    chunk = max(1, 400_000 // paths)
+    for i in range(0, len(open_rows), chunk):
+        part = open_rows[i : i + chunk]
+        rng = np.random.default_rng([state.seed, c, horizon_days, i, 2])
+        surv = _oracle_future(
+            state, active[part], contact_start[i : i + chunk], immune[part], c, k, end, paths, rng
+        )
+        prob[part] = 1.0 - surv
+    return pd.Series(prob, index=pd.Index(state.external_id[active], name="external_id"))
+
+
+def _decisions_at(state: WorldState, rows: np.ndarray, c: int):
+    """(decided day, churn day, safe-until day) of each row as they stood at the end of day c:
+    a wind-down a later contact reversed was still on at c."""
+    decided = state.decided_day[rows].copy()
+    gone = state.churn_day[rows].copy()
+    immune = np.full(len(rows), -(10**9), np.int64)
+    pos = np.full(state.n, -1)
+    pos[rows] = np.arange(len(rows))
+    later = decided > c  # decided after c: not decided at c
+    decided[later], gone[later] = NEVER, NEVER
+    for row, was_decided, was_gone, rescue_day in state.rescued:
+        r = pos[row]
+        if r < 0:
+            continue
+        if was_decided <= c < rescue_day:
+            decided[r], gone[r] = was_decided, was_gone
+        elif rescue_day <= c:
+            immune[r] = max(immune[r], rescue_day + state.params.effect_days)
+    return decided, gone, immune
 
 
 def true_churn_dates(world: World) -> pd.Series:
@@ -354,6 +411,16 @@ def advance_world(
 
 
 _STRINGS = ("external_id", "name", "contact_email", "notes")
+_MONTHLY = (
+    "health",
+    "velocity",
+    "hazard",
+    "transactions",
+    "revenue",
+    "active_users",
+    "support_tickets",
+    "paid_day",
+)
 _SCALARS = ("seed", "start_day", "today_day", "n_started", "n_complete")
 
 
@@ -364,7 +431,7 @@ def world_state_to_json(state: WorldState) -> dict:
         value = getattr(state, f.name)
         if f.name in _STRINGS or not isinstance(value, np.ndarray):
             continue
-        if value.ndim == 2:
+        if value.ndim == 2 and f.name in _MONTHLY:
             value = value[:, : state.n_started]
         value = np.ascontiguousarray(value)
         arrays[f.name] = {
@@ -391,7 +458,10 @@ def world_state_from_json(d: dict) -> WorldState:
         raw = base64.b64decode(a["data"])
         value = np.frombuffer(raw, dtype=np.dtype(a["dtype"])).reshape(a["shape"])
         kwargs[name] = value.astype(np.dtype(a["dtype"]).newbyteorder("="))
-    return WorldState(params=params, **kwargs)
+    state = WorldState(params=params, **kwargs)
+    if len(state.decided_day) != state.n:  # saved before the pre-churn phase existed
+        _init_winddown(state)
+    return state
 
 
 # ------------------------------------------------------------------------------------------
@@ -531,7 +601,22 @@ def _init_state(n: int, seed: int, params: SimulatorParams, start_day: int, toda
     _ensure_capacity(state, months)
     state.health[:, 0] = h
     state.velocity[:, 0] = v
+    _init_winddown(state)
     return state
+
+
+def _init_winddown(state: WorldState) -> None:
+    """Each partner's way of leaving, drawn once from its own stream (so adding the phase left
+    every other draw of the world as it was): how long it winds down (0 = at once) and whether
+    its support tickets spike or go silent meanwhile."""
+    p, n = state.params, state.n
+    rng = np.random.default_rng([state.seed, 0, 97])
+    slow = rng.random(n) < p.winddown_share
+    length = rng.integers(p.winddown_days[0], p.winddown_days[1] + 1, n)
+    state.winddown = np.where(slow, length, 0).astype(np.int16)
+    state.spike = rng.random(n) < p.winddown_spike_share
+    state.decided_day = state.churn_day.copy()  # a state saved before the phase: decided = gone
+    state.immune_until = np.full(n, -(10**9), np.int64)
 
 
 def _identities(rng, n: int, p: SimulatorParams):
@@ -716,6 +801,11 @@ def _run_until(state: WorldState, target_day: int, seed: int | None = None) -> N
             state.month_seed[k] = state.seed if seed is None else seed
             _start_month(state, k, starts)
         last = min(target_day, int(starts[k + 1]) - 1)
+        # A contact day starts a stretch of its own: its rescues happen at the start of it.
+        later = state.contact_day[state.contact_day > day]
+        if len(later):
+            last = min(last, int(later.min()) - 1)
+        _rescue(state, day)
         _consume_hazard(state, k, day, last)
         state.today_day = last
         if last == starts[k + 1] - 1:
@@ -757,8 +847,9 @@ def _start_month(state: WorldState, k: int, starts: np.ndarray) -> None:
     # Invoice issued today for last month's revenue (a partner gone already gets none).
     u_never, u_delay = rng.random(n), rng.random(n)
     if k > 0:
-        issue = (state.revenue[:, k - 1] > 0) & (state.churn_day >= m)
+        issue = (state.revenue[:, k - 1] > 0) & (state.churn_day > m)
         paid = _payment_day(h, m, u_never, u_delay, p)
+        paid = np.where(state.decided_day < m, NEVER, paid)  # winding down: pays nothing more
         state.paid_day[:, k] = np.where(issue, paid, NONE)
 
     # The month's hazard, from what is known at the end of the previous day.
@@ -783,27 +874,113 @@ def _window(matrix: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def _consume_hazard(state: WorldState, k: int, first: int, last: int) -> None:
-    """Spend the month's hazard over days first..last; record who churns on which day."""
-    alive = np.flatnonzero((state.churn_day == NEVER) & (state.join_day <= last))
+    """Spend the month's hazard over days first..last: who decides to leave on which day (the
+    hazard's threshold crossed, or dunning), and so when each of them will be gone."""
+    p = state.params
+    alive = np.flatnonzero((state.decided_day == NEVER) & (state.join_day <= last))
     if not len(alive):
         return
     days = np.arange(first, last + 1)
-    present = days[None, :] >= state.join_day[alive, None]
+    present = (days[None, :] >= state.join_day[alive, None]) & (
+        days[None, :] >= state.immune_until[alive, None]
+    )
     mult = present * _contact_multiplier(state, alive, first, last)
     cum = np.cumsum(state.hazard[alive, k][:, None] * mult, axis=1)
     crossed = cum >= state.threshold[alive, None]
-    churns = crossed[:, -1]
-    who = alive[churns]
-    when = first + crossed[churns].argmax(axis=1)
-    state.threshold[alive[~churns]] -= cum[~churns, -1]
-    state.churn_day[who] = when
-    if len(who):
-        # A partner that leaves pays nothing more and is not invoiced on its last day.
-        paid = state.paid_day[who, : k + 1]
-        issued = state.month_starts(k + 1)[None, :]
-        paid[(paid != NONE) & (issued >= when[:, None])] = NONE
-        paid[(paid != NONE) & (paid > when[:, None])] = NEVER
-        state.paid_day[who, : k + 1] = paid
+    when = np.where(crossed[:, -1], first + crossed.argmax(axis=1), NEVER)
+    issued = state.month_starts(k + 1)
+    dun = _dunning_day(issued, state.paid_day[alive, : k + 1], state.immune_until[alive], p)
+    dun = np.where(dun <= last, np.maximum(dun, first), NEVER)
+    decides = (when != NEVER) | (dun != NEVER)
+    stay = ~decides
+    state.threshold[alive[stay]] -= cum[stay, -1]
+    who = alive[decides]
+    if not len(who):
+        return
+    when, dun = when[decides], dun[decides]
+    decided = np.minimum(when, dun)
+    # Dunning closes the account at once; a partner that decides itself winds down (or not).
+    length = np.where(dun <= when, 0, state.winddown[who]).astype(np.int64)
+    paid = state.paid_day[who, : k + 1].astype(np.int64)
+    # It stops paying: whatever is open now stays open, and dunning may end it sooner.
+    open_ = (paid != NONE) & (paid > decided[:, None])
+    due = issued[None, :] + p.invoice_due_days
+    cut = np.where(open_, np.maximum(due + p.dunning_days, decided[:, None]), NEVER).min(axis=1)
+    gone = np.minimum(decided + length, cut)
+    state.decided_day[who] = decided
+    state.churn_day[who] = gone
+    state.threshold[who] = 0.0
+    paid[open_] = NEVER
+    # A partner gone is not invoiced on (or after) its last day.
+    paid[(paid != NONE) & (issued[None, :] >= gone[:, None])] = NONE
+    state.paid_day[who, : k + 1] = paid
+
+
+def _dunning_day(issue_days, paid, immune_until, p: SimulatorParams) -> np.ndarray:
+    """The first day an invoice is dunning_days past due and still unpaid (NEVER if none):
+    the day the account is closed. Not while a rescue's grace lasts (it settled the open ones).
+
+    issue_days: (W,) issue day per column; paid: (rows, W) paid day, NONE = no invoice."""
+    due = np.asarray(issue_days, np.int64)[None, :] + p.invoice_due_days + p.dunning_days
+    day = np.maximum(due, np.asarray(immune_until, np.int64)[:, None])
+    paid = np.asarray(paid).astype(np.int64)
+    hit = (paid != NONE) & (paid > day)
+    if not hit.shape[1]:
+        return np.full(len(paid), NEVER, np.int64)
+    return np.where(hit, day, NEVER).min(axis=1)
+
+
+def _rescue(state: WorldState, day: int) -> None:
+    """Contacts dated `day` work with probability intervention_effect (a draw of its own,
+    keyed by partner and day). One reaching a partner already winding down talks it out of
+    leaving: it settles its open invoices rescue_pay_days later, is safe until the contact's
+    effect ends, then faces its hazard again with a fresh Exp(1) threshold. One reaching a
+    partner that has not decided but is behind on payments averts the dunning that would
+    fall within the effect (the invoice is paid the day before)."""
+    p = state.params
+    if not len(state.contact_idx) or p.intervention_effect == 0:
+        return
+    contacted = np.unique(state.contact_idx[state.contact_day == day])
+    works = contacted[_hash_uniform(state.seed, contacted, day, 1) < p.intervention_effect]
+    # Behind on payments and not yet decided: the call agrees a payment before dunning would
+    # close the account within the contact's effect (the hazard is cut as for everyone).
+    behind = works[state.decided_day[works] == NEVER]
+    if len(behind):
+        cols = state.n_started
+        due = state.month_starts(cols)[None, :] + p.invoice_due_days + p.dunning_days
+        paid = state.paid_day[behind, :cols].astype(np.int64)
+        fix = (paid != NONE) & (paid >= due) & (due > day) & (due < day + p.effect_days)
+        paid[fix] = np.broadcast_to(due - 1, paid.shape)[fix]
+        state.paid_day[behind, :cols] = paid
+    rows = works[(state.decided_day[works] < day) & (state.churn_day[works] > day)]
+    if not len(rows):
+        return
+    state.rescued = np.concatenate(
+        [
+            state.rescued,
+            np.column_stack([rows, state.decided_day[rows], state.churn_day[rows], np.full(len(rows), day)]),
+        ]
+    ).astype(np.int64)
+    state.decided_day[rows] = NEVER
+    state.churn_day[rows] = NEVER
+    state.immune_until[rows] = day + p.effect_days
+    state.threshold[rows] = -np.log(_hash_uniform(state.seed, rows, day, 2))
+    paid = state.paid_day[rows, : state.n_started]
+    paid[(paid != NONE) & (paid > day)] = day + p.rescue_pay_days
+    state.paid_day[rows, : state.n_started] = paid
+
+
+def _hash_uniform(seed: int, rows: np.ndarray, day: int, salt: int) -> np.ndarray:
+    """A uniform in (0, 1) per row from (seed, row, day, salt): splitmix64, so a draw depends on
+    nothing else (not on which other partners were contacted)."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(rows, np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(
+            (seed * 1_000_003 + day * 7919 + salt * 104_729) & 0xFFFFFFFFFFFFFFFF
+        )
+        for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(mul)
+        x = x ^ (x >> np.uint64(31))
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
 
 
 def _contact_multiplier(state: WorldState, rows: np.ndarray, first: int, last: int):
@@ -827,17 +1004,42 @@ def _contact_multiplier(state: WorldState, rows: np.ndarray, first: int, last: i
 
 
 def _finish_month(state: WorldState, k: int, starts: np.ndarray) -> None:
-    """The month is over: thin its activity to the days each partner was present."""
+    """The month is over: thin its activity to the days each partner was present, and to how
+    far it had wound down on each of them."""
+    p = state.params
     m, m_next = int(starts[k]), int(starts[k + 1])
     lo = np.maximum(m, state.join_day)
     hi = np.minimum(m_next, state.churn_day)
-    frac = np.clip(hi - lo, 0, None) / (m_next - m)
-    here = frac > 0
+    present = np.clip(hi - lo, 0, None)
+    here = present > 0
+    # Days of the month spent winding down, and the activity they still carried.
+    w_lo = np.maximum(lo, state.decided_day)
+    wind = np.where(state.decided_day != NEVER, np.clip(hi - w_lo, 0, None), 0)
+    kept = np.zeros(state.n)
+    rows = np.flatnonzero(wind > 0)
+    if len(rows):
+        day = w_lo[rows, None] + np.arange(m_next - m)[None, :]
+        length = (state.churn_day[rows] - state.decided_day[rows]).astype(np.float64)
+        left = np.clip(state.churn_day[rows, None] - day, 0, None)
+        share = p.winddown_level * (left / length[:, None]) ** p.winddown_power
+        kept[rows] = np.where(day < hi[rows, None], share, 0.0).sum(axis=1)
+    normal = present - wind
+    frac = (normal + kept) / (m_next - m)
     state.transactions[:, k] = np.where(here, np.round(state.transactions[:, k] * frac), NONE)
     state.revenue[:, k] = np.where(here, np.round(state.revenue[:, k] * frac, 2), 0.0)
     state.revenue[state.transactions[:, k] <= 0, k] = 0.0
-    state.active_users[:, k] = np.where(here, state.active_users[:, k], NONE)
-    state.support_tickets[:, k] = np.where(here, np.round(state.support_tickets[:, k] * frac), NONE)
+    with np.errstate(all="ignore"):
+        logins = np.where(wind > 0, ((normal + kept) / np.maximum(present, 1)) ** p.winddown_users_power, 1.0)
+    users = np.round(state.active_users[:, k] * logins)
+    state.active_users[:, k] = np.where(here, users, NONE)
+    # Support while winding down: a spike of extra tickets, or silence.
+    # (Poisson by inversion of one uniform each: numpy's sampler would consume a varying
+    # number of draws per partner, so one partner's wind-down would shift another's tickets.)
+    u = np.random.default_rng([int(state.month_seed[k]), k, 3]).random(state.n)
+    extra = poisson.ppf(u, p.winddown_tickets_per_month * wind / 30.0)
+    extra = np.nan_to_num(extra, nan=0.0)
+    tickets = np.round(state.support_tickets[:, k] * normal / (m_next - m)) + np.where(state.spike, extra, 0)
+    state.support_tickets[:, k] = np.where(here, tickets, NONE)
     state.n_complete = k + 1
 
 
@@ -855,20 +1057,37 @@ def _latest_contact(state: WorldState, rows: np.ndarray, cutoff: int) -> np.ndar
     return latest[rows]
 
 
-def _effective_days(first: int, last: int, contact_start, p: SimulatorParams):
-    """Number of days in first..last, counting days under an intervention at (1 - effect)."""
-    total = max(0, last - first + 1)
+def _effective_days(first, last, contact_start, p: SimulatorParams, safe_until=None):
+    """Number of days in first..last, counting days under an intervention at (1 - effect)
+    and days before `safe_until` (a rescue's grace) not at all."""
+    if safe_until is not None:
+        first = np.maximum(first, safe_until)
+    total = np.maximum(0, last - first + 1)
     lo = np.maximum(contact_start, first)
     hi = np.minimum(contact_start + p.effect_days - 1, last)
     covered = np.maximum(0, hi - lo + 1)
     return total - p.intervention_effect * covered
 
 
-def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: int, rng):
-    """Mean over `paths` futures of exp(-hazard spent from the next month start to `end`)."""
+def _winddown_quantiles(paths: int, p: SimulatorParams) -> np.ndarray:
+    """Wind-down lengths at the paths' stratified quantiles: a partner that has not decided
+    yet has not settled how it will leave either, so the oracle averages over it."""
+    u = (np.arange(paths) + 0.5) / paths
+    lo, hi = p.winddown_days
+    slow = u >= 1 - p.winddown_share
+    frac = np.clip((u - (1 - p.winddown_share)) / max(p.winddown_share, 1e-12), 0, 1 - 1e-12)
+    return np.where(slow, lo + np.floor(frac * (hi - lo + 1)), 0).astype(np.int64)
+
+
+def _oracle_future(state, rows, contact_start, immune, c: int, k: int, end: int, paths: int, rng):
+    """Mean over `paths` futures of P(no churn by `end`) for partners undecided at day c:
+    exp(-hazard spent from c + 1 to end - D) for a wind-down of D days, times "no dunning by
+    end"."""
     p = state.params
     n_rows = len(rows)
     starts = _month_starts(state.start_day, k + 12)
+    length = np.tile(_winddown_quantiles(paths, p), n_rows)
+    decide_by = end - length  # a decision after this day is not gone by `end`
     k_end = int(np.searchsorted(starts, end, side="right") - 1)
     rep = np.repeat(rows, paths)
     size = len(rep)
@@ -879,9 +1098,11 @@ def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: 
     }
     mu = state.health_level[rep]
     base_tx, ticket, seats = state.base_tx[rep], state.ticket_size[rep], state.seats[rep]
+    contact = np.repeat(contact_start, paths)
+    safe = np.repeat(immune, paths)
 
     # Activity months k-6 .. k_end-1: the known past, then what the paths draw.
-    n_tx = k_end - (k - 6)
+    n_tx = max(k_end, k + 1) - (k - 6)
     tx = np.full((size, n_tx), np.nan)
     tk = np.full((size, n_tx), np.nan)
     past_tx = _window(state.transactions, k - 6, k)[rep].astype(np.float64)
@@ -920,10 +1141,14 @@ def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: 
     h = state.health[rep, k].astype(np.float64)
     v = state.velocity[rep, k].astype(np.float64)
     cum = np.zeros(size)
-    contact = np.repeat(contact_start, paths)
     for f in range(k, k_end + 1):
-        if f > k:
-            m = int(starts[f])
+        m = int(starts[f])
+        last = np.minimum(decide_by, int(starts[f + 1]) - 1)
+        if f == k:
+            # The rest of the cutoff's month: its hazard was set on the 1st and is known.
+            lam = state.hazard[rep, k]
+            cum += lam * _effective_days(c + 1, last, contact, p, safe)
+        else:
             h, v = _health_step(h, v, mu, _health_draws(rng, size, p), p)
             h = h.astype(np.float32).astype(np.float64)  # as stored by the engine
             col = f - lo
@@ -934,8 +1159,7 @@ def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: 
             t = f - (k - 6)
             lam = _hazard(static, tx[:, t - 6 : t], tk[:, t - 3 : t], late, overdue, ref, h, p)
             lam = np.minimum(lam, p.max_daily_hazard)
-            last = min(end, int(starts[f + 1]) - 1)
-            cum += lam * _effective_days(m, last, contact, p)
+            cum += lam * _effective_days(m, last, contact, p, safe)
         if f < k_end:
             # This month's activity (unknown at the cutoff), full months for the paths that
             # survive it; only a partner that joined during month k has a partial one.
@@ -947,7 +1171,11 @@ def _oracle_future(state, rows, contact_start, c: int, k: int, end: int, paths: 
             t = f - (k - 6)
             tx[:, t] = np.round(a_tx * frac)
             tk[:, t] = np.round(a_tk * frac)
-    return np.exp(-cum).reshape(n_rows, paths).mean(axis=1)
+    # Dunning: an invoice still unpaid dunning_days past due closes the account.
+    dun = _dunning_day(issue_days, paid, safe, p)
+    dun = np.minimum(dun, np.maximum(old_oldest + p.dunning_days, safe))
+    surv = np.exp(-cum) * (dun > end)
+    return surv.reshape(n_rows, paths).mean(axis=1)
 
 
 # ------------------------------------------------------------------------------------------
