@@ -3,6 +3,7 @@
 import datetime as dt
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import DecimalField, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
@@ -10,7 +11,8 @@ from django.db.models.functions import Coalesce
 
 from crm_sim.models import CrmTask
 from desk.models import DeskPreference, SavedView
-from ml.models import AT_RISK, ScoringRun, ScoringSummary
+from ml.levels import WORSE_BY
+from ml.models import ScoringRun, ScoringSummary
 from retention.models import Intervention, Partner
 
 
@@ -80,7 +82,9 @@ STRIP_KEYS = ("partners", "at_risk", "new_at_risk", "worse", "revenue_at_risk")
 
 def desk_strip(*, owner_id: int | None, today: dt.date) -> dict:
     """The header strip in one SQL query: the latest scoring run's summary rows (written by
-    scoring, per owner) plus live counts of tasks due and drafts waiting."""
+    scoring, per owner) plus live counts of tasks due and drafts waiting. The same row says
+    whether any partner changed since the run (`partners_changed`): if none did, the run's
+    `partners` is also the exact size of the feed for this owner, and the feed needs no COUNT."""
     summaries = ScoringSummary.objects.filter(run=OuterRef("pk"))
     if owner_id:
         summaries = summaries.filter(owner_id=owner_id)
@@ -96,6 +100,8 @@ def desk_strip(*, owner_id: int | None, today: dt.date) -> dict:
     live = {
         "tasks_due": _count(tasks_due(owner_id=owner_id, today=today)),
         "drafts_waiting": _count(drafts_waiting(owner_id=owner_id)),
+        # Churned, reassigned or imported since the run: its counts no longer size the feed.
+        "partners_changed": Exists(Partner.objects.filter(updated_at__gt=OuterRef("finished_at"))),
     }
     row = (
         ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
@@ -105,13 +111,13 @@ def desk_strip(*, owner_id: int | None, today: dt.date) -> dict:
         .first()
     )
     if row is None:  # nothing scored yet: only the live counts mean anything
-        row = {key: 0 for key in STRIP_KEYS} | {"pk": None, "as_of": None}
+        row = {key: 0 for key in STRIP_KEYS} | {"pk": None, "as_of": None, "partners_changed": True}
         row["tasks_due"] = tasks_due(owner_id=owner_id, today=today).count()
         row["drafts_waiting"] = drafts_waiting(owner_id=owner_id).count()
     row["run_id"] = row.pop("pk")
     row["revenue_at_risk"] = Decimal(row["revenue_at_risk"] or 0)
     row["revenue_at_risk_12m"] = row["revenue_at_risk"] * 12
-    row["at_risk_line"] = AT_RISK
+    row["at_risk_line"] = settings.AT_RISK_LEVEL
     return row
 
 
@@ -151,8 +157,6 @@ def digest_settings(*, user: AbstractBaseUser) -> dict:
     """The person's digest switch, local time and time zone (defaults from settings)."""
     import zoneinfo
 
-    from django.conf import settings
-
     try:
         pref = user.desk
     except DeskPreference.DoesNotExist:
@@ -184,11 +188,12 @@ def _digest_row(score) -> dict:
 def digest_for(*, user: AbstractBaseUser, today: dt.date, limit: int = 10) -> dict:
     """What the morning digest tells one owner: the strip, who is new at risk, the biggest
     rises since the last run, tasks due, drafts waiting."""
-    from ml.models import WORSE_BY, PartnerScore
+    from ml.models import PartnerScore
 
     mine = PartnerScore.objects.filter(partner__account_owner=user, partner__status=Partner.Status.ACTIVE)
     fields = ("partner__external_id", "partner__name", "risk", "previous_risk", "drivers")
-    new = mine.filter(risk__gte=AT_RISK, previous_risk__lt=AT_RISK).order_by("-risk").values(*fields)
+    level = settings.AT_RISK_LEVEL
+    new = mine.filter(risk__gte=level, previous_risk__lt=level).order_by("-risk").values(*fields)
     rises = mine.filter(risk_change__gte=WORSE_BY).order_by("-risk_change").values(*fields)
     tasks = list(
         tasks_due(owner_id=user.pk, today=today).select_related("partner").order_by("due_on", "pk")[:limit]

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -179,10 +180,11 @@ def _alerted_today(kind: str, day):
 
 def chat_alerts_enqueue_at_risk(*, run_id: int, day) -> int:
     """An outbox row per partner this run moved into "at risk" (once per partner per day)."""
-    from ml.models import AT_RISK, PartnerScore
+    from ml.models import PartnerScore
 
+    level = settings.AT_RISK_LEVEL
     crossed = (
-        PartnerScore.objects.filter(run_id=run_id, risk__gte=AT_RISK, previous_risk__lt=AT_RISK)
+        PartnerScore.objects.filter(run_id=run_id, risk__gte=level, previous_risk__lt=level)
         .exclude(_alerted_today(ChatAlert.Kind.AT_RISK, day))
         .values_list("partner_id", "partner__external_id", "partner__name", "risk", "previous_risk")
     )

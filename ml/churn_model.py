@@ -42,11 +42,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from ml.explain import describe, group_contributions
+from ml.levels import AT_RISK_LEVEL
 
 CHURN_BUCKETS = ("7d", "30d", "90d")
-# The 90-day risk from which a partner is "at risk" and shown a churn window; below it the
-# desk reads "Low risk". churnsite.settings.AT_RISK_LEVEL (same default) overrides it.
-AT_RISK_LEVEL = 0.30
 ALL_BUCKETS = (*CHURN_BUCKETS, "later")
 
 

@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from churnsite.db import TimeStampedModel
+from ml.levels import AT_RISK_LEVEL
 
 
 class Bucket(models.TextChoices):
@@ -21,13 +22,6 @@ BUCKET_URGENCY_RANK: dict[str, int] = {Bucket.D7: 0, Bucket.D30: 1, Bucket.D90: 
 class ModelSource(models.TextChoices):
     DATABASE = "database", "Partner database"
     CSV = "csv", "CSV file"
-
-
-# "At risk" on the desk: more likely than not to churn within 90 days. A fixed line, not the
-# agent's (editable) threshold, so "new at risk since the last run" means the same tomorrow.
-AT_RISK = 0.5
-# A rise of at least one point (as shown, rounded) counts as "worse".
-WORSE_BY = 0.005
 
 
 class ModelVersion(TimeStampedModel):
@@ -156,10 +150,11 @@ class PartnerScore(ScoreFields):
         indexes = [
             # Live Feed sort by biggest rise since the last run (the sort's NULLS LAST included).
             models.Index(models.F("risk_change").desc(nulls_last=True), name="partnerscore_change_idx"),
-            # Live Feed "New at risk": a few hundred rows of 100k, in urgency order.
+            # Live Feed "New at risk": a few hundred rows of 100k, in urgency order. Built for
+            # the default level; a deployment with another AT_RISK_LEVEL reads the urgency index.
             models.Index(
                 fields=["urgency_rank", "-risk"],
-                condition=Q(risk__gte=AT_RISK, previous_risk__lt=AT_RISK),
+                condition=Q(risk__gte=AT_RISK_LEVEL, previous_risk__lt=AT_RISK_LEVEL),
                 name="partnerscore_new_at_risk_idx",
             ),
             # Live Feed default sort: urgency bucket, then risk.

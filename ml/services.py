@@ -20,10 +20,9 @@ from agent.audit import audit_record
 from ml import features as F
 from ml.churn_model import ChurnModel, save_model
 from ml.frames import history_frames
+from ml.levels import WORSE_BY
 from ml.models import (
-    AT_RISK,
     BUCKET_URGENCY_RANK,
-    WORSE_BY,
     ModelVersion,
     PartnerScore,
     RiskScore,
@@ -251,13 +250,14 @@ def _previous_scores(run: ScoringRun, partner_ids: list[int]) -> dict[int, tuple
 def scoring_summary_write(*, run: ScoringRun) -> int:
     """The header strip's figures per account owner for this run's current scores (one
     GROUP BY over the run's partners); returns the number of owner rows."""
+    level = settings.AT_RISK_LEVEL
     rows = (
         PartnerScore.objects.filter(run_id=run.pk, partner__status=Partner.Status.ACTIVE)
         .values("partner__account_owner")
         .annotate(
             n=Count("pk"),
-            at_risk_n=Count("pk", filter=Q(risk__gte=AT_RISK)),
-            new_n=Count("pk", filter=Q(risk__gte=AT_RISK, previous_risk__lt=AT_RISK)),
+            at_risk_n=Count("pk", filter=Q(risk__gte=level)),
+            new_n=Count("pk", filter=Q(risk__gte=level, previous_risk__lt=level)),
             worse_n=Count("pk", filter=Q(risk_change__gte=WORSE_BY)),
             rar=Sum("revenue_at_risk"),
         )

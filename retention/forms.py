@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from django import forms
 
 from churnsite.forms import AriaLabelledForm
@@ -35,9 +37,9 @@ class FeedFilterForm(AriaLabelledForm):
     not_contacted = forms.BooleanField(required=False, label="Not yet contacted")
     change = forms.ChoiceField(required=False, choices=CHANGES, label="Since the last run")
 
-    def __init__(self, *args, members=(), **kwargs):
+    def __init__(self, *args, member_choices: Sequence[tuple[int, str]] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].choices = _member_choices(members, "Any owner")
+        self.fields["owner"].choices = [("", "Any owner")] + [(str(pk), name) for pk, name in member_choices]
         self.fields["q"].widget.attrs.update(placeholder="Partner id or name", type="search")
 
     def selector_kwargs(self) -> dict:

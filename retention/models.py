@@ -72,6 +72,8 @@ class Partner(TimeStampedModel):
         indexes = [
             # Partner list: tier filter + status.
             models.Index(fields=["tier", "status"], name="partner_tier_status_idx"),
+            # "Did any partner change since the scoring run?" (the Live Feed's free count).
+            models.Index(fields=["updated_at"], name="partner_updated_at_idx"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,9 @@ import datetime as dt
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import (
     Count,
@@ -21,7 +23,8 @@ from django.utils import timezone
 
 from agent.models import AuditEvent
 from churnsite.access import MANAGERS, RETENTION
-from ml.models import AT_RISK, BUCKET_URGENCY_RANK, WORSE_BY, RiskScore, ScoringRun
+from ml.levels import WORSE_BY
+from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
 from ml.sim.today import scoring_as_of
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
 from retention.roi import not_contacts
@@ -52,11 +55,17 @@ FEED_SORTS = {
     # Biggest rise since the previous run first; partners with nothing to compare come last.
     "change": (F("current_score__risk_change").desc(nulls_last=True), "pk"),
 }
+
+
 # What changed since the previous run: "new" crossed into at risk, "worse" rose at least a point.
-FEED_CHANGES = {
-    "new": Q(current_score__risk__gte=AT_RISK, current_score__previous_risk__lt=AT_RISK),
-    "worse": Q(current_score__risk_change__gte=WORSE_BY),
-}
+def feed_change_filter(change: str) -> Q:
+    level = settings.AT_RISK_LEVEL
+    if change == "new":
+        return Q(current_score__risk__gte=level, current_score__previous_risk__lt=level)
+    return Q(current_score__risk_change__gte=WORSE_BY)
+
+
+FEED_CHANGES = ("new", "worse")
 FEED_PAGE_SIZE = 50
 # Counting every match of a loose filter over 100k rows costs more than the page itself
 # (25-40 ms at a 10,000 cap, measured by bench/feed_bench.py); past this many the feed
@@ -96,7 +105,7 @@ def partner_live_feed(
     if not_contacted:
         qs = qs.filter(~Exists(Intervention.objects.filter(partner=OuterRef("pk"))))
     if change in FEED_CHANGES:
-        qs = qs.filter(FEED_CHANGES[change])
+        qs = qs.filter(feed_change_filter(change))
     search = search.strip()
     if search:
         if search[:1] in "pP" and search[1:].isdigit():
@@ -181,21 +190,6 @@ class CappedPaginator(Paginator):
         return self.known_count is None and self.count > self.floor
 
 
-def feed_partner_count() -> int | None:
-    """How many active partners hold a current score: the latest scoring run scored exactly
-    them, unless partners churned since (then None, and the feed counts its rows)."""
-    run = (
-        ScoringRun.objects.filter(status=ScoringRun.Status.SUCCEEDED, backfill=False)
-        .order_by("-pk")
-        .values("scored", "finished_at")
-        .first()
-    )
-    if not run or not run["scored"]:
-        return None
-    churned_since = Partner.objects.filter(status=Partner.Status.CHURNED, updated_at__gt=run["finished_at"])
-    return None if churned_since.exists() else run["scored"]
-
-
 def latest_scoring_run_id() -> int | None:
     """The newest finished scoring run: the Live Feed re-renders when it changes."""
     return (
@@ -214,6 +208,21 @@ def team_members() -> QuerySet:
         .distinct()
         .order_by("first_name", "username")
     )
+
+
+TEAM_CHOICES_CACHE_KEY = "retention:team-member-choices"
+
+
+def team_member_choices() -> list[tuple[int, str]]:
+    """(pk, name) of the team, for the Live Feed's owner filter on every page view: cached,
+    and dropped whenever a user or a group membership changes (retention.signals), so the list
+    is never stale; without Redis it is read from the database each time. Forms that
+    validate a choice (assigning an intervention) still read `team_members()`."""
+    choices = cache.get(TEAM_CHOICES_CACHE_KEY)
+    if choices is None:
+        choices = [(u.pk, u.get_full_name() or u.username) for u in team_members()]
+        cache.set(TEAM_CHOICES_CACHE_KEY, choices, timeout=3600)
+    return choices
 
 
 # Partner page ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import csv
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import HttpResponse, StreamingHttpResponse
@@ -16,7 +17,6 @@ from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.csvsafe import CsvBuffer, csv_cell
 from churnsite.http import partial_template
 from desk import selectors as desk
-from ml.models import AT_RISK
 from retention import selectors
 from retention.forms import (
     FeedFilterForm,
@@ -41,7 +41,7 @@ def partner_list(request: AuthedHttpRequest) -> HttpResponse:
 
 def _feed_filters(request: AuthedHttpRequest) -> tuple[FeedFilterForm, dict, str]:
     """The feed's filter form, the selector's keyword arguments and the scope (mine/all)."""
-    form = FeedFilterForm(request.GET or None, members=list(selectors.team_members()))
+    form = FeedFilterForm(request.GET or None, member_choices=selectors.team_member_choices())
     filters = form.selector_kwargs()
     # "My partners" unless the person chose all, or picked an owner in the filter.
     scope = desk.feed_scope(request)
@@ -52,21 +52,22 @@ def _feed_filters(request: AuthedHttpRequest) -> tuple[FeedFilterForm, dict, str
 
 def _feed_context(request: AuthedHttpRequest, *, with_tasks: bool = False) -> dict:
     form, filters, scope = _feed_filters(request)
+    today = timezone.localdate()
+    strip = desk.desk_strip(owner_id=filters["owner"], today=today)
     partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**filters))
-    unfiltered = not any(v for k, v in filters.items() if k != "sort")
+    # All of one owner's partners, or everyone's: the scoring run counted them already.
+    whole_scope = not any(v for k, v in filters.items() if k not in ("sort", "owner"))
     paginator = selectors.CappedPaginator(
         partners,
         selectors.FEED_PAGE_SIZE,
         page=request.GET.get("page"),
-        known_count=selectors.feed_partner_count() if unfiltered else None,
+        known_count=strip["partners"] or None if whole_scope and not strip["partners_changed"] else None,
     )
     page = paginator.get_page(request.GET.get("page"))
     unscored: Any = []
     if not page.object_list and not request.GET and scope == "all":
         # First run, before any scoring: show who is there instead of an empty desk.
         unscored = selectors.partner_list(status="active").filter(current_score__isnull=True)[:50]
-    today = timezone.localdate()
-    strip = desk.desk_strip(owner_id=filters["owner"], today=today)
     context = {
         "form": form,
         "page": page,
@@ -97,7 +98,7 @@ def _change(p: dict) -> dict:
     else:
         text = f"{'▲' if points > 0 else '▼'} {points:+d} pts{since_text}".replace("-", "−")
         direction = "up" if points > 0 else "down"
-    return {"change": text, "change_dir": direction, "new_at_risk": risk >= AT_RISK > previous}
+    return {"change": text, "change_dir": direction, "new_at_risk": risk >= settings.AT_RISK_LEVEL > previous}
 
 
 def _feed_rows(partners) -> list[dict]:

@@ -5,11 +5,12 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from crm_sim.models import CrmTask
-from ml.models import AT_RISK, PartnerScore
+from ml.models import PartnerScore
 from retention.models import Intervention
 from tests.conftest import browser_login
 from tests.desk.conftest import run_scoring
@@ -49,7 +50,7 @@ def test_an_owner_sees_only_their_partners_the_strip_adds_up_and_a_rise_shows_un
     assert sorted(feed_ids(page)) == ["P100", "P101", "P102", "P103"]
     # The strip, computed here from the rows themselves.
     my_scores = PartnerScore.objects.filter(partner__account_owner=retention_user)
-    at_risk = my_scores.filter(risk__gte=AT_RISK).count()
+    at_risk = my_scores.filter(risk__gte=settings.AT_RISK_LEVEL).count()
     monthly = sum(
         s.partner.monthly_revenue * Decimal(repr(s.risk)) for s in my_scores.select_related("partner")
     )
