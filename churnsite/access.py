@@ -12,7 +12,7 @@
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, HttpResponse
@@ -82,6 +82,9 @@ class AuthedHttpRequest(HtmxHttpRequest):
     user: User
 
 
+_UNKNOWN = object()
+
+
 def user_role(user: User | AnonymousUser) -> str | None:
     """MANAGERS, RETENTION or None. Superusers count as managers (they hold every permission)."""
     if isinstance(user, AnonymousUser) or not user.is_active:
@@ -89,14 +92,15 @@ def user_role(user: User | AnonymousUser) -> str | None:
     if user.is_superuser:
         return MANAGERS
     # Cached on the user object (as Django caches permissions in `_perm_cache`): the middleware
-    # and the decorator both ask, once per request.
-    cache = vars(user)
-    if "_churnsite_role" not in cache:
+    # and the decorator both ask, once per request; DeskModelBackend sets it when it loads the
+    # user. getattr/setattr, not vars(): request.user is a lazy proxy whose own __dict__ is
+    # not the user's.
+    role = getattr(user, "_churnsite_role", _UNKNOWN)
+    if role is _UNKNOWN:
         names = set(user.groups.filter(name__in=GROUP_PERMISSIONS).values_list("name", flat=True))
-        cache["_churnsite_role"] = (
-            MANAGERS if MANAGERS in names else RETENTION if RETENTION in names else None
-        )
-    return cache["_churnsite_role"]
+        role = MANAGERS if MANAGERS in names else RETENTION if RETENTION in names else None
+        setattr(user, "_churnsite_role", role)  # noqa: B010 - not a declared attribute of User
+    return cast(str | None, role)
 
 
 def refuse(request: HttpRequest, *, message: str, permission: str = "") -> TemplateResponse:
