@@ -92,7 +92,10 @@ def digest_render(*, digest: dict) -> tuple[str, str, str]:
 def digest_send(*, user: AbstractBaseUser, today, force: bool = False) -> str:
     """Send one owner's digest for their local `today`, at most once a day (claimed with a
     conditional UPDATE, so two beat workers never both send it). Returns what happened:
-    "sent", "opted_out", "empty", "already_sent" or "failed" (audited)."""
+    "sent", "opted_out", "empty", "already_sent" or "failed" (audited).
+
+    Its own send, not agent.outbox: the digest goes to our own staff, and the outbox's rules
+    (do-not-contact, approval tiers, the hourly cap) are about emails to partners."""
     from django.conf import settings
     from django.core.mail import EmailMultiAlternatives
     from django.db.models import Q
