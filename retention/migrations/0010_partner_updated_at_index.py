@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("retention", "0008_intervention_awaiting_index"),
+        ("retention", "0009_partner_fk_indexes_covered"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
