@@ -56,6 +56,12 @@ HOLD_UNTRUSTED = "untrusted_model"
 HOLD_UNUSABLE_NAME = "partner_name_unusable"
 HOLD_TEMPLATE_FAILED = "template_failed_checks"
 
+# A second round after an unusable reply: not for reasons a retry does not change (the model
+# echoes the data it is given again), and only with the time for it (the first round's latency
+# times this margin) left before the draft's deadline.
+NOT_FIXED_BY_RETRY = frozenset({"echoes the data block"})
+RETRY_TIME_MARGIN = 1.5
+
 
 @dataclass(frozen=True)
 class EmailDraft:
@@ -115,6 +121,27 @@ def _template_draft(*, brief: Brief, started: float, reason: str, **evidence) ->
     )
 
 
+def _no_retry(retry_reason: str, *, rounds: list[dict], deadline: float, breaker) -> str:
+    """Why a second round would not pay ("" when it would).
+
+    - The reason is one a retry does not fix: the same data gets the same echo.
+    - The deadline would cut the retry short: a request the client gives up on keeps a local
+      one-at-a-time server busy for the next draft (abandoned work), so it is not started
+      unless the time left covers the first round's latency with a margin.
+    - The run's retry budget (`CircuitBreaker.allow_retry`): retries have stopped rescuing drafts
+      in this run, or used their share.
+    """
+    if retry_reason in NOT_FIXED_BY_RETRY:
+        return f"{retry_reason} (a retry does not fix it)"
+    served = [r["latency_ms"] - r.get("queued_ms", 0) for r in rounds if "latency_ms" in r]
+    needed = RETRY_TIME_MARGIN * (max(served) / 1000 if served else 0.0)
+    if deadline - time.monotonic() < needed:
+        return "the draft deadline leaves too little time for another request"
+    if breaker is not None and not breaker.allow_retry():
+        return breaker.retry_refusal()
+    return ""
+
+
 def draft_retention_email(
     *,
     partner,
@@ -126,8 +153,9 @@ def draft_retention_email(
     """Draft a retention email for `partner` from its risk `drivers`.
 
     LLM first when a key is configured (a reply that fails the checks is retried once with the
-    reason), else or on any failure the template writer. Never raises for LLM failures. `breaker`
-    (one per agent run) skips the LLM once it has failed too often in a row.
+    reason, when a retry can pay: `_no_retry`), else or on any failure the template writer.
+    Never raises for LLM failures. `breaker` (one per agent run) skips the LLM once it has failed
+    too often in a row, and keeps the run's retry budget.
     """
     started = time.monotonic()
     sender = email_sender(partner, user=sender_user)
@@ -143,10 +171,20 @@ def draft_retention_email(
     deadline = started + float(getattr(settings, "OPENAI_DRAFT_DEADLINE", 60.0))
     fmt = reply_format(key)
     retry_reason = reason = ""
-    attempts, rounds, failures = 0, [], []
+    attempts = 0
+    rounds: list[dict] = []
+    failures: list[str] = []
     round_no = 0
     messages: list[dict] = []
+    if breaker is not None:
+        breaker.note_draft()
     while round_no < 2:
+        if round_no == 1:
+            # A second round only when it can pay: see _no_retry.
+            skip = _no_retry(retry_reason, rounds=rounds, deadline=deadline, breaker=breaker)
+            if skip:
+                failures.append(f"no retry: {skip}")
+                break
         round_no += 1
         messages = build_messages(brief=brief, fmt=fmt, retry_reason=retry_reason)
         record: dict = {"round": round_no, "format": fmt}
@@ -164,7 +202,10 @@ def draft_retention_email(
         except LlmError as exc:
             attempts += exc.attempts
             record.update(
-                latency_ms=int((time.monotonic() - t0) * 1000), error=str(exc), raw=exc.raw[:RAW_MAX]
+                latency_ms=int((time.monotonic() - t0) * 1000),
+                error=str(exc),
+                kind=exc.kind,
+                raw=exc.raw[:RAW_MAX],
             )
             rounds.append(record)
             if exc.refuses_response_format and fmt in FORMAT_FALLBACK:
@@ -176,6 +217,8 @@ def draft_retention_email(
                 continue
             if breaker is not None:
                 breaker.record(ok=not exc.transport, kind=exc.kind)
+                if round_no == 2:
+                    breaker.record_retry(rescued=False)
             if exc.transport or exc.kind in ("not_configured", "bad_request"):
                 reason = exc.kind
                 break
@@ -200,6 +243,8 @@ def draft_retention_email(
             reason = f"invalid_reply: {exc.reason}"
             failures.append(reason)
             retry_reason = exc.reason
+            if breaker is not None and round_no == 2:
+                breaker.record_retry(rescued=False)
             continue
         if fmt != FORMAT_PLAIN and parsed_as == FORMAT_PLAIN:
             remember_format(key, FORMAT_PLAIN)  # the server ignored the schema: ask in plain text
@@ -210,6 +255,8 @@ def draft_retention_email(
         checks = check_email(subject=subject, body=body, brief=brief)
         record["failures"] = _describe(checks)
         rounds.append(record)
+        if breaker is not None and round_no == 2:
+            breaker.record_retry(rescued=not checks)
         if not checks:
             return EmailDraft(
                 subject=subject,

@@ -12,7 +12,8 @@ emails:
 - The reply format the server supports (JSON schema or plain text), learnt once per base URL and
   model and remembered (this process, and the cache for the other workers).
 - A circuit breaker a caller (one agent run) owns: after N consecutive transport failures the
-  rest of the run stops calling.
+  rest of the run stops calling; it also keeps the run's budget of retries after unusable
+  replies (they stop once they no longer rescue drafts).
 Every failure is translated into one error type, `LlmError`, whose `kind` the caller records.
 """
 
@@ -197,7 +198,18 @@ def forget_formats(*keys: str) -> None:
 
 class CircuitBreaker:
     """Owned by one caller (an agent run): after `threshold` consecutive transport failures it
-    opens, and `allow()` says no for the rest of the run. Thread-safe (drafts run on a pool)."""
+    opens, and `allow()` says no for the rest of the run. Thread-safe (drafts run on a pool).
+
+    It also keeps the run's retry budget for unusable replies (a second request per draft, which
+    doubles that draft's cost): the first RETRY_FREE retries of a run are tried; after them a
+    retry only while at least one in RETRY_RESCUE_EVERY has rescued its draft, and never more
+    than one retry per RETRY_SHARE_EVERY drafts (plus the free ones). A model that fails the
+    gate the same way twice in a row usually fails it on the retry too: its run stops paying.
+    """
+
+    RETRY_FREE = 2
+    RETRY_RESCUE_EVERY = 3
+    RETRY_SHARE_EVERY = 4
 
     def __init__(self, threshold: int | None = None):
         self.threshold = int(threshold or getattr(settings, "OPENAI_BREAKER_FAILURES", 3))
@@ -206,6 +218,35 @@ class CircuitBreaker:
         self.is_open = False
         self.last_failure = ""
         self._announced = False
+        self.drafts = 0
+        self.retries = 0
+        self.rescued = 0
+
+    def note_draft(self) -> None:
+        with self._lock:
+            self.drafts += 1
+
+    def allow_retry(self) -> bool:
+        """Take a retry from the budget (True) or say it is spent (False)."""
+        with self._lock:
+            if self.retries >= self.RETRY_FREE:
+                if self.rescued * self.RETRY_RESCUE_EVERY < self.retries:
+                    return False
+                if self.retries >= self.RETRY_FREE + self.drafts // self.RETRY_SHARE_EVERY:
+                    return False
+            self.retries += 1
+            return True
+
+    def retry_refusal(self) -> str:
+        with self._lock:
+            return (
+                f"the run's retry budget is spent ({self.rescued} of {self.retries} retries rescued "
+                f"their draft, {self.drafts} drafts so far)"
+            )
+
+    def record_retry(self, *, rescued: bool) -> None:
+        with self._lock:
+            self.rescued += int(rescued)
 
     def allow(self) -> bool:
         with self._lock:

@@ -1,14 +1,18 @@
 """One agent pass over 50 eligible partners: template writer, then an LLM answering in 1 s a call.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/churnsite .venv/bin/python bench/agent_pass.py \
-        [--partners 50] [--llm-latency 1.0] [--concurrency 8]
+        [--partners 50] [--llm-latency 1.0] [--concurrency 8] [--down-hang 30]
 
 Runs in a throwaway database (created from the migrations, dropped afterwards), emails go to
-the in-memory backend, the LLM is tests/openai_server.py over real HTTP. Prints JSON: wall
-seconds per pass and SQL queries per intervention (the agent's own thread; drafts run no SQL).
+the in-memory backend, the LLM is tests/openai_server.py over real HTTP. Then the same pass with
+the server down (503) and, with --down-hang S, hanging S seconds a request: the circuit breaker.
+Prints JSON: wall seconds per pass, the CPU seconds it used (here and in the database: about what
+it takes on an idle machine), SQL queries per intervention (the agent's own thread; drafts run no
+SQL), and the load average.
 """
 
 import argparse
+import collections
 import datetime as dt
 import json
 import os
@@ -31,7 +35,7 @@ from django.test.utils import CaptureQueriesContext, override_settings  # noqa: 
 from django.utils import timezone  # noqa: E402
 
 from agent import services, workflow  # noqa: E402
-from agent.models import AgentConfig, AgentRun  # noqa: E402
+from agent.models import AgentConfig, AgentRun, AuditEvent  # noqa: E402
 from ml.models import ModelVersion, PartnerScore  # noqa: E402
 from retention.models import Intervention, Partner  # noqa: E402
 from tests.openai_server import TEST_API_KEY, OpenAIServer  # noqa: E402
@@ -86,19 +90,39 @@ def make_partners(prefix: str, n: int) -> None:
     )
 
 
+def backend_cpu_s() -> float:
+    """CPU seconds the database server process serving this connection has used (PostgreSQL on
+    this machine), or 0.0 when it cannot be read."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except Exception:  # noqa: BLE001 - SQLite, another host, no /proc: the wall clock only
+        return 0.0
+
+
 def one_pass(label: str, concurrency: int) -> dict:
     run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
     workflow._run_claim(run.pk)
     agent = workflow.InterventionAgent(run=AgentRun.objects.get(pk=run.pk), concurrency=concurrency)
+    cpu, db_cpu = time.process_time(), backend_cpu_s()
     started = time.perf_counter()
     with CaptureQueriesContext(connection) as queries:
         summary = agent.batch_process()
     seconds = time.perf_counter() - started
+    cpu, db_cpu = time.process_time() - cpu, backend_cpu_s() - db_cpu
     acted = summary["executed"] + summary["held_for_review"]
     writers = sorted(set(Intervention.objects.filter(agent_run=run).values_list("writer", flat=True)))
     return {
+        "run_id": run.pk,
         "pass": label,
         "seconds": round(seconds, 2),
+        # What the pass would take on an idle machine, near enough: the CPU it used here and in
+        # the database (the wall clock on 2 shared cores is mostly the wait for a core).
+        "cpu_s": round(cpu, 2),
+        "db_cpu_s": round(db_cpu, 2),
         "executed": summary["executed"],
         "failed": summary["failed"],
         "writers": writers,
@@ -107,11 +131,21 @@ def one_pass(label: str, concurrency: int) -> dict:
     }
 
 
+def fallback_reasons(run_id: int) -> dict:
+    reasons = AuditEvent.objects.filter(run_id=run_id, event_type="email_drafted").values_list(
+        "payload__fallback_reason", flat=True
+    )
+    return dict(collections.Counter(reasons).most_common())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--partners", type=int, default=50)
     parser.add_argument("--llm-latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=workflow.DRAFT_CONCURRENCY)
+    parser.add_argument(
+        "--down-hang", type=float, default=0.0, help="also a pass with the server hanging this long (s)"
+    )
     args = parser.parse_args()
 
     connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_agent_{os.getpid()}"
@@ -131,7 +165,9 @@ def main() -> None:
             EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", OPENAI_API_KEY=""
         ):
             make_partners("T", args.partners)
-            results.append(one_pass("template writer", args.concurrency))
+            result = one_pass("template writer", args.concurrency)
+            result.pop("run_id")
+            results.append(result)
         with OpenAIServer() as server:
             server.latency = args.llm_latency
             llm = {
@@ -146,13 +182,31 @@ def main() -> None:
             with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", **llm):
                 make_partners("L", args.partners)
                 result = one_pass(f"LLM at {args.llm_latency:g} s per call", args.concurrency)
+                result.pop("run_id")
                 result["llm_requests"] = len(server.chat_requests)
+                results.append(result)
+            # The server down (503 at once, the acceptance's "down"), then hanging past the
+            # timeout: the circuit breaker turns the rest of the pass to the template writer.
+            # Production's timeout and retries, and the default concurrency (1 for a local server).
+            down = llm | {"OPENAI_TIMEOUT": 20.0, "OPENAI_MAX_RETRIES": 2, "OPENAI_CONCURRENCY": 0}
+            if args.down_hang:
+                down["OPENAI_TIMEOUT"] = min(20.0, args.down_hang / 2)
+            for label, hang in (("LLM server down (503)", 0.0), ("LLM server hanging", args.down_hang)):
+                if label.endswith("hanging") and not hang:
+                    continue
+                server.down, server.down_hang = True, hang
+                before = len(server.chat_requests)
+                with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", **down):
+                    make_partners("D" if not hang else "H", args.partners)
+                    result = one_pass(label, 0)
+                result["llm_requests"] = len(server.chat_requests) - before
+                result["fallback_reasons"] = fallback_reasons(result.pop("run_id"))
                 results.append(result)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
-    print(
-        json.dumps({"partners": args.partners, "concurrency": args.concurrency, "passes": results}, indent=2)
-    )
+    report = {"partners": args.partners, "concurrency": args.concurrency, "passes": results}
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -379,10 +379,59 @@ def test_a_draft_a_manager_would_not_sign_is_retried_once_then_the_template_writ
 
     assert draft.writer == WRITER_TEMPLATE
     assert draft.fallback_reason.startswith(f"invalid_reply: {reason}"), draft.fallback_reason
+    assert "I saw that an invoice is still open" in draft.body  # the template's
+    if reason == "echoes the data block":
+        # The same data gets the same echo: no second request.
+        assert len(openai_server.chat_requests) == 1
+        assert draft.failures[-1] == "no retry: echoes the data block (a retry does not fix it)"
+        return
     assert len(openai_server.chat_requests) == 2
     retry_note = openai_server.chat_requests[1].messages[-1]["content"]
     assert reason in retry_note
-    assert "I saw that an invoice is still open" in draft.body  # the template's
+
+
+def test_no_retry_is_started_that_the_drafts_deadline_would_cut_short(llm_settings, openai_server):
+    """A request the client gives up on keeps a one-at-a-time server busy for the next draft."""
+    llm_settings.OPENAI_TIMEOUT, llm_settings.OPENAI_DRAFT_DEADLINE = 3.0, 2.0
+    openai_server.latency = 1.0  # a retry would need ~1.5 s; at most 1 s is left
+    openai_server.reply(email(good_body() + "\nWe can give you 20% off."))
+
+    draft = draft_retention_email(partner=PartnerFactory(name="Acme Logistics"), drivers=DRIVERS)
+
+    assert draft.writer == WRITER_TEMPLATE
+    assert draft.fallback_reason.startswith("invalid_reply: figure not in the fact list")
+    assert len(openai_server.chat_requests) == 1
+    assert draft.failures[-1] == "no retry: the draft deadline leaves too little time for another request"
+
+
+def test_a_runs_retries_stop_once_they_no_longer_rescue_drafts(llm_settings, openai_server):
+    openai_server.reply(email(good_body() + "\nWe can give you 20% off."))  # fails the gate, always
+    breaker = CircuitBreaker()
+
+    drafts = [
+        draft_retention_email(partner=PartnerFactory(name="Acme Logistics"), drivers=DRIVERS, breaker=breaker)
+        for _ in range(6)
+    ]
+
+    assert all(d.writer == WRITER_TEMPLATE for d in drafts)
+    assert [d.attempts for d in drafts] == [2, 2, 1, 1, 1, 1]  # two retries, then none
+    assert drafts[2].failures[-1] == (
+        "no retry: the run's retry budget is spent (0 of 2 retries rescued their draft, 3 drafts so far)"
+    )
+    assert breaker.allow()  # the server answers: the breaker stays closed
+
+
+def test_retries_that_rescue_drafts_go_on_within_their_share():
+    breaker = CircuitBreaker()
+    for _ in range(12):
+        breaker.note_draft()
+    taken = []
+    for _ in range(8):
+        taken.append(breaker.allow_retry())
+        if taken[-1]:
+            breaker.record_retry(rescued=True)
+    # Every retry rescued its draft: 2 free + one per 4 drafts (12 // 4 = 3), then no more.
+    assert taken == [True] * 5 + [False] * 3
 
 
 def test_a_subject_with_the_internal_id_is_rejected(llm_settings, openai_server):

@@ -50,34 +50,68 @@ def test_against_a_chatty_plain_text_server_at_least_90_percent_of_drafts_are_ll
     assert not any("Sure!" in m.body or "```" in m.body or "Let me know" in m.body for m in mailoutbox)
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("hang", [0.0, 5.0], ids=["503", "hanging"])
-def test_a_down_server_opens_the_breaker_so_a_50_partner_pass_does_not_wait_per_partner(
-    many, llm_settings, openai_server, mailoutbox, hang
-):
+def timed_pass() -> tuple[float, int, dict]:
+    """(wall seconds, run id, summary) of one agent pass."""
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    started = time.monotonic()
+    summary = workflow.agent_run_execute(run_id=run.pk)
+    return time.monotonic() - started, run.pk, summary
+
+
+def down_pass(openai_server, *, hang: float) -> dict:
     openai_server.down, openai_server.down_hang = True, hang
     for i in range(50):
         scored_partner(risk=0.9 + i / 1000)
+    before = len(openai_server.chat_requests)
+    wall, run_id, summary = timed_pass()
+    events = list(drafted_events().filter(run_id=run_id))
+    reasons = [e.payload["fallback_reason"] for e in events]
+    [opened] = AuditEvent.objects.filter(event_type="llm_circuit_open", run_id=run_id)
+    return {
+        "wall": wall,
+        # The time the writer spent (what the breaker bounds): without it, 50 partners x (a
+        # timeout or two tries) would be 50-100 s.
+        "drafting": sum(e.payload["duration_ms"] for e in events) / 1000,
+        "reasons": reasons,
+        "requests": len(openai_server.chat_requests) - before,
+        "opened_after": opened.payload["consecutive_failures"],
+        "executed": summary["executed"],
+    }
 
-    started = time.monotonic()
-    summary = run_once()
-    elapsed = time.monotonic() - started
 
+@pytest.mark.django_db
+def test_a_down_server_opens_the_breaker_so_a_50_partner_pass_costs_what_a_template_pass_does(
+    many, llm_settings, openai_server, mailoutbox
+):
+    """The server answering 503 (the acceptance's "down"), then hanging past the timeout, against
+    the same 50-partner pass with the template writer and no LLM at all, on the same machine in
+    the same minute. The agent's own work (~85 queries a partner: audit chain, outbox, CRM task)
+    is what a pass costs; on a loaded machine it is several times the ~8 s of an idle one, so the
+    wall clock is held to the template pass's, not to a fixed figure (bench/agent_pass.py
+    measures the 15 s of the acceptance on this machine)."""
+    results = {hang: down_pass(openai_server, hang=hang) for hang in (0.0, 5.0)}
+    openai_server.down = False
+    llm_settings.OPENAI_API_KEY = ""
+    for i in range(50):
+        scored_partner(risk=0.9 + i / 1000)
+    template_wall, _, summary = timed_pass()
     assert summary["executed"] == 50
-    # The time the writer spent (what the breaker bounds): without it, 50 partners x (a timeout
-    # or two tries) would be 50-100 s. The rest of the pass is the agent's own database work
-    # (~3 s on an idle machine, several times that when the 2 cores are shared), so the wall
-    # clock is reported, not asserted: bench/agent_pass.py measures it.
-    drafting_s = sum(e.payload["duration_ms"] for e in drafted_events()) / 1000
-    assert drafting_s <= 8, (drafting_s, elapsed)
-    print(f"50-partner pass with the server down: {elapsed:.1f} s, drafting {drafting_s:.1f} s")
-    reasons = [e.payload["fallback_reason"] for e in drafted_events()]
-    assert len(reasons) == 50 and all(reasons)  # every draft audited with its reason
-    assert reasons.count("llm_circuit_open") >= 45
-    assert set(reasons) - {"llm_circuit_open"} <= {"server_error", "timeout"}
-    [opened] = AuditEvent.objects.filter(event_type="llm_circuit_open")
-    assert opened.payload["consecutive_failures"] == 3
-    assert len(openai_server.chat_requests) <= 6  # 3 drafts, with at most one retry each
+
+    # 3 drafts fail (503: 2 tries each; hanging: one 1 s timeout each), then the breaker opens.
+    allowance = llm_settings.OPENAI_BREAKER_FAILURES * llm_settings.OPENAI_TIMEOUT * 2 + 2
+    for hang, r in results.items():
+        label = "hanging" if hang else "503"
+        print(
+            f"50-partner pass, server {label}: {r['wall']:.1f} s (drafting {r['drafting']:.1f} s); "
+            f"template pass {template_wall:.1f} s"
+        )
+        assert r["executed"] == 50 and len(r["reasons"]) == 50 and all(r["reasons"])  # all audited
+        assert r["reasons"].count("llm_circuit_open") >= 47, r["reasons"]
+        assert set(r["reasons"]) - {"llm_circuit_open"} == {"timeout" if hang else "server_error"}
+        assert r["opened_after"] == 3
+        assert r["requests"] <= 6  # 3 drafts, 2 tries at most each
+        assert r["drafting"] <= 8, r
+        assert r["wall"] <= 1.5 * template_wall + allowance, (r["wall"], template_wall)
 
 
 @pytest.mark.django_db
