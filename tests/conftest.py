@@ -1,8 +1,11 @@
+import json
 import os
+from io import StringIO
 
 import pytest
 
-from tests.factories import PartnerFactory, UserFactory
+from retention.models import Partner
+from tests.factories import PartnerFactory, PartnerScoreFactory, UserFactory
 
 PASSWORD = "correct-horse-battery"
 
@@ -45,6 +48,37 @@ def manager_client(client, manager):
 @pytest.fixture
 def partner(db):
     return PartnerFactory()
+
+
+# Helpers the tests of every app share ------------------------------------------
+
+
+def htmx(target: str = "", **extra: str) -> dict[str, str]:
+    """The headers htmx sends (`client.get(url, headers=htmx("results"))`): a request from
+    htmx, swapping the element with id `target` when one is given."""
+    headers = {"HX-Request": "true", **extra}
+    if target:
+        headers["HX-Target"] = target
+    return headers
+
+
+def last_json(output: str | StringIO) -> dict:
+    """A management command's summary: the JSON on the last line of its output (a StringIO
+    passed as stdout=, or the text capsys captured)."""
+    text = output.getvalue() if isinstance(output, StringIO) else output
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def scored_partner(risk: float = 0.9, *, bucket: str = "", **partner_fields) -> Partner:
+    """A partner with a current score; the bucket (and its urgency rank) defaults to what the
+    score factory derives from the risk."""
+    partner = PartnerFactory(**partner_fields)
+    extra = {}
+    if bucket:
+        extra = {"bucket": bucket, "urgency_rank": {"7d": 0, "30d": 1, "90d": 2, "later": 3}[bucket]}
+    PartnerScoreFactory(partner=partner, risk_value=risk, **extra)
+    partner.refresh_from_db()
+    return partner
 
 
 # Browser tests ---------------------------------------------------------------

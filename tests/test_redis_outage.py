@@ -32,9 +32,8 @@ from django.utils import timezone
 
 from agent.models import AgentConfig, AgentRun, AuditEvent
 from retention.models import Intervention
-from tests.agent.helpers import scored_partner
 from tests.agent.workers import subprocess_env
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, scored_partner
 from tests.factories import UserFactory
 from tests.redis_server import RedisServer, free_port
 

@@ -3,7 +3,7 @@
 import pytest
 
 from agent.models import AgentConfig
-from tests.factories import PartnerFactory, PartnerScoreFactory, UserFactory
+from tests.factories import UserFactory
 
 
 @pytest.fixture
@@ -21,9 +21,3 @@ def owner(db):
     return UserFactory(
         username="olivia", first_name="Olivia", last_name="Owner", email="olivia@churnsite.example"
     )
-
-
-def scored_partner(risk: float = 0.9, **partner_fields):
-    partner = PartnerFactory(**partner_fields)
-    PartnerScoreFactory(partner=partner, risk_value=risk)
-    return partner

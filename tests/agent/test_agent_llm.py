@@ -5,7 +5,7 @@ import pytest
 from agent import services, workflow
 from agent.models import AgentRun, AuditEvent
 from retention.models import Intervention, Partner
-from tests.agent.helpers import scored_partner
+from tests.conftest import scored_partner
 from tests.openai_server import GOOD_SUBJECT
 
 

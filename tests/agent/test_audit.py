@@ -1,5 +1,4 @@
 import io
-import json
 import threading
 from contextlib import contextmanager
 
@@ -9,6 +8,7 @@ from django.db import DatabaseError, connection, connections, transaction
 
 from agent.audit import GENESIS, audit_chain_verify, audit_record
 from agent.models import AuditChainHead, AuditEvent, AuditVerification
+from tests.conftest import last_json
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,7 @@ def verify(capsys) -> dict:
         call_command("audit_verify")
     except CommandError:
         pass
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return last_json(capsys.readouterr().out)
 
 
 @contextmanager

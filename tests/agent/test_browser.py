@@ -5,8 +5,7 @@ from playwright.sync_api import expect
 
 from churnsite.celery import app
 from retention.models import Intervention, Partner
-from tests.agent.helpers import scored_partner
-from tests.conftest import browser_login
+from tests.conftest import browser_login, scored_partner
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

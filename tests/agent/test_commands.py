@@ -1,4 +1,3 @@
-import json
 from io import StringIO
 
 import pytest
@@ -7,13 +6,9 @@ from django.core.management import call_command
 from agent.models import AgentRun
 from agent.tasks import PARTNER_TIME_LIMIT, RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, run_agent
 from retention.models import Intervention
-from tests.agent.helpers import scored_partner
+from tests.conftest import last_json, scored_partner
 
 pytestmark = pytest.mark.django_db
-
-
-def last_json(out: StringIO) -> dict:
-    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 def test_run_agent_dry_run_prints_a_json_summary_and_contacts_nobody(agent_on, mailoutbox):

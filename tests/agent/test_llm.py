@@ -1,6 +1,5 @@
 """The LLM client against a real local HTTP server, through the real openai client."""
 
-import json
 import os
 import socket
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.llm import CircuitBreaker, LlmError, chat_complete, is_local, llm_concurrency, llm_configured
+from tests.conftest import last_json
 from tests.openai_server import TEST_API_KEY, Reply
 
 HELLO = "Hello there, from the model."
@@ -280,6 +280,6 @@ def test_another_process_reaches_the_server_through_the_environment(openai_serve
     )
 
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = last_json(done.stdout)
     assert out["text"] == HELLO
     assert openai_server.chat_requests[-1].user_prompt == "from a worker"

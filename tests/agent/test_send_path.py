@@ -13,7 +13,7 @@ from django.utils import timezone
 from agent import outbox, services, sweep, workflow
 from agent.models import AgentRun, AuditEvent, EmailOutbox, PartnerClaim
 from retention.models import Intervention, Partner
-from tests.agent.helpers import scored_partner
+from tests.conftest import htmx, scored_partner
 
 pytestmark = pytest.mark.django_db
 
@@ -23,9 +23,7 @@ SEND_URL = "/partners/{}/send-email/"
 def manual_email(client, partner, **fields):
     data = {"subject": "Let us help", "body": "Hello from Rita.", "writer": "manual", "original_body": ""}
     data.update(fields)
-    return client.post(
-        SEND_URL.format(partner.external_id), {**data, "send": "on"}, headers={"HX-Request": "true"}
-    )
+    return client.post(SEND_URL.format(partner.external_id), {**data, "send": "on"}, headers=htmx())
 
 
 def held_draft(partner: Partner) -> Intervention:

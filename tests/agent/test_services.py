@@ -9,7 +9,7 @@ from django.utils import timezone
 from agent import selectors, services, workflow
 from agent.models import AgentRun, AuditEvent, DoNotContact, FollowUp
 from retention.models import Intervention, Partner
-from tests.agent.helpers import scored_partner
+from tests.conftest import scored_partner
 from tests.factories import InterventionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

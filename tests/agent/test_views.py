@@ -6,7 +6,7 @@ from django.urls import reverse
 from agent import services, workflow
 from agent.models import AgentConfig, AgentRun, AuditEvent, DoNotContact
 from retention.models import Intervention, Partner
-from tests.agent.helpers import scored_partner
+from tests.conftest import htmx, scored_partner
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,7 @@ def test_the_page_names_the_llm_when_a_key_is_set(retention_client, settings):
 
 @pytest.mark.parametrize("partial", ["log", "budget", "queue"])
 def test_each_live_section_is_served_as_an_htmx_partial(retention_client, partial):
-    response = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": partial})
+    response = retention_client.get(URL, headers=htmx(partial))
     body = response.content.decode()
     assert response.status_code == 200
     assert f'id="{partial}"' in body and "<html" not in body
@@ -59,14 +59,10 @@ def test_the_activity_log_filters_by_run_and_type(retention_client, agent_on):
     first = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
     workflow.agent_run_execute(run_id=first.pk)
     second = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
-    response = retention_client.get(
-        URL, {"run": second.pk}, headers={"HX-Request": "true", "HX-Target": "log"}
-    )
+    response = retention_client.get(URL, {"run": second.pk}, headers=htmx("log"))
     body = response.content.decode()
     assert "run_requested" in body and "email_sent" not in body
-    response = retention_client.get(
-        URL, {"type": "email_sent"}, headers={"HX-Request": "true", "HX-Target": "log"}
-    )
+    response = retention_client.get(URL, {"type": "email_sent"}, headers=htmx("log"))
     body = response.content.decode()
     assert "email_sent" in body and "run_started" not in body
 
@@ -83,15 +79,13 @@ def test_run_now_queues_a_run_through_celery_after_commit_and_polls_its_progress
     retention_client, agent_on, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = retention_client.post(reverse("agent:run_now"), headers={"HX-Request": "true"})
+        response = retention_client.post(reverse("agent:run_now"), headers=htmx())
     run = AgentRun.objects.get()
     assert run.trigger == "manual" and run.status == "queued"
     assert len(callbacks) == 1  # the task is sent only once the run row is committed
     body = response.content.decode()
     assert 'id="progress"' in body and 'hx-trigger="every 1s"' in body and "<html" not in body
-    progress = retention_client.get(
-        reverse("agent:run_progress", args=[run.pk]), headers={"HX-Request": "true"}
-    )
+    progress = retention_client.get(reverse("agent:run_progress", args=[run.pk]), headers=htmx())
     assert f"#{run.pk}" in progress.content.decode()
 
 
@@ -228,13 +222,13 @@ def test_the_queue_refreshes_itself_and_links_the_admin_review_for_managers_only
     intervention = held_intervention()
     review_url = reverse("admin:agent_interventionreview_review", args=[intervention.pk])
 
-    queue = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "queue"}).content.decode()
+    queue = retention_client.get(URL, headers=htmx("queue")).content.decode()
     assert queue.lstrip().startswith('<div id="queue"') and 'hx-trigger="every 10s"' in queue
     assert ">97%</td>" in queue  # risk as the rest of the product shows it
     assert review_url not in queue and "A manager approves it" in queue  # no dead admin link
 
     retention_client.force_login(manager)
-    queue = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "queue"}).content.decode()
+    queue = retention_client.get(URL, headers=htmx("queue")).content.decode()
     assert review_url in queue
 
 
@@ -315,7 +309,7 @@ def test_the_page_says_how_many_partners_a_run_would_act_on(retention_client):
     scored_partner(risk=0.9)
     scored_partner(risk=0.95)
     scored_partner(risk=0.5)
-    page = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "budget"}).content.decode()
+    page = retention_client.get(URL, headers=htmx("budget")).content.decode()
     assert "<strong>2</strong> partners eligible now" in page
 
     AgentConfig.objects.filter(pk=1).update(risk_threshold=0.99)
@@ -330,7 +324,7 @@ def test_a_live_poll_computes_only_what_its_section_shows(retention_client, part
 
     scored_partner(risk=0.95)
     with CaptureQueriesContext(connection) as queries:
-        response = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": partial})
+        response = retention_client.get(URL, headers=htmx(partial))
     assert response.status_code == 200
     sql = [q["sql"] for q in queries.captured_queries]
     # The event-type list scans the whole audit trail: only the full page's select needs it.
@@ -354,7 +348,7 @@ def test_the_activity_log_rounds_numbers_and_keeps_the_stored_payload_whole(rete
         payload={"risk": 0.5905516338182899, "threshold": 0.5, "due_at": "2026-12-02T16:47:47.493526+00:00"},
     )
 
-    log = retention_client.get(URL, headers={"HX-Request": "true", "HX-Target": "log"}).content.decode()
+    log = retention_client.get(URL, headers=htmx("log")).content.decode()
 
     assert "risk=0.591 " in log and "threshold=0.5 " in log and "0.59055" not in log
     assert "due_at=2026-12-02 16:47 " in log
@@ -370,7 +364,7 @@ def test_a_huge_run_number_in_the_activity_log_filter_is_a_form_error_not_a_500(
 
     services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
     page = retention_client.get(URL, {"run": number})
-    log = retention_client.get(URL, {"run": number}, headers={"HX-Request": "true", "HX-Target": "log"})
+    log = retention_client.get(URL, {"run": number}, headers=htmx("log"))
     assert page.status_code == 200 and log.status_code == 200
     assert "run_requested" in log.content.decode()
     assert not ActivityFilterForm({"run": number}).is_valid()

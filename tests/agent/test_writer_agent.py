@@ -9,7 +9,7 @@ from django.urls import reverse
 from agent import services, workflow
 from agent.models import AgentRun, AuditEvent
 from retention.models import Intervention
-from tests.agent.helpers import scored_partner
+from tests.conftest import htmx, scored_partner
 from tests.openai_server import writer
 
 
@@ -212,12 +212,12 @@ def test_a_manual_email_is_signed_and_replied_to_by_the_user_who_sends_it(
     settings.OPENAI_API_KEY = ""
     scored_partner(external_id="P1", risk=0.9, account_owner=owner)
 
-    html = retention_client.post("/partners/P1/draft-email/", headers={"HX-Request": "true"}).content.decode()
+    html = retention_client.post("/partners/P1/draft-email/", headers=htmx()).content.decode()
     assert "Rita Retention" in html and "Olivia Owner" not in html
     retention_client.post(
         "/partners/P1/send-email/",
         {"subject": "Let us help", "body": "Hello, from Rita.", "writer": "template", "send": "on"},
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     [mail] = mailoutbox

@@ -9,9 +9,8 @@ from agent.models import AuditEvent
 from crm_sim.client import get_crm_client
 from crm_sim.models import CrmTask
 from retention.models import Intervention
+from tests.conftest import htmx
 from tests.factories import PartnerFactory, UserFactory
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def test_a_filter_request_from_htmx_gets_only_the_results_partial(
 ):
     make_task(partner=PartnerFactory(external_id="P55555"), assigned_to=manager)
 
-    response = retention_client.get("/crm/?view=mine", **HTMX, HTTP_HX_TARGET="results")
+    response = retention_client.get("/crm/?view=mine", headers=htmx("results"))
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -78,7 +77,7 @@ def test_completing_inline_returns_the_completed_row_and_resolves_the_interventi
     open_task, _ = two_tasks
 
     response = retention_client.post(
-        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "saved"}, **HTMX
+        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "saved"}, headers=htmx()
     )
 
     html = response.content.decode()
@@ -112,7 +111,7 @@ def test_a_refused_completion_shows_the_reason_in_the_row(retention_client, two_
     Intervention.objects.filter(pk=open_task.intervention_id).update(outcome="churned")
 
     response = retention_client.post(
-        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "saved"}, **HTMX
+        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "saved"}, headers=htmx()
     )
 
     html = response.content.decode()
@@ -124,7 +123,7 @@ def test_a_refused_completion_shows_the_reason_in_the_row(retention_client, two_
 def test_an_unknown_outcome_is_refused(retention_client, two_tasks):
     open_task, _ = two_tasks
     html = retention_client.post(
-        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "maybe"}, **HTMX
+        f"/crm/tasks/{open_task.external_id}/complete/", {"outcome": "maybe"}, headers=htmx()
     ).content.decode()
     assert "Choose an outcome." in html
     assert CrmTask.objects.get(external_id=open_task.external_id).status == "open"
@@ -142,7 +141,7 @@ def test_completing_needs_a_post_and_the_crm_permission(client, retention_client
 
 
 def test_the_filter_counts_refresh_as_their_own_partial(retention_client, two_tasks):
-    response = retention_client.get("/crm/?view=week", **HTMX, HTTP_HX_TARGET="crm-views")
+    response = retention_client.get("/crm/?view=week", headers=htmx("crm-views"))
 
     html = response.content.decode()
     assert html.lstrip().startswith('<nav class="filters crm-views" id="crm-views"')
@@ -162,7 +161,7 @@ def test_completing_a_task_updates_the_counters_in_the_same_response(
     assert '<input type="hidden" name="view" value="mine">' in page
 
     response = retention_client.post(
-        f"/crm/tasks/{tasks[0].external_id}/complete/", {"outcome": "none", "view": "mine"}, **HTMX
+        f"/crm/tasks/{tasks[0].external_id}/complete/", {"outcome": "none", "view": "mine"}, headers=htmx()
     )
 
     html = response.content.decode()
@@ -176,7 +175,7 @@ def test_completing_a_task_updates_the_counters_in_the_same_response(
 
     for task in tasks[1:]:
         html = retention_client.post(
-            f"/crm/tasks/{task.external_id}/complete/", {"outcome": "none", "view": "mine"}, **HTMX
+            f"/crm/tasks/{task.external_id}/complete/", {"outcome": "none", "view": "mine"}, headers=htmx()
         ).content.decode()
     assert "(0)</span>" in html
     assert (

@@ -1,7 +1,6 @@
 """The morning digest: per owner, at their local time, plain text and HTML, opt-out, command."""
 
 import datetime as dt
-import json
 import socket
 from io import StringIO
 
@@ -14,6 +13,7 @@ from agent.models import AuditEvent
 from crm_sim.models import CrmTask
 from desk.models import DeskPreference
 from desk.services import digests_send_due
+from tests.conftest import last_json
 from tests.desk.conftest import run_scoring
 from tests.factories import PartnerFactory, UserFactory
 
@@ -83,7 +83,7 @@ def test_send_digest_sends_now_and_prints_a_json_summary(owner_world):
     out = StringIO()
     call_command("send_digest", stdout=out)
 
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    summary = last_json(out)
     assert summary["sent"] == 1 and summary["recipients"] == 1
     assert len(mail.outbox) == 1
 
@@ -125,7 +125,7 @@ def test_the_digest_reaches_a_real_smtp_server(owner_world, settings):
     finally:
         controller.stop()
 
-    assert json.loads(out.getvalue().strip().splitlines()[-1])["sent"] == 1
+    assert last_json(out)["sent"] == 1
     [envelope] = received
     assert envelope.rcpt_tos == [owner_world.email]
     raw = envelope.content.decode()

@@ -8,6 +8,7 @@ from django.utils import timezone
 from agent.models import AuditEvent
 from crm_sim.models import CrmTask
 from desk.models import SavedView
+from tests.conftest import htmx
 from tests.desk.conftest import run_scoring
 from tests.factories import PartnerFactory, UserFactory
 
@@ -39,9 +40,7 @@ def test_the_feed_lists_my_tasks_due_today_or_overdue(retention_client, task):
 
 
 def test_snoozing_a_task_for_a_week_moves_it_and_is_audited(retention_client, task, retention_user):
-    response = retention_client.post(
-        f"/desk/tasks/{task.external_id}/snooze/", {"days": "7"}, HTTP_HX_REQUEST="true"
-    )
+    response = retention_client.post(f"/desk/tasks/{task.external_id}/snooze/", {"days": "7"}, headers=htmx())
 
     task.refresh_from_db()
     week = timezone.localdate() + dt.timedelta(days=7)
@@ -55,7 +54,7 @@ def test_snoozing_a_task_for_a_week_moves_it_and_is_audited(retention_client, ta
 
 
 def test_a_snooze_other_than_a_day_or_a_week_is_refused(retention_client, task):
-    retention_client.post(f"/desk/tasks/{task.external_id}/snooze/", {"days": "30"}, HTTP_HX_REQUEST="true")
+    retention_client.post(f"/desk/tasks/{task.external_id}/snooze/", {"days": "30"}, headers=htmx())
 
     task.refresh_from_db()
     assert task.due_on == timezone.localdate() - dt.timedelta(days=1)
@@ -64,7 +63,7 @@ def test_a_snooze_other_than_a_day_or_a_week_is_refused(retention_client, task):
 
 def test_completing_a_task_inline_closes_it(retention_client, task):
     response = retention_client.post(
-        f"/desk/tasks/{task.external_id}/complete/", {"outcome": "none"}, HTTP_HX_REQUEST="true"
+        f"/desk/tasks/{task.external_id}/complete/", {"outcome": "none"}, headers=htmx()
     )
 
     task.refresh_from_db()

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ml.models import ModelVersion
+from tests.conftest import last_json
 
 
 def team_table(n: int, seed: int) -> pd.DataFrame:
@@ -51,7 +52,7 @@ def test_training_on_a_teams_csv_reports_sensible_metrics(db, tmp_path, settings
         "train_churn_model", "--csv", str(path), "--target", "churned", "--id", "account",
         "--report", str(report_path), stdout=out,
     )  # fmt: skip
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    summary = last_json(out)
     report = json.loads(report_path.read_text())
     # The generating score itself reaches an AUC of ~0.85 on this table.
     assert 0.75 < summary["roc_auc"] <= 1.0
@@ -78,7 +79,7 @@ def test_a_separate_test_csv_is_used_for_evaluation(db, tmp_path, settings):
         "train_churn_model", "--csv", str(tmp_path / "train.csv"), "--target", "churned",
         "--test-csv", str(tmp_path / "test.csv"), stdout=out,
     )  # fmt: skip
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    summary = last_json(out)
     assert summary["n_train"] == 1200 and summary["n_test"] == 400
     assert summary["roc_auc"] > 0.65
 
@@ -135,7 +136,7 @@ def test_on_a_small_nonlinear_table_the_model_is_as_calibrated_as_a_logistic_bas
         "train_churn_model", "--csv", str(path), "--target", "churned", "--id", "account",
         "--report", str(report_path), stdout=out,
     )  # fmt: skip
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    summary = last_json(out)
     assert summary["ece"] <= summary["baseline_ece"] + 0.01
     assert summary["roc_auc"] >= summary["baseline_roc_auc"] - 0.005
     report = json.loads(report_path.read_text())

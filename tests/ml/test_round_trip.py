@@ -1,7 +1,6 @@
 """Round trip: a simulated world exported to the contract's files and imported into an empty
 database with no simulator state trains the same model and fills the same Live Feed."""
 
-import json
 from io import StringIO
 
 import pytest
@@ -10,11 +9,8 @@ from django.core.management import call_command
 from ml.models import ModelVersion, PartnerScore, RiskScore, ScoringRun, SimulatedWorld
 from retention.models import Invoice, MonthlyActivity, Partner
 from retention.selectors import partner_live_feed
+from tests.conftest import last_json
 from tests.ml.conftest import load_world
-
-
-def last_json(out: StringIO) -> dict:
-    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 def train_and_score() -> tuple[dict, list[str]]:

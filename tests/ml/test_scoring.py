@@ -1,6 +1,5 @@
 """Training from the database, the registry, scoring and drivers on demand (real PostgreSQL)."""
 
-import json
 from io import StringIO
 
 import pytest
@@ -14,6 +13,7 @@ from ml.models import ModelVersion, PartnerScore, RiskScore, ScoringRun, Simulat
 from ml.selectors import partner_drivers
 from ml.services import ModelActivationError, model_version_activate, score_chunk
 from retention.models import Partner
+from tests.conftest import last_json
 from tests.factories import ModelVersionFactory
 from tests.ml.conftest import load_world
 
@@ -34,10 +34,10 @@ def scored_db(django_db_setup, django_db_blocker, small_world, settings_module):
             )  # fmt: skip
             out = StringIO()
             call_command("train_churn_model", stdout=out, stderr=StringIO())
-            train = json.loads(out.getvalue().strip().splitlines()[-1])
+            train = last_json(out)
             out = StringIO()
             call_command("score_partners", "--chunk-size", "400", stdout=out)
-            score = json.loads(out.getvalue().strip().splitlines()[-1])
+            score = last_json(out)
             yield {"train": train, "score": score}
         finally:
             transaction.set_rollback(True)
@@ -215,7 +215,7 @@ def test_a_backfill_at_a_past_date_fills_the_history_and_leaves_the_current_scor
 
     out = StringIO()
     call_command("score_partners", "--as-of", past.isoformat(), stdout=out)
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    summary = last_json(out)
 
     run = ScoringRun.objects.get(pk=summary["run"])
     assert summary["backfill"] is True and run.backfill and run.as_of == past

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
@@ -9,13 +7,14 @@ from agent.models import AuditEvent
 from ml.models import SimulatedWorld
 from ml.sim import store
 from retention.models import Invoice, MonthlyActivity, Partner
+from tests.conftest import last_json
 
 pytestmark = pytest.mark.django_db
 
 
 def seed(capsys, *args) -> dict:
     call_command("seed_demo", *args, "--no-progress")
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return last_json(capsys.readouterr().out)
 
 
 @pytest.fixture

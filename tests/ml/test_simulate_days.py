@@ -2,7 +2,6 @@
 effect, and the Outcomes page measures that effect."""
 
 import copy
-import json
 from datetime import timedelta
 
 import numpy as np
@@ -12,6 +11,7 @@ from django.core.management import CommandError, call_command
 from ml.sim import simulator, store
 from retention.models import Intervention, Invoice, MonthlyActivity, Partner
 from retention.roi import control_group_uplift
+from tests.conftest import last_json
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def media(settings, tmp_path):
 
 def run(capsys, *args) -> dict:
     call_command(*args)
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return last_json(capsys.readouterr().out)
 
 
 def test_it_refuses_without_a_simulated_world(media):
@@ -163,4 +163,4 @@ def test_it_says_when_the_feed_scores_are_older_than_the_new_simulated_today(cap
     out = capsys.readouterr().out
 
     assert "still shows scores as of 2026-04-14: run score_partners" in out
-    assert json.loads(out.strip().splitlines()[-1])["simulated_today"] == "2026-04-21"
+    assert last_json(out)["simulated_today"] == "2026-04-21"

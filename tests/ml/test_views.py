@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from agent.models import AuditEvent
+from tests.conftest import htmx
 from tests.factories import ModelVersionFactory, PartnerScoreFactory, ScoringRunFactory
 
 METRICS = {
@@ -72,9 +73,7 @@ def test_the_model_page_speaks_in_words_before_the_metrics(retention_client, db)
 
 def test_the_version_picker_swaps_only_the_detail_partial(retention_client, active_version):
     old = ModelVersionFactory(metrics={**METRICS, "roc_auc": 0.7123})
-    response = retention_client.get(
-        reverse("ml:model"), {"version": old.pk}, headers={"HX-Request": "true", "HX-Target": "model-detail"}
-    )
+    response = retention_client.get(reverse("ml:model"), {"version": old.pk}, headers=htmx("model-detail"))
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and 'id="model-detail"' in html

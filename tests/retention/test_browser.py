@@ -6,8 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from retention.models import Intervention
-from tests.conftest import browser_login
-from tests.retention.conftest import scored_partner
+from tests.conftest import browser_login, scored_partner
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

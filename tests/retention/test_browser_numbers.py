@@ -7,10 +7,9 @@ import pytest
 from playwright.sync_api import expect
 
 from retention.models import Intervention
-from tests.conftest import browser_login
+from tests.conftest import browser_login, scored_partner
 from tests.factories import InterventionFactory, ModelVersionFactory
 from tests.ml.test_views import METRICS
-from tests.retention.conftest import scored_partner
 from tests.retention.test_outcomes import make_arm
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import gzip
-import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from django.db import connection
 from agent.models import AuditEvent
 from retention.importing import upserts
 from retention.models import Invoice, MonthlyActivity, Partner
+from tests.conftest import last_json
 
 pytestmark = pytest.mark.django_db
 
@@ -21,14 +21,14 @@ SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 
 def run(capsys, *args) -> dict:
     call_command("import_data", *map(str, args))
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return last_json(capsys.readouterr().out)
 
 
 def failing(capsys, *args) -> tuple[str, dict]:
     with pytest.raises(CommandError, match="nothing was written"):
         call_command("import_data", *map(str, args))
     captured = capsys.readouterr()
-    return captured.err, json.loads(captured.out.strip().splitlines()[-1])
+    return captured.err, last_json(captured.out)
 
 
 def samples(tmp_path) -> Path:

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from retention.models import ImportJob, MonthlyActivity, Partner
 from retention.tasks import run_import_job
+from tests.conftest import htmx
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 
@@ -30,9 +31,7 @@ def test_a_manager_uploads_the_history_and_sees_what_was_imported(manager_client
     assert 'id="import-progress"' in page and 'hx-trigger="every 1s"' in page  # queued: the bar polls
 
     run_import_job(job.pk)  # what the worker does with the queued job
-    partial = manager_client.get(
-        response["Location"], headers={"HX-Request": "true", "HX-Target": "import-job"}
-    ).content.decode()
+    partial = manager_client.get(response["Location"], headers=htmx("import-job")).content.decode()
     assert "<html" not in partial and "every 1s" not in partial  # done: the polling stops
     assert "Imported 17 rows: 16 new, 1 updated, 0 unchanged." in partial
     assert Partner.objects.count() == 3 and MonthlyActivity.objects.count() == 8

@@ -1,10 +1,9 @@
-import json
-
 import pytest
 from django.core.management import CommandError, call_command
 
 from agent.models import AuditEvent
 from retention.models import Partner
+from tests.conftest import last_json
 from tests.factories import PartnerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,10 +17,6 @@ def write(tmp_path, body: str):
     return path
 
 
-def last_json(capsys) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
 def test_a_valid_file_creates_and_updates_partners(tmp_path, capsys):
     UserFactory(username="alex.kim")
     PartnerFactory(external_id="P10001", name="Old Name", tier="bronze")
@@ -31,7 +26,7 @@ def test_a_valid_file_creates_and_updates_partners(tmp_path, capsys):
         "P10002,Globex,platinum,na,reseller,54000,billing@globex.example,2021-07-15,,churned,2026-10-01,moved to a rival\n",
     )
     call_command("import_partners", str(path))
-    assert last_json(capsys) == {
+    assert last_json(capsys.readouterr().out) == {
         "rows": 2,
         "created": 1,
         "updated": 1,
@@ -67,7 +62,7 @@ def test_every_bad_row_is_reported_by_line_and_nothing_is_written(tmp_path, caps
     assert "line 6: external_id: P20001 duplicates line 2" in errors
     assert "line 7: churned_on" in errors
     assert "line 8: account_owner: no user named 'nobody'" in errors
-    assert json.loads(captured.out.strip().splitlines()[-1])["written"] is False
+    assert last_json(captured.out)["written"] is False
     assert Partner.objects.count() == 0
 
 
@@ -83,13 +78,13 @@ def test_a_negative_revenue_is_named_and_blank_rows_are_skipped(tmp_path, capsys
     captured = capsys.readouterr()
     assert "line 3: monthly_revenue: must be 0 or more" in captured.err
     assert "line 4" not in captured.err
-    assert json.loads(captured.out.strip().splitlines()[-1])["rows"] == 2
+    assert last_json(captured.out)["rows"] == 2
 
 
 def test_dry_run_validates_without_writing(tmp_path, capsys):
     path = write(tmp_path, "P30001,Initech,bronze,apac,referral,900,it@initech.example,2025-05-05,,,,\n")
     call_command("import_partners", str(path), "--dry-run")
-    summary = last_json(capsys)
+    summary = last_json(capsys.readouterr().out)
     assert summary["dry_run"] is True and summary["created"] == 1 and summary["written"] is False
     assert not Partner.objects.exists()
 

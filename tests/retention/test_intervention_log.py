@@ -7,13 +7,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from agent.models import AuditEvent
 from retention.services import intervention_set_outcome
+from tests.conftest import htmx
 from tests.factories import InterventionFactory, PartnerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def htmx(**extra):
-    return {"HX-Request": "true", **extra}
 
 
 # The outcome service -----------------------------------------------------------------
@@ -114,12 +111,8 @@ def test_the_log_filters_and_the_summary_follows_the_filters(retention_client):
 def test_the_log_htmx_partials_are_the_results_and_the_summary(retention_client):
     InterventionFactory(partner=PartnerFactory(external_id="P1"), outcome="saved")
 
-    results = retention_client.get(
-        "/interventions/", headers=htmx(**{"HX-Target": "results"})
-    ).content.decode()
-    summary = retention_client.get(
-        "/interventions/", headers=htmx(**{"HX-Target": "summary"})
-    ).content.decode()
+    results = retention_client.get("/interventions/", headers=htmx("results")).content.decode()
+    summary = retention_client.get("/interventions/", headers=htmx("summary")).content.decode()
 
     assert results.lstrip().startswith('<div id="results">')
     assert summary.lstrip().startswith('<div id="summary"') and "1 saved" in summary

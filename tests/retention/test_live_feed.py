@@ -5,8 +5,8 @@ import pytest
 
 from ml.models import PartnerScore
 from retention.models import Intervention
+from tests.conftest import htmx, scored_partner
 from tests.factories import InterventionFactory, PartnerScoreFactory, ScoringRunFactory, UserFactory
-from tests.retention.conftest import scored_partner
 
 pytestmark = pytest.mark.django_db
 
@@ -156,9 +156,7 @@ def test_the_feed_count_is_capped_but_next_pages_reach_every_partner(retention_c
 def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
     scored_partner(external_id="P1", risk=0.9)
 
-    html = retention_client.get(
-        "/", {"sort": "risk"}, headers={"HX-Request": "true", "HX-Target": "results"}
-    ).content.decode()
+    html = retention_client.get("/", {"sort": "risk"}, headers=htmx("results")).content.decode()
 
     assert html.lstrip().startswith('<div id="results">')
     assert 'href="/partners/P1/"' in html and '<nav class="mainnav"' not in html
@@ -175,13 +173,11 @@ def test_the_poll_answers_204_until_a_new_scoring_run_lands(retention_client):
     scored_partner(external_id="P1", risk=0.9)
     run = ScoringRunFactory()
 
-    unchanged = retention_client.get("/feed/poll/", {"run": run.pk}, headers={"HX-Request": "true"})
+    unchanged = retention_client.get("/feed/poll/", {"run": run.pk}, headers=htmx())
     assert unchanged.status_code == 204
 
     newer = ScoringRunFactory(model_version=run.model_version)
-    fresh = retention_client.get(
-        "/feed/poll/", {"run": run.pk, "tier": "silver"}, headers={"HX-Request": "true"}
-    )
+    fresh = retention_client.get("/feed/poll/", {"run": run.pk, "tier": "silver"}, headers=htmx())
     html = fresh.content.decode()
     assert fresh.status_code == 200
     assert html.lstrip().startswith('<div id="results">') and 'href="/partners/P1/"' in html

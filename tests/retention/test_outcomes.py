@@ -6,6 +6,7 @@ import pytest
 from agent.models import AuditEvent
 from retention.models import Intervention, Partner, RoiAssumptions
 from retention.roi import control_group_uplift, roi_breakdown, roi_totals
+from tests.conftest import htmx
 from tests.factories import InterventionFactory, PartnerFactory
 
 pytestmark = pytest.mark.django_db
@@ -182,9 +183,7 @@ def test_an_assumption_out_of_bounds_is_refused_with_a_clear_error(manager_clien
         "cost_other": 50,
     } | {field: value}
 
-    html = manager_client.post(
-        "/outcomes/assumptions/", data, headers={"HX-Request": "true"}
-    ).content.decode()
+    html = manager_client.post("/outcomes/assumptions/", data, headers=htmx()).content.decode()
 
     assert message in html
     assert RoiAssumptions.objects.get().months_of_revenue_saved == 6
@@ -199,9 +198,7 @@ def test_the_outcomes_page_explains_when_there_is_no_control_group_yet(retention
 
 
 def test_the_outcomes_htmx_partial_is_the_figures(retention_client):
-    html = retention_client.get(
-        "/outcomes/", headers={"HX-Request": "true", "HX-Target": "figures"}
-    ).content.decode()
+    html = retention_client.get("/outcomes/", headers=htmx("figures")).content.decode()
     assert html.lstrip().startswith('<div id="figures">') and 'class="mainnav"' not in html
 
 
@@ -219,7 +216,7 @@ def test_a_manager_edits_the_assumptions_and_the_change_is_audited(manager_clien
             "cost_discount_offered": 300,
             "cost_other": 20,
         },
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     assumptions = RoiAssumptions.objects.get()
@@ -246,7 +243,7 @@ def test_a_bad_assumption_is_refused_with_a_message(manager_client):
             "cost_discount_offered": 300,
             "cost_other": 20,
         },
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     html = response.content.decode()

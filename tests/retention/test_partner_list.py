@@ -1,5 +1,6 @@
 import pytest
 
+from tests.conftest import htmx
 from tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ def test_the_partner_list_searches_and_filters_by_tier(retention_client):
 
 def test_the_partner_list_htmx_request_gets_only_the_results(retention_client):
     PartnerFactory(external_id="P18477")
-    response = retention_client.get("/partners/", headers={"HX-Request": "true", "HX-Target": "results"})
+    response = retention_client.get("/partners/", headers=htmx("results"))
     html = response.content.decode()
     assert 'id="results"' in html and "P18477" in html
     assert "<nav" not in html.split('id="results"')[0], "the partial must not carry the page layout"

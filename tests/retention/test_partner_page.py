@@ -6,13 +6,13 @@ from django.core import mail
 from agent.models import AuditEvent
 from retention.charts import bar_chart, line_chart
 from retention.models import Intervention
+from tests.conftest import htmx, scored_partner
 from tests.factories import (
     InterventionFactory,
     InvoiceFactory,
     MonthlyActivityFactory,
     UserFactory,
 )
-from tests.retention.conftest import scored_partner
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +37,7 @@ def test_the_partner_page_shows_risk_bucket_drivers_charts_and_timeline(retentio
 def test_the_partner_page_htmx_partial_is_just_the_workspace(retention_client):
     scored_partner(external_id="P1", risk=0.9)
 
-    html = retention_client.get(
-        "/partners/P1/", headers={"HX-Request": "true", "HX-Target": "workspace"}
-    ).content.decode()
+    html = retention_client.get("/partners/P1/", headers=htmx("workspace")).content.decode()
 
     assert html.lstrip().startswith('<div id="workspace"')
     assert "Log intervention" in html and 'class="mainnav"' not in html and "<svg" not in html
@@ -58,7 +56,7 @@ def test_logging_an_intervention_through_htmx_records_it_with_the_risk_of_the_mo
     response = retention_client.post(
         "/partners/P1/interventions/",
         {"action": "call_scheduled", "assigned_to": colleague.pk, "note": "Call on Friday"},
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     html = response.content.decode()
@@ -80,13 +78,11 @@ def test_a_person_cannot_log_a_control_group_holdout_or_assign_a_stranger(retent
     scored_partner(external_id="P1", risk=0.9)
     stranger = UserFactory(username="stranger")
 
-    holdout = retention_client.post(
-        "/partners/P1/interventions/", {"action": "holdout"}, headers={"HX-Request": "true"}
-    )
+    holdout = retention_client.post("/partners/P1/interventions/", {"action": "holdout"}, headers=htmx())
     stranger_response = retention_client.post(
         "/partners/P1/interventions/",
         {"action": "meeting", "assigned_to": stranger.pk},
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     assert Intervention.objects.count() == 0
@@ -107,7 +103,7 @@ def test_drafting_an_email_uses_the_agents_writer_and_is_audited(retention_clien
     settings.OPENAI_API_KEY = ""  # the template writer: no LLM configured
     partner = scored_partner(external_id="P1", risk=0.9, name="Northwind")
 
-    response = retention_client.post("/partners/P1/draft-email/", headers={"HX-Request": "true"})
+    response = retention_client.post("/partners/P1/draft-email/", headers=htmx())
 
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="draft"')
@@ -130,7 +126,7 @@ def test_an_edited_draft_is_logged_as_the_persons_text_and_sent(retention_client
             "original_body": "Hello from the template.",
             "send": "on",
         },
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     intervention = Intervention.objects.get(partner=partner)
@@ -146,7 +142,7 @@ def test_a_draft_without_a_subject_comes_back_with_its_error_in_place_of_the_dra
     response = retention_client.post(
         "/partners/P1/send-email/",
         {"subject": "", "body": "Hello, edited by Rita.", "writer": "template", "original_body": "Hello."},
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     # The success target is the whole workspace; an error must replace only the draft form
@@ -164,7 +160,7 @@ def test_an_unedited_draft_keeps_its_writer_and_is_not_sent_unless_asked(retenti
     retention_client.post(
         "/partners/P1/send-email/",
         {"subject": "S", "body": "Same text", "writer": "llm", "original_body": "Same text"},
-        headers={"HX-Request": "true"},
+        headers=htmx(),
     )
 
     intervention = Intervention.objects.get(partner=partner)
