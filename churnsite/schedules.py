@@ -17,6 +17,7 @@ AGENT_SCHEDULE_NAME = "agent: scan for at-risk partners every 15 minutes"
 FOLLOWUP_SCHEDULE_NAME = "agent: check due follow-ups hourly"
 SWEEP_SCHEDULE_NAME = "agent: deliver queued emails and recover lost runs every minute"
 SCORING_SCHEDULE_NAME = "nightly scoring"
+VALIDATION_SCHEDULE_NAME = "nightly model validation (backtest and drift)"
 AUDIT_VERIFY_SCHEDULE_NAME = "audit: verify the hash chain nightly"
 DIGEST_SCHEDULE_NAME = "desk: morning digest (each owner at their local time)"
 ALERTS_SCHEDULE_NAME = "desk: chat alerts (Platinum drafts waiting, retries)"
@@ -46,6 +47,12 @@ PERIODIC_TASKS: list[dict] = [
         "name": SCORING_SCHEDULE_NAME,
         "task": "ml.tasks.score_all_partners",
         "crontab": {"minute": "30", "hour": "2"},
+    },
+    {
+        # After scoring: the Model page's "last validated" and its realized reliability curve.
+        "name": VALIDATION_SCHEDULE_NAME,
+        "task": "ml.tasks.validate_model",
+        "crontab": {"minute": "45", "hour": "3"},
     },
     {
         # The Agent page shows "audit chain verified <time>" from this walk.

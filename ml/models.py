@@ -221,3 +221,29 @@ class SimulatedWorld(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"Simulated world seed={self.seed} n={self.n_partners} today={self.today}"
+
+
+class ValidationRun(TimeStampedModel):
+    """A backtest of past scores against what happened, and drift since training
+    (`validate_model`, nightly). ``reliability``: per 10-point band of the risk shown, the
+    scores made ``horizon_days``+ before ``as_of`` (the data's today), their mean risk and
+    the share of those partners that churned within the horizon. ``psi``: population
+    stability index per feature, the training window's end against ``as_of``."""
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="validations"
+    )
+    as_of = models.DateField()
+    scored_until = models.DateField(help_text="scores made on or before this date were judged")
+    horizon_days = models.PositiveSmallIntegerField(default=90)
+    n_scores = models.PositiveIntegerField(default=0)
+    n_churned = models.PositiveIntegerField(default=0)
+    reliability = models.JSONField(default=list, blank=True)
+    psi = models.JSONField(default=dict, blank=True)
+    max_psi = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Validation {self.pk} as of {self.as_of}"

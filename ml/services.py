@@ -17,6 +17,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from agent.audit import audit_record
+from ml import backtest
 from ml import features as F
 from ml.churn_model import ChurnModel, save_model
 from ml.frames import history_frames
@@ -28,6 +29,7 @@ from ml.models import (
     RiskScore,
     ScoringRun,
     ScoringSummary,
+    ValidationRun,
 )
 from ml.registry import active_version, artifact_full_path, model_for_version
 from ml.signals import scoring_run_succeeded
@@ -333,4 +335,44 @@ def partner_score_store_drivers(*, partner_id: int, run_id: int | None, drivers:
     """Cache on-demand drivers on the current score, only if it is still the same run's."""
     return PartnerScore.objects.filter(partner_id=partner_id, run_id=run_id, drivers__isnull=True).update(
         drivers=drivers
+    )
+
+
+def model_validate(*, as_of: dt.date | None = None, horizon_days: int = 90) -> ValidationRun:
+    """Judge past scores by what happened, and measure drift since training (one row).
+
+    The scores judged are those of live runs (not backfills: a backfill is computed later, by
+    a model that may have seen what came after its date) made ``horizon_days`` or more
+    before the data's today, so every partner's outcome within the horizon is known. Drift:
+    the active model's features of the partners active at its training window's end against
+    those of the partners active at ``as_of``."""
+    as_of = as_of or scoring_as_of()
+    scored_until = as_of - dt.timedelta(days=horizon_days)
+    rows = RiskScore.objects.filter(
+        run__backfill=False, run__as_of__lte=scored_until, run__status=ScoringRun.Status.SUCCEEDED
+    ).values_list("risk", "run__as_of", "partner__churned_on")
+    scores = pd.DataFrame(list(rows), columns=["risk", "scored_on", "churned_on"])
+    bins = backtest.realized_reliability(scores, horizon_days=horizon_days)
+    version = active_version()
+    psi: dict[str, float] = {}
+    if version is not None:
+        model = model_for_version(version)
+        reference = version.window_end
+        expected = partner_features(
+            partner_ids=scoring_partner_ids(as_of=reference), as_of=reference, model=model
+        )
+        actual = partner_features(partner_ids=scoring_partner_ids(as_of=as_of), as_of=as_of, model=model)
+        names = [f for f in version.features if f in expected.columns] or list(expected.columns)
+        if len(expected) and len(actual):
+            psi = backtest.feature_stability(expected[names], actual[names])
+    return ValidationRun.objects.create(
+        model_version=version,
+        as_of=as_of,
+        scored_until=scored_until,
+        horizon_days=horizon_days,
+        n_scores=sum(b["n"] for b in bins),
+        n_churned=sum(b["churned"] for b in bins),
+        reliability=bins,
+        psi=psi,
+        max_psi=max(psi.values()) if psi else None,
     )

@@ -98,3 +98,10 @@ def _stats(chunk_times: list[dict], *, read_ids: float) -> dict:
         for stage in ("features", "predict", "drivers", "persist"):
             stages[stage] += float(times.get(stage, 0.0))
     return {"stages": {k: round(v, 3) for k, v in stages.items()}, "drivers_computed": drivers_n}
+
+
+@shared_task(time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+def validate_model() -> dict:
+    """Nightly: judge the scores made 90+ days ago by what happened, and the drift since training."""
+    run = services.model_validate()
+    return {"validation": run.pk, "scores": run.n_scores, "max_psi": run.max_psi}

@@ -8,7 +8,9 @@ from django.views.decorators.http import require_GET, require_POST
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.http import MAX_ID, partial_template
 from ml import charts, selectors, wording
-from ml.models import ModelVersion
+from ml.backtest import PSI_WARNING
+from ml.explain import feature_label
+from ml.models import ModelVersion, ValidationRun
 from ml.services import ModelActivationError, model_version_activate
 
 # One line each on what the number means, for readers who are not data scientists.
@@ -53,7 +55,8 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
         version = get_object_or_404(ModelVersion, pk=int(request.GET["version"]))
     else:
         version = next((v for v in versions if v.is_active), versions[0] if versions else None)
-    context: dict[str, Any] = {"versions": versions, "version": version}
+    validation = ValidationRun.objects.first()
+    context: dict[str, Any] = {"versions": versions, "version": version, **_validation_context(validation)}
     if version is not None:
         m = version.metrics or {}
         live = selectors.current_risk_histogram() if version.is_active else None
@@ -88,6 +91,20 @@ def model_page(request: AuthedHttpRequest) -> HttpResponse:
         )
     template = partial_template(request, "ml/model.html", {"model-detail": "detail"})
     return render(request, template, context)
+
+
+def _validation_context(validation: ValidationRun | None) -> dict[str, Any]:
+    """The latest backtest in words, and the features whose drift passes the warning level."""
+    if validation is None:
+        return {"validation": None}
+    psi = sorted(validation.psi.items(), key=lambda kv: -kv[1])
+    return {
+        "validation": validation,
+        "realized": wording.realized_sentences(validation.reliability, horizon_days=validation.horizon_days),
+        "drift": [{"feature": feature_label(f), "psi": v, "high": v > PSI_WARNING} for f, v in psi[:12]],
+        "drifted": [feature_label(f) for f, v in psi if v > PSI_WARNING],
+        "psi_warning": PSI_WARNING,
+    }
 
 
 @permission_required("ml.change_modelversion")

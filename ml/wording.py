@@ -61,3 +61,18 @@ def model_in_words(metrics: dict) -> list[str]:
     concentration = concentration_sentence(metrics)
     rest = ([concentration] if concentration else []) + window_sentences(metrics)
     return sentences[:1] + rest + sentences[1:]
+
+
+def realized_sentences(reliability: list[dict], *, horizon_days: int = 90, min_rows: int = 10) -> list[str]:
+    """ "Of partners shown at 60-70%, 64% churned within 90 days": what happened to the
+    scores a validation run judged, per band with enough scores, riskiest first."""
+    out = []
+    for b in sorted(reliability, key=lambda r: -r["bin"]):
+        if b["n"] < min_rows:
+            continue
+        lo, hi = b["bin"] * 10, b["bin"] * 10 + 10
+        out.append(
+            f"Of partners shown at {lo}-{hi}%, {_pct(b['observed'])} churned within {horizon_days} days "
+            f"({b['churned']:,} of {b['n']:,} scores)."
+        )
+    return out

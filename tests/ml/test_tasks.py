@@ -11,9 +11,14 @@ def test_the_nightly_schedule_is_declared_for_setup_periodic_tasks():
             "name": "nightly scoring",
             "task": "ml.tasks.score_all_partners",
             "crontab": {"minute": "30", "hour": "2"},
-        }
+        },
+        {
+            "name": "nightly model validation (backtest and drift)",
+            "task": "ml.tasks.validate_model",
+            "crontab": {"minute": "45", "hour": "3"},
+        },
     ]
-    assert "ml.tasks.score_all_partners" in app.tasks
+    assert "ml.tasks.score_all_partners" in app.tasks and "ml.tasks.validate_model" in app.tasks
 
 
 def test_the_nightly_task_skips_quietly_when_no_model_is_active(db):
