@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ml", "0006_partner_score_change_and_summary"),
+        ("ml", "0007_new_at_risk_index_at_the_at_risk_level"),
     ]
 
     operations = [
