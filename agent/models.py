@@ -317,9 +317,12 @@ class EmailOutbox(TimeStampedModel):
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         REFUSED = "refused", "Refused at send time"
         FAILED = "failed", "Failed (gave up)"
+        # The sender died during or right after the SMTP call: it may have gone out.
+        IN_DOUBT = "in_doubt", "Interrupted mid-send (may have gone out)"
 
     intervention = models.OneToOneField(
         "retention.Intervention", on_delete=models.PROTECT, related_name="email_outbox"
@@ -340,7 +343,7 @@ class EmailOutbox(TimeStampedModel):
         verbose_name_plural = "email outbox"
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["queued", "sent", "refused", "failed"]),
+                condition=Q(status__in=["queued", "sending", "sent", "refused", "failed", "in_doubt"]),
                 name="emailoutbox_status_valid",
             ),
             models.CheckConstraint(

@@ -5,9 +5,10 @@
 2. `email_outbox_deliver` sends one row, at most once: it claims the row under a row lock
    (FOR UPDATE SKIP LOCKED: a second sender of the same row finds it taken and does nothing),
    re-checks the guards in that same transaction (partner active, not on do-not-contact, approval
-   given where the tier needs it, not already sent), sends with the row's key as the Message-ID,
-   and records the send in the same transaction. A worker killed mid-send rolls the claim back
-   (PostgreSQL drops a dead connection's locks), so the row is queued again, never half-sent.
+   given where the tier needs it, not already sent) and commits the claim ("sending"); then it
+   sends with the row's key as the Message-ID and records the result. A worker killed before the
+   claim commits rolls it back (the row is queued again); one killed after it leaves the row
+   "sending", which the sweep marks "in doubt" and never re-sends: at most one email per row.
    Callers deliver right after their commit; `agent.sweep` (every minute, churnsite/schedules.py)
    enqueues `agent.send_email` for rows still queued, so nothing depends on a task in Redis.
 """
@@ -34,6 +35,12 @@ from retention.models import Intervention, Partner
 MAX_ATTEMPTS = settings.AGENT_OUTBOX_MAX_ATTEMPTS
 RETRY_BASE = dt.timedelta(seconds=60)
 BUSY = "busy"  # another sender holds the row right now
+# The longest a sender may live (the hard time limits of the tasks that deliver: agent.send_email,
+# the agent's run and per-partner tasks); a row "sending" for longer lost its sender.
+SENDER_TIME_LIMIT = max(90, settings.AGENT_RUN_TIME_LIMIT, settings.AGENT_PARTNER_TIME_LIMIT)
+IN_DOUBT_ERROR = (
+    "Interrupted mid-send: it may have gone out. Not re-sent automatically; check with the partner."
+)
 
 REFUSALS = {
     "already_sent": "{p}: this email was already sent.",
@@ -117,7 +124,16 @@ def email_outbox_queue(
 
 def email_outbox_deliver(*, outbox_id: int) -> str:
     """Send one queued outbox email, at most once. Returns the row's status afterwards
-    ("sent", "queued" after a failed attempt, "refused", "failed") or BUSY."""
+    ("sent", "queued" after a failed attempt, "refused", "failed", "sending") or BUSY.
+
+    Three steps, so no crash can send it twice: (1) claim: under the row locks, re-check the
+    guards and commit the row as "sending"; (2) SMTP, outside any transaction; (3) record the
+    result. A sender killed in (1) rolls back: the row is queued and sent later. One killed in
+    (2) or (3) leaves it "sending": whether the server took it is unknown, so nothing re-sends
+    it; the sweep marks it "in doubt" for a person to check (`email_outbox_sweep_in_doubt`).
+    Before, the claim, the send and the record were one transaction: a crash after the server
+    accepted the email rolled the record back and the sweep sent it again (the fault "sent" in
+    tests/agent/faults.py: two emails, one Message-ID)."""
     config = selectors.agent_config_get()
     with transaction.atomic():
         outbox = (
@@ -158,33 +174,37 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
                 },
             )
             return outbox.status
-        failpoint("outbox.sending")
-        subject = " ".join(intervention.email_subject.split())[:200]
-        domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip("> ") or "churnsite.local"
-        message = EmailMessage(
-            subject=subject,
-            body=intervention.email_body,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[partner.contact_email],  # from the partner record, never from the draft
-            # The person who signed the draft (owner, or the user who sent it).
-            reply_to=email_reply_to(intervention),
-            headers={
-                # The outbox key: a retried send carries the same Message-ID (mail clients and
-                # servers treat it as the same message) and names the row it came from.
-                "Message-ID": f"<{outbox.key}@{domain}>",
-                "X-Churnsite-Outbox": str(outbox.key),
-                "X-Churnsite-Intervention": str(intervention.pk),
-            },
-        )
+        failpoint("outbox.sending")  # claimed, not committed: a crash here leaves it queued
+        outbox.status = EmailOutbox.Status.SENDING
         outbox.attempts += 1
-        try:
-            message.send(fail_silently=False)
-        except Exception as exc:  # noqa: BLE001 - any transport error: audited, retried by the sweep
+        outbox.save(update_fields=["status", "attempts", "updated_at"])
+    subject = " ".join(intervention.email_subject.split())[:200]
+    domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip("> ") or "churnsite.local"
+    message = EmailMessage(
+        subject=subject,
+        body=intervention.email_body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[partner.contact_email],  # from the partner record, never from the draft
+        # The person who signed the draft (owner, or the user who sent it).
+        reply_to=email_reply_to(intervention),
+        headers={
+            # The outbox key names the row it came from; a person who re-sends an email in doubt
+            # sends the same Message-ID, which mail clients treat as the same message.
+            "Message-ID": f"<{outbox.key}@{domain}>",
+            "X-Churnsite-Outbox": str(outbox.key),
+            "X-Churnsite-Intervention": str(intervention.pk),
+        },
+    )
+    try:
+        message.send(fail_silently=False)
+    except Exception as exc:  # noqa: BLE001 - any transport error: audited, retried by the sweep
+        # The server refused or never answered: not sent, so a retry cannot duplicate it.
+        with transaction.atomic():
             gave_up = outbox.attempts >= MAX_ATTEMPTS
             outbox.status = EmailOutbox.Status.FAILED if gave_up else EmailOutbox.Status.QUEUED
             outbox.next_attempt_at = timezone.now() + RETRY_BASE * 2 ** (outbox.attempts - 1)
             outbox.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            outbox.save(update_fields=["status", "attempts", "next_attempt_at", "last_error", "updated_at"])
+            outbox.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
             audit(
                 event_type="email_failed",
                 payload={
@@ -194,10 +214,12 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
                     "outbox": str(outbox.key),
                 },
             )
-            return outbox.status
+        return outbox.status
+    failpoint("outbox.sent")  # accepted by the server, not yet recorded
+    with transaction.atomic():
         now = timezone.now()
         outbox.status, outbox.sent_at = EmailOutbox.Status.SENT, now
-        outbox.save(update_fields=["status", "sent_at", "attempts", "updated_at"])
+        outbox.save(update_fields=["status", "sent_at", "updated_at"])
         intervention.sent_at = now
         intervention.save(update_fields=["sent_at", "updated_at"])
         audit(
@@ -211,6 +233,33 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
             },
         )
     return EmailOutbox.Status.SENT
+
+
+def email_outbox_sweep_in_doubt(*, now: dt.datetime | None = None) -> int:
+    """Rows left "sending" longer than any sender may live (the longest task time limit that
+    delivers, plus the sweep's grace): their sender died during or right after the SMTP call, so
+    the email may have gone out. Marked "in doubt" (audited `email_in_doubt`), never re-sent by
+    the system: a duplicate to a partner at risk is the one thing the outbox promises not to do."""
+    now = now or timezone.now()
+    limit = dt.timedelta(seconds=SENDER_TIME_LIMIT + settings.AGENT_SWEEP_GRACE)
+    marked = 0
+    for row in EmailOutbox.objects.filter(status=EmailOutbox.Status.SENDING, updated_at__lte=now - limit):
+        with transaction.atomic():
+            updated = EmailOutbox.objects.filter(pk=row.pk, status=EmailOutbox.Status.SENDING).update(
+                status=EmailOutbox.Status.IN_DOUBT, last_error=IN_DOUBT_ERROR, updated_at=now
+            )
+            if not updated:
+                continue
+            intervention = Intervention.objects.select_related("partner").get(pk=row.intervention_id)
+            audit_record(
+                event_type="email_in_doubt",
+                actor_type="system",
+                run=row.run,
+                intervention=intervention,
+                payload={"outbox": str(row.key), "attempt": row.attempts, "message": IN_DOUBT_ERROR},
+            )
+            marked += 1
+    return marked
 
 
 def email_outbox_due(

@@ -8,7 +8,9 @@ task: every minute this reads the database and
 - enqueues queued runs again (the message was lost: Redis flushed or restarted), and fails runs
   queued longer than AGENT_QUEUED_RUN_LIMIT (audited, reason `never_started`);
 - enqueues `agent.send_email` for outbox rows still queued (the sender died between the commit
-  and the send, or during it; or a retry is due).
+  and its claim of the row; or a retry is due);
+- marks "in doubt" outbox rows left "sending" past any sender's time limit (the sender died
+  during or right after the SMTP call): never re-sent, so no partner gets an email twice.
 Enqueuing twice is harmless: runs are claimed queued -> running once, outbox rows under a lock.
 """
 
@@ -79,6 +81,7 @@ def agent_sweep(*, now: dt.datetime | None = None) -> dict:
     grace = dt.timedelta(seconds=settings.AGENT_SWEEP_GRACE)
     queued_limit = dt.timedelta(seconds=settings.AGENT_QUEUED_RUN_LIMIT)
     counts = {"runs_failed": 0, "runs_enqueued": 0, "emails_enqueued": 0}
+    counts["emails_in_doubt"] = outbox.email_outbox_sweep_in_doubt(now=now)
     for run in AgentRun.objects.filter(status=AgentRun.Status.RUNNING, started_at__isnull=False):
         limit = run_time_limit(run)
         started = run.started_at  # not None (the filter), which the type cannot say

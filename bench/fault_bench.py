@@ -1,14 +1,16 @@
 """The whole fault matrix at 3,000 partners: kill -9 while drafting, between the commit and the
-send, while sending, and FLUSHDB with queued runs (tests/agent/faults.py does the work).
+send, while sending, after the SMTP server accepted an email (before it was recorded), and FLUSHDB
+with queued runs (tests/agent/faults.py does the work).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/churnsite_x .venv/bin/python bench/fault_bench.py \
-        [--partners 3000] [--time-limit 60] [--faults drafting,between,sending,flush]
+        [--partners 3000] [--time-limit 60] [--faults drafting,between,sending,sent,flush]
 
 Each fault gets a fresh copy of one seeded database (CREATE DATABASE ... TEMPLATE, dropped
 afterwards), a redis-server of its own on a free port, real Celery workers (file email backend)
 and the sweep ticked every 2 s. Prints one line per fault and a JSON summary: contacts (emails
 written), held drafts, duplicates, unaudited actions, stuck runs and claims, lost emails (all 0
-but contacts and held), the seconds the recovery took.
+but contacts and held), emails in doubt (1 after "sent": delivered, not re-sent), the seconds the
+recovery took.
 """
 
 import argparse
@@ -98,7 +100,8 @@ def main() -> None:
                 f"{fault:>9}: contacts {result['contacts']:3d}  held {result['held']:2d}  "
                 f"duplicates {result['duplicates']}  unaudited {result['unaudited']}  "
                 f"stuck runs {result['stuck_runs']}  stuck claims {result['stuck_claims']}  "
-                f"lost emails {result['lost_emails']}  (recovered in {result['recovered_in_s']} s)",
+                f"lost emails {result['lost_emails']}  in doubt {result['in_doubt']}  "
+                f"(recovered in {result['recovered_in_s']} s)",
                 flush=True,
             )
     finally:

@@ -144,6 +144,8 @@ HOLDOUT_OUTCOME_LABELS = {
 # agent.EmailOutbox statuses that mean the email is not (yet) sent; "sent" reads "Email sent".
 OUTBOX_LABELS = {
     "queued": "Email queued (not sent yet)",
+    "sending": "Email sending",
+    "in_doubt": "Email interrupted mid-send (may have gone out: check before sending again)",
     "refused": "Email refused at send time (not sent)",
     "failed": "Email failed (not sent)",
 }

@@ -280,3 +280,45 @@ def test_the_sweep_is_declared_every_minute_in_the_one_schedules_module():
 
     [entry] = [spec for spec in PERIODIC_TASKS if spec["task"] == "agent.sweep"]
     assert entry["interval"] == {"every": 1, "period": "minutes"}
+
+
+def test_an_email_whose_sender_died_mid_send_is_marked_in_doubt_and_never_sent_again(
+    retention_client, agent_on, monkeypatch
+):
+    # The claim commits "sending" before the SMTP call; a sender that dies after it (kill -9 in
+    # the SMTP call, or after the server accepted it) leaves the row there. Whether the partner
+    # got it is unknown, so the sweep marks it in doubt instead of sending a second copy
+    # (tests/agent/test_faults.py kills a real worker at exactly that point: fault "sent").
+    partner = scored_partner(risk=0.95, external_id="P31")
+    monkeypatch.setattr(outbox, "email_outbox_deliver", lambda *, outbox_id: "queued")
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    workflow.agent_run_execute(run_id=run.pk)
+    monkeypatch.undo()
+    row = EmailOutbox.objects.get(intervention__partner=partner)
+    long_ago = timezone.now() - dt.timedelta(seconds=outbox.SENDER_TIME_LIMIT + 60)
+    EmailOutbox.objects.filter(pk=row.pk).update(status="sending", attempts=1, updated_at=long_ago)
+
+    assert outbox.email_outbox_deliver(outbox_id=row.pk) == "sending"  # a live sender's row: left alone
+    assert sweep.agent_sweep()["emails_in_doubt"] == 1
+
+    row.refresh_from_db()
+    assert row.status == "in_doubt" and "may have gone out" in row.last_error
+    assert outbox.email_outbox_deliver(outbox_id=row.pk) == "in_doubt"
+    assert sweep.agent_sweep()["emails_in_doubt"] == 0 and outbox.email_outbox_due() == []
+    assert mail.outbox == []
+    event = AuditEvent.objects.get(event_type="email_in_doubt")
+    assert event.intervention == row.intervention and event.payload["outbox"] == str(row.key)
+    log = retention_client.get("/interventions/").content.decode()
+    assert "Email interrupted mid-send (may have gone out: check before sending again)" in log
+
+
+def test_a_row_sending_for_less_than_a_senders_time_limit_is_left_to_its_sender(agent_on):
+    partner = scored_partner(risk=0.95)
+    run = services.agent_run_create(trigger=AgentRun.Trigger.COMMAND)
+    workflow.agent_run_execute(run_id=run.pk)
+    row = EmailOutbox.objects.get(intervention__partner=partner)
+    EmailOutbox.objects.filter(pk=row.pk).update(status="sending", updated_at=timezone.now())
+
+    assert sweep.agent_sweep()["emails_in_doubt"] == 0
+    row.refresh_from_db()
+    assert row.status == "sending"
