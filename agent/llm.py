@@ -27,10 +27,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import openai
 from django.conf import settings
+from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ class CircuitBreaker:
     RETRY_SHARE_EVERY = 4
 
     def __init__(self, threshold: int | None = None):
-        self.threshold = int(threshold or getattr(settings, "OPENAI_BREAKER_FAILURES", 3))
+        self.threshold = threshold or int(settings.OPENAI_BREAKER_FAILURES)
         self._lock = threading.Lock()
         self.consecutive = 0
         self.is_open = False
@@ -274,8 +276,9 @@ class CircuitBreaker:
 # One completion ---------------------------------------------------------------------------
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = getattr(exc.response, "headers", None) or {}
+def _retry_after(exc: Exception) -> float | None:
+    """What a 429's Retry-After header asks for, in seconds (None: it says nothing usable)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value:
@@ -353,10 +356,15 @@ def chat_complete(
                 raise LlmError("timeout", "deadline reached", attempts=attempts)
             timeout = min(float(settings.OPENAI_TIMEOUT), remaining)
             attempts += 1
-            extra = {"response_format": response_format} if response_format else {}
+            extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
             try:
                 completion = client.with_options(timeout=timeout).chat.completions.create(
-                    model=model, messages=messages, temperature=temperature, max_tokens=max_tokens, **extra
+                    model=model,
+                    # The callers' {"role", "content"} dicts are the message params' shape.
+                    messages=cast("list[ChatCompletionMessageParam]", messages),
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    **extra,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - the client raises bare decode errors on garbage bodies

@@ -19,6 +19,7 @@ from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.broker import enqueue
 from churnsite.health import broker_status
 from churnsite.http import partial_template
+from desk.selectors import chat_alert_status
 from retention.models import Intervention, Partner
 
 TEMPLATE = "agent/control.html"
@@ -30,8 +31,6 @@ def _once(compute):
 
 
 def _chat_alert_status() -> dict:
-    from desk.selectors import chat_alert_status
-
     return chat_alert_status()
 
 

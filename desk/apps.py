@@ -8,6 +8,8 @@ class DeskConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # In ready(), not at module level: the receivers import the models, which cannot load
+        # while the app registry is importing this config (the apps -> models import cycle).
         from desk.receivers import queue_at_risk_alerts
         from ml.signals import scoring_run_succeeded
 

@@ -4,6 +4,7 @@ from django.contrib.auth.models import Permission
 from django.db.models import Exists, OuterRef
 
 from churnsite.access import MANAGERS, RETENTION
+from desk.selectors import owns_partners
 
 
 class DeskModelBackend(ModelBackend):
@@ -12,8 +13,6 @@ class DeskModelBackend(ModelBackend):
     of two, so the Live Feed stays within 8 queries a page (bench/feed_bench.py)."""
 
     def get_user(self, user_id):
-        from desk.selectors import owns_partners
-
         model = get_user_model()
         memberships = model.groups.through.objects.filter(user_id=OuterRef("pk"))
         user = (

@@ -4,13 +4,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from desk import services
+from desk.tasks import send_chat_alerts
+
 log = logging.getLogger(__name__)
 
 
 def queue_at_risk_alerts(sender, run, **kwargs) -> None:
     """Inside the scoring run's transaction: one INSERT of outbox rows (a savepoint, so a
     failure here never fails the run); the webhook is called later, by a task."""
-    from desk import services
 
     if not settings.CHAT_WEBHOOK_URL:
         return
@@ -27,8 +29,6 @@ def queue_at_risk_alerts(sender, run, **kwargs) -> None:
 
 
 def _send_soon() -> None:
-    from desk.tasks import send_chat_alerts
-
     try:
         send_chat_alerts.delay()
     except Exception:  # noqa: BLE001 - the minute beat picks them up

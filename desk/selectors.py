@@ -5,14 +5,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import DecimalField, Exists, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from crm_sim.models import CrmTask
-from desk.models import DeskPreference, SavedView
+from desk.models import ChatAlert, DeskPreference, SavedView
 from ml.levels import WORSE_BY
-from ml.models import ScoringRun, ScoringSummary
+from ml.models import PartnerScore, ScoringRun, ScoringSummary
 from retention.models import Intervention, Partner
 
 
@@ -24,7 +24,7 @@ def owns_partners(user_ref) -> Exists:
     return Exists(ScoringSummary.objects.filter(owner=user_ref))
 
 
-def feed_scope_default(*, user: AbstractBaseUser) -> str:
+def feed_scope_default(*, user: User) -> str:
     """The person's remembered choice, else "mine" for anyone who owns partners (one query)."""
     row = (
         get_user_model()
@@ -93,9 +93,11 @@ def desk_strip(*, owner_id: int | None, today: dt.date) -> dict:
         grouped = summaries.order_by().values("run").annotate(v=Sum(field)).values("v")[:1]
         return Coalesce(Subquery(grouped, output_field=output), 0, output_field=output)
 
-    money = DecimalField(max_digits=16, decimal_places=2)
     annotations = {
-        key: total(key, money if key == "revenue_at_risk" else IntegerField()) for key in STRIP_KEYS
+        key: total(
+            key, DecimalField(max_digits=16, decimal_places=2) if key == "revenue_at_risk" else IntegerField()
+        )
+        for key in STRIP_KEYS
     }
     live = {
         "tasks_due": _count(tasks_due(owner_id=owner_id, today=today)),
@@ -128,7 +130,7 @@ def tasks_today(*, owner_id: int | None, today: dt.date, limit: int = 10) -> lis
     )
 
 
-def saved_views_for(*, user: AbstractBaseUser) -> QuerySet[SavedView]:
+def saved_views_for(*, user: User) -> QuerySet[SavedView]:
     """A person's own views and the ones the team shares."""
     return (
         SavedView.objects.filter(Q(owner=user) | Q(shared=True))
@@ -153,7 +155,7 @@ def digest_recipients() -> QuerySet:
     )
 
 
-def digest_settings(*, user: AbstractBaseUser) -> dict:
+def digest_settings(*, user: User) -> dict:
     """The person's digest switch, local time and time zone (defaults from settings)."""
     import zoneinfo
 
@@ -185,10 +187,9 @@ def _digest_row(score) -> dict:
     }
 
 
-def digest_for(*, user: AbstractBaseUser, today: dt.date, limit: int = 10) -> dict:
+def digest_for(*, user: User, today: dt.date, limit: int = 10) -> dict:
     """What the morning digest tells one owner: the strip, who is new at risk, the biggest
     rises since the last run, tasks due, drafts waiting."""
-    from ml.models import PartnerScore
 
     mine = PartnerScore.objects.filter(partner__account_owner=user, partner__status=Partner.Status.ACTIVE)
     fields = ("partner__external_id", "partner__name", "risk", "previous_risk", "drivers")
@@ -216,8 +217,6 @@ def chat_alert_status(*, limit: int = 5) -> dict:
     """For the Agent page: is the webhook set, what is queued, and what failed lately."""
     from django.conf import settings
     from django.db.models import Count
-
-    from desk.models import ChatAlert
 
     counts = ChatAlert.objects.aggregate(
         pending=Count("pk", filter=Q(status=ChatAlert.Status.PENDING)),

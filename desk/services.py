@@ -3,15 +3,19 @@
 import datetime as dt
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from agent.audit import audit_record
+from desk.chat import ChatError, chat_post
 from desk.models import ChatAlert, DeskPreference, SavedView
+from desk.selectors import digest_for, digest_recipients, digest_settings
+from ml.models import PartnerScore
+from retention.models import Intervention, Partner
 
 
-def desk_preference_set_scope(*, user: AbstractBaseUser, scope: str) -> DeskPreference:
+def desk_preference_set_scope(*, user: User, scope: str) -> DeskPreference:
     """Remember "my partners" or "all partners" for the Live Feed."""
     if scope not in DeskPreference.Scope.values:
         raise ValidationError({"scope": f"Unknown scope {scope!r}"})
@@ -22,7 +26,7 @@ def desk_preference_set_scope(*, user: AbstractBaseUser, scope: str) -> DeskPref
     return pref
 
 
-def desk_preference_update(*, user: AbstractBaseUser, actor: AbstractBaseUser, **changes) -> DeskPreference:
+def desk_preference_update(*, user: User, actor: User, **changes) -> DeskPreference:
     """Digest settings (enabled, local time, time zone); audited, a person's opt-out is a record."""
     allowed = {"digest_enabled", "digest_time", "digest_timezone"}
     if set(changes) - allowed:
@@ -45,7 +49,7 @@ def desk_preference_update(*, user: AbstractBaseUser, actor: AbstractBaseUser, *
     return pref
 
 
-def saved_view_create(*, owner: AbstractBaseUser, name: str, query: str, shared: bool) -> SavedView:
+def saved_view_create(*, owner: User, name: str, query: str, shared: bool) -> SavedView:
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the view a name"})
@@ -62,7 +66,7 @@ def saved_view_create(*, owner: AbstractBaseUser, name: str, query: str, shared:
     return view
 
 
-def saved_view_delete(*, view: SavedView, actor: AbstractBaseUser) -> None:
+def saved_view_delete(*, view: SavedView, actor: User) -> None:
     """Only its owner deletes a view (a shared view is still someone's)."""
     if view.owner_id != actor.pk:
         raise PermissionDenied("Only the person who saved this view can delete it")
@@ -89,7 +93,7 @@ def digest_render(*, digest: dict) -> tuple[str, str, str]:
     return subject, text, html
 
 
-def digest_send(*, user: AbstractBaseUser, today, force: bool = False) -> str:
+def digest_send(*, user: User, today, force: bool = False) -> str:
     """Send one owner's digest for their local `today`, at most once a day (claimed with a
     conditional UPDATE, so two beat workers never both send it). Returns what happened:
     "sent", "opted_out", "empty", "already_sent" or "failed" (audited).
@@ -99,8 +103,6 @@ def digest_send(*, user: AbstractBaseUser, today, force: bool = False) -> str:
     from django.conf import settings
     from django.core.mail import EmailMultiAlternatives
     from django.db.models import Q
-
-    from desk.selectors import digest_for, digest_settings
 
     if not digest_settings(user=user)["enabled"]:
         return "opted_out"
@@ -147,8 +149,6 @@ def digests_send_due(*, now=None, force: bool = False, users=None, at_any_time: 
     sends a second one today. Returns counts per outcome."""
     from django.utils import timezone
 
-    from desk.selectors import digest_recipients, digest_settings
-
     now = now or timezone.now()
     counts = {"sent": 0, "opted_out": 0, "empty": 0, "already_sent": 0, "failed": 0, "not_yet": 0}
     recipients = users if users is not None else digest_recipients()
@@ -183,7 +183,6 @@ def _alerted_today(kind: str, day):
 
 def chat_alerts_enqueue_at_risk(*, run_id: int, day) -> int:
     """An outbox row per partner this run moved into "at risk" (once per partner per day)."""
-    from ml.models import PartnerScore
 
     level = settings.AT_RISK_LEVEL
     crossed = (
@@ -206,8 +205,6 @@ def chat_alerts_enqueue_at_risk(*, run_id: int, day) -> int:
 def chat_alerts_enqueue_drafts(*, day) -> int:
     """An outbox row per Platinum partner with an agent draft waiting for approval."""
     from django.conf import settings
-
-    from retention.models import Intervention, Partner
 
     waiting = (
         Intervention.objects.filter(
@@ -236,8 +233,6 @@ def chat_alerts_send_due(*, now=None, limit: int = 50) -> dict:
     from django.conf import settings
     from django.db.models import Q
     from django.utils import timezone
-
-    from desk.chat import ChatError, chat_post
 
     now = now or timezone.now()
     counts = {"sent": 0, "retry": 0, "failed": 0}

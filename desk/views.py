@@ -3,17 +3,18 @@ from urllib.parse import parse_qsl, urlencode
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from churnsite.access import permission_required
+from churnsite.access import AuthedHttpRequest, permission_required
 from crm_sim.models import CrmTask
 from crm_sim.services import crm_task_complete, crm_task_snooze
 from desk import services
 from desk.forms import DigestSettingsForm, SavedViewForm, ScopeForm, SnoozeForm
 from desk.models import SavedView
+from desk.selectors import digest_for, digest_settings
 
 # The feed's own parameters: a saved view keeps these and nothing else (no page, no run).
 FEED_PARAMS = ("q", "sort", "tier", "bucket", "owner", "not_contacted", "change")
@@ -25,7 +26,7 @@ def _errors(exc: Exception) -> str:
 
 @require_POST
 @permission_required("retention.view_partner")
-def scope_set(request: HttpRequest) -> HttpResponse:
+def scope_set(request: AuthedHttpRequest) -> HttpResponse:
     """The "My partners / All partners" toggle, remembered per person."""
     form = ScopeForm(request.POST)
     if form.is_valid():
@@ -37,7 +38,9 @@ def _task(external_id: str) -> CrmTask:
     return get_object_or_404(CrmTask.objects.select_related("partner"), external_id=external_id)
 
 
-def _task_row(request: HttpRequest, task: CrmTask, *, notice: str = "", error: str = "") -> HttpResponse:
+def _task_row(
+    request: AuthedHttpRequest, task: CrmTask, *, notice: str = "", error: str = ""
+) -> HttpResponse:
     if not request.htmx:
         if error:
             messages.error(request, f"{task.external_id}: {error}")
@@ -50,7 +53,7 @@ def _task_row(request: HttpRequest, task: CrmTask, *, notice: str = "", error: s
 
 @require_POST
 @permission_required("crm_sim.change_crmtask")
-def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
+def task_complete(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     task = _task(external_id)
     outcome = request.POST.get("outcome") or CrmTask.Outcome.NONE
     try:
@@ -62,7 +65,7 @@ def task_complete(request: HttpRequest, external_id: str) -> HttpResponse:
 
 @require_POST
 @permission_required("crm_sim.change_crmtask")
-def task_snooze(request: HttpRequest, external_id: str) -> HttpResponse:
+def task_snooze(request: AuthedHttpRequest, external_id: str) -> HttpResponse:
     task = _task(external_id)
     form = SnoozeForm(request.POST)
     if not form.is_valid():
@@ -82,7 +85,7 @@ def _feed_query(raw: str) -> str:
 
 @require_POST
 @permission_required("retention.view_partner")
-def saved_view_create(request: HttpRequest) -> HttpResponse:
+def saved_view_create(request: AuthedHttpRequest) -> HttpResponse:
     form = SavedViewForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The view was not saved: give it a name")
@@ -100,20 +103,20 @@ def saved_view_create(request: HttpRequest) -> HttpResponse:
     return redirect(f"/?{query}" if query else "/")
 
 
-def _visible_view(request: HttpRequest, pk: int) -> SavedView:
+def _visible_view(request: AuthedHttpRequest, pk: int) -> SavedView:
     return get_object_or_404(SavedView.objects.filter(Q(owner=request.user) | Q(shared=True)), pk=pk)
 
 
 @require_GET
 @permission_required("retention.view_partner")
-def saved_view_open(request: HttpRequest, pk: int) -> HttpResponse:
+def saved_view_open(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     view = _visible_view(request, pk)
     return redirect(f"/?{view.query}" if view.query else "/")
 
 
 @require_POST
 @permission_required("retention.view_partner")
-def saved_view_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def saved_view_delete(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     view = _visible_view(request, pk)
     try:
         services.saved_view_delete(view=view, actor=request.user)
@@ -125,9 +128,8 @@ def saved_view_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @permission_required("retention.view_partner")
-def digest_preview(request: HttpRequest) -> HttpResponse:
+def digest_preview(request: AuthedHttpRequest) -> HttpResponse:
     """Tomorrow's digest as it would be sent to me now, and my digest settings."""
-    from desk.selectors import digest_for, digest_settings
 
     prefs = digest_settings(user=request.user)
     if request.method == "POST":

@@ -39,7 +39,9 @@ class FeedFilterForm(AriaLabelledForm):
 
     def __init__(self, *args, member_choices: Sequence[tuple[int, str]] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["owner"].choices = [("", "Any owner")] + [(str(pk), name) for pk, name in member_choices]
+        owner = self.fields["owner"]
+        assert isinstance(owner, forms.TypedChoiceField)
+        owner.choices = [("", "Any owner")] + [(str(pk), name) for pk, name in member_choices]
         self.fields["q"].widget.attrs.update(placeholder="Partner id or name", type="search")
 
     def selector_kwargs(self) -> dict:

@@ -455,8 +455,8 @@ def world_state_from_json(d: dict) -> WorldState:
     for name in _STRINGS:
         kwargs[name] = np.array(d["strings"][name], dtype=object)
     for name, a in d["arrays"].items():
-        raw = base64.b64decode(a["data"])
-        value = np.frombuffer(raw, dtype=np.dtype(a["dtype"])).reshape(a["shape"])
+        data = base64.b64decode(a["data"])
+        value = np.frombuffer(data, dtype=np.dtype(a["dtype"])).reshape(a["shape"])
         kwargs[name] = value.astype(np.dtype(a["dtype"]).newbyteorder("="))
     state = WorldState(params=params, **kwargs)
     if len(state.decided_day) != state.n:  # saved before the pre-churn phase existed
