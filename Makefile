@@ -1,4 +1,4 @@
-# churnsite: `make demo` runs the site with demo data; `make test` runs the whole suite.
+# churnsite: `make demo` runs the site with demo data; `make test` runs `make lint`, then the whole suite.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -29,14 +29,15 @@ browser:
 services:
 	@bash scripts/services.sh
 
-test: venv browser services
+# CI (.ci/run) calls `make test` only, so the static checks run first (and fail fast), before the suite.
+test: venv lint browser services
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	@bash scripts/sqlite_smoke.sh $(PY)
 
 demo: venv
 	@bash scripts/demo.sh $(PY) $(PORT) $(DEMO_PARTNERS)
 
-# Static checks, all of them (CI runs this before the tests): style, formatting, migrations in
+# Static checks, all of them (`make test` runs them before the tests): style, formatting, migrations in
 # step with the models, types (mypy + django-stubs), the import contracts in pyproject.toml, and
 # scripts/check_modules.py (no module-level import cycle, module sizes, function-local imports).
 LINT_ENV := DATABASE_URL=sqlite://:memory: REDIS_URL= SECRET_KEY=lint-only-not-a-secret
