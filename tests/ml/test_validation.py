@@ -17,6 +17,7 @@ from ml import tasks
 from ml.backtest import PSI_WARNING, population_stability
 from ml.models import RiskScore, ValidationRun
 from tests.factories import ModelVersionFactory, PartnerFactory, ScoringRunFactory
+from tests.ml.backtest_helpers import expected_curve
 
 SCORED_ON = dt.date(2026, 3, 31)
 
@@ -36,23 +37,6 @@ def score(partner, run, risk: float) -> RiskScore:
         partner=partner, model_version=run.model_version, run=run, risk=risk, p_7d=risk / 2,
         p_30d=risk / 4, p_90d=risk / 4, p_later=1 - risk, bucket="later", scored_at=timezone.now(),
     )  # fmt: skip
-
-
-def expected_curve(as_of: dt.date, horizon: int = 90) -> dict[int, tuple[int, int]]:
-    """From the score history and the churn dates, as the desk's user would count: per band,
-    (scores, partners who churned within the horizon after their score)."""
-    out: dict[int, list[int]] = {}
-    for s in RiskScore.objects.select_related("run", "partner"):
-        made = s.run.as_of
-        if s.run.backfill or made > as_of - dt.timedelta(days=horizon):
-            continue
-        churned_on = s.partner.churned_on
-        if churned_on is not None and churned_on <= made:
-            continue
-        band = out.setdefault(min(int(s.risk * 10), 9), [0, 0])
-        band[0] += 1
-        band[1] += churned_on is not None and churned_on <= made + dt.timedelta(days=horizon)
-    return {k: (n, c) for k, (n, c) in out.items()}
 
 
 @pytest.mark.django_db
