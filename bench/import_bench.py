@@ -4,8 +4,9 @@
 
 Writes the contract's files (docs/data.md) for N partners x M months of activity and one
 invoice a month, into bench/out/import/, then on its own database (churnsite_bench_import,
-recreated) measures: the whole history imported into an empty database (wall time, peak
-memory of the import process); a partners-only file of --partners-only rows; and an
+recreated) measures: the whole history imported into an empty database (wall time with the
+command's start-up and the import's own seconds, peak memory of the import process; the load
+average beside each figure); a partners-only file of --partners-only rows; and an
 activity file whose last row is bad (nothing may be written, the line must be named).
 """
 
@@ -108,6 +109,11 @@ def count(env: dict, table: str) -> int:
     return int(out.stdout.strip())
 
 
+def _load() -> str:
+    """The 1/5/15-minute load averages: on a shared host every figure needs its load beside it."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--partners", type=int, default=100_000)
@@ -125,7 +131,10 @@ def main() -> None:
     fresh_db(env)
     seconds, summary, err, peak = run_import(env, OUT / "history")
     results["history"] = {"rows": rows, "seconds": round(seconds, 1), "peak_mb": peak, "summary": summary}
-    print(f"history: {rows:,} rows in {seconds:.1f} s (peak {peak} MB); written={summary.get('written')}")
+    print(
+        f"history: {rows:,} rows in {seconds:.1f} s (import itself {summary.get('seconds')} s; peak {peak} MB); "
+        f"written={summary.get('written')}; load {_load()}"
+    )
     if err.strip():
         print(err[-2000:])
 
@@ -146,13 +155,16 @@ def main() -> None:
         "unchanged": before == after,
     }
     print(
-        f"bad last row: {seconds:.1f} s, line {bad_line} named: {named}, nothing written: {before == after}"
+        f"bad last row: {seconds:.1f} s, line {bad_line} named: {named}, nothing written: {before == after}; load {_load()}"
     )
 
     fresh_db(env)
     seconds, summary, err, _ = run_import(env, OUT / "partners_only" / "partners.csv")
     results["partners_only"] = {"rows": args.partners_only, "seconds": round(seconds, 1), "summary": summary}
-    print(f"partners only: {args.partners_only:,} rows in {seconds:.1f} s; written={summary.get('written')}")
+    print(
+        f"partners only: {args.partners_only:,} rows in {seconds:.1f} s (import itself {summary.get('seconds')} s); "
+        f"written={summary.get('written')}; load {_load()}"
+    )
     results["load_average_end"] = os.getloadavg()
     print(json.dumps(results, default=str))
 
