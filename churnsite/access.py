@@ -51,6 +51,7 @@ RETENTION_PERMISSIONS = _READ + [
     "crm_sim.change_crmtask",
     "agent.run_agent",
     "agent.add_donotcontact",
+    "api.add_apitoken",
 ]
 # Managers, in addition: the guardrail settings, approve/reject, correcting a resolved
 # outcome, ROI assumptions, importing data, taking a partner off do-not-contact, the partner
@@ -64,6 +65,13 @@ MANAGER_PERMISSIONS = RETENTION_PERMISSIONS + [
     "retention.change_partner",
     "agent.delete_donotcontact",
     "ml.change_modelversion",
+    "api.view_apitoken",
+    "api.change_apitoken",
+    "api.view_webhooksubscription",
+    "api.add_webhooksubscription",
+    "api.change_webhooksubscription",
+    "api.delete_webhooksubscription",
+    "api.view_webhookdelivery",
 ]
 GROUP_PERMISSIONS = {RETENTION: RETENTION_PERMISSIONS, MANAGERS: MANAGER_PERMISSIONS}
 

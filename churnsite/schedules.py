@@ -21,6 +21,7 @@ VALIDATION_SCHEDULE_NAME = "nightly model validation (backtest and drift)"
 AUDIT_VERIFY_SCHEDULE_NAME = "audit: verify the hash chain nightly"
 DIGEST_SCHEDULE_NAME = "desk: morning digest (each owner at their local time)"
 ALERTS_SCHEDULE_NAME = "desk: chat alerts (Platinum drafts waiting, retries)"
+WEBHOOKS_SCHEDULE_NAME = "api: send due webhook deliveries (retries with backoff)"
 
 PERIODIC_TASKS: list[dict] = [
     {
@@ -72,6 +73,14 @@ PERIODIC_TASKS: list[dict] = [
         # Platinum drafts waiting, and the retries of alerts a failing webhook refused.
         "name": ALERTS_SCHEDULE_NAME,
         "task": "desk.send_chat_alerts",
+        "interval": {"every": 1, "period": "minutes"},
+        "expire_seconds": 60,
+    },
+    {
+        # Webhooks are sent at once after the change; this sends retries and anything whose
+        # task message was lost (the outbox table is the truth, not Redis).
+        "name": WEBHOOKS_SCHEDULE_NAME,
+        "task": "api.send_due_webhooks",
         "interval": {"every": 1, "period": "minutes"},
         "expire_seconds": 60,
     },

@@ -98,6 +98,8 @@ INSTALLED_APPS = [
     "agent",
     "crm_sim",
     "desk",
+    "ninja",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -346,3 +348,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# API and webhooks out
+# Requests per token per window (a Redis counter; without Redis the limit is not enforced).
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 600)
+API_RATE_WINDOW = env_int("API_RATE_WINDOW", 60)
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 5.0)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+# Seconds before attempt 2, 3, ...: doubling from this, at most an hour.
+WEBHOOK_BACKOFF_BASE = env_float("WEBHOOK_BACKOFF_BASE", 30.0)
