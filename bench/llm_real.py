@@ -17,6 +17,7 @@ import collections
 import datetime as dt
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -256,7 +257,8 @@ def analyse(run: AgentRun, summary: dict, pass_s: float, *, show: bool) -> dict:
             if failure.startswith("no retry: "):
                 no_retry[failure.removeprefix("no retry: ").split(" (")[0]] += 1
         if payload["writer"] != "llm":
-            reasons[payload["fallback_reason"].split(" '")[0]] += 1
+            # The reason without its evidence (quoted with ' or ", as repr() chose).
+            reasons[re.split(r" ['\"]", payload["fallback_reason"])[0]] += 1
     interventions = list(
         Intervention.objects.filter(agent_run=run).select_related("partner", "partner__account_owner")
     )
