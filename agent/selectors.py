@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from agent import results
 from agent.llm import llm_configured
 from agent.models import AgentConfig, AgentRun, AuditEvent, AuditVerification, DoNotContact
 from agent.playbooks import plan_for
@@ -71,6 +72,20 @@ def partner_ineligibility(
     if recent.exists():
         return "cooldown"
     return ""
+
+
+def intervene_refusal(*, partner: Partner) -> tuple[str, str]:
+    """Why "Intervene now" on `partner` would do nothing, said before it is queued (the task
+    checks all of it again under its locks): (code, words), or ("", "") when it may go. The
+    codes are the API's: "stopped", "cap", or a partner_ineligibility code."""
+    config = agent_config_get()
+    p = partner.external_id
+    if not config.enabled:
+        return "stopped", f"{p} was not contacted: the agent is stopped (start it first)."
+    if budget_used() >= config.max_per_hour:
+        return "cap", f"{p} was not contacted: the hourly cap of {config.max_per_hour} contacts is reached."
+    code = partner_ineligibility(partner=partner, config=config, skip_threshold=True)
+    return code, results.skip_reason_text(code, partner_ref=p, config=config) if code else ""
 
 
 def budget_used(*, now: dt.datetime | None = None) -> int:

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from agent import outbox, results, selectors, services
+from agent import outbox, selectors, services
 from agent.forms import ActivityFilterForm, AgentConfigForm, DoNotContactForm, PartnerRefForm
 from agent.models import AgentRun
 from agent.tasks import execute_intervention, run_agent
@@ -140,18 +140,9 @@ def intervene(request: AuthedHttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)
     partner = form.cleaned_data["partner"]
-    # Say now what would stop it (the task checks all of it again under the locks, and the run's
-    # progress below then says what actually happened: contacted, held, control group, ...).
-    config = selectors.agent_config_get()
-    problem = ""
-    if not config.enabled:
-        problem = f"{partner.external_id} was not contacted: the agent is stopped (start it first)."
-    elif selectors.budget_used() >= config.max_per_hour:
-        problem = f"{partner.external_id} was not contacted: the hourly cap of {config.max_per_hour} contacts is reached."
-    else:
-        reason = selectors.partner_ineligibility(partner=partner, config=config, skip_threshold=True)
-        if reason:
-            problem = results.skip_reason_text(reason, partner_ref=partner.external_id, config=config)
+    # Say now what would stop it; the run's progress below then says what actually happened
+    # (contacted, held, control group, ...).
+    _, problem = selectors.intervene_refusal(partner=partner)
     if problem:
         form.add_error("partner", problem)
         return render(request, TEMPLATE, _context(request, intervene_form=form), status=400)

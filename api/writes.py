@@ -9,7 +9,6 @@ from ninja import File, Form, Router, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 
-from agent import results
 from agent import selectors as agent_selectors
 from agent import services as agent_services
 from agent.audit import audit_record
@@ -204,18 +203,8 @@ def agent_run_start(request: AuthedHttpRequest, data: s.AgentRunIn):
         enqueue(run_agent, run.pk, run=run)
         return Status(202, agent_run_out(run))
     partner = get_partner(data.partner)
-    config = agent_selectors.agent_config_get()
     # What the Agent page says before it queues one partner (the task checks it all again).
-    code, detail = "", ""
-    if not config.enabled:
-        code, detail = "stopped", f"{partner.external_id} was not contacted: the agent is stopped"
-    elif agent_selectors.budget_used() >= config.max_per_hour:
-        code, detail = "cap", f"The hourly cap of {config.max_per_hour} contacts is reached"
-    else:
-        code = agent_selectors.partner_ineligibility(partner=partner, config=config, skip_threshold=True)
-        detail = (
-            results.skip_reason_text(code, partner_ref=partner.external_id, config=config) if code else ""
-        )
+    code, detail = agent_selectors.intervene_refusal(partner=partner)
     if code:
         audit_record(
             event_type="intervene_refused",
