@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -17,13 +15,13 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from agent.audit import audit_record
+from churnsite.failpoints import failpoint
 from ml import backtest
 from ml import features as F
 from ml.churn_model import ChurnModel, save_model
 from ml.frames import history_frames
 from ml.levels import WORSE_BY
 from ml.models import (
-    BUCKET_URGENCY_RANK,
     ModelVersion,
     PartnerScore,
     RiskScore,
@@ -32,6 +30,7 @@ from ml.models import (
     ValidationRun,
 )
 from ml.registry import active_version, artifact_full_path, model_for_version
+from ml.score_store import scores_persist
 from ml.signals import scoring_run_succeeded
 from ml.sim.today import scoring_as_of
 from retention.models import Partner
@@ -173,80 +172,13 @@ def score_chunk(*, run_id: int, partner_ids: Sequence[int]) -> dict[str, float]:
                 drivers[int(pid)] = d
     times["drivers"] = time.perf_counter() - t
 
+    failpoint("ml.score_chunk")  # scored, not yet written: the worker tests fail one chunk here
     t = time.perf_counter()
-    _persist(run, pred, drivers, current=not run.backfill)
+    scores_persist(run=run, pred=pred, drivers=drivers, current=not run.backfill, now=timezone.now())
     times["persist"] = time.perf_counter() - t
     times["n"] = len(pred)
     times["drivers_n"] = len(drivers)
     return times
-
-
-def _persist(run: ScoringRun, pred: pd.DataFrame, drivers: dict[int, list], *, current: bool = True) -> None:
-    if not len(pred):
-        return
-
-    now = timezone.now()
-    revenue = dict(
-        Partner.objects.filter(pk__in=[int(i) for i in pred.index]).values_list("pk", "monthly_revenue")
-    )
-    previous = _previous_scores(run, [int(i) for i in pred.index]) if current else {}
-    cols = {c: pred[c].to_numpy() for c in ("risk", "p_7d", "p_30d", "p_90d", "p_later")}
-    # Clip float noise so the probability check constraints always hold.
-    cols = {c: np.clip(v, 0.0, 1.0) for c, v in cols.items()}
-    buckets = pred["bucket"].to_numpy()
-    history, now_scores = [], []
-    for i, pid in enumerate(pred.index):
-        pid = int(pid)
-        fields = {c: float(cols[c][i]) for c in cols}
-        bucket = str(buckets[i])
-        d = drivers.get(pid)
-        history.append(
-            RiskScore(
-                partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
-                drivers=d, scored_at=now, **fields,
-            )
-        )  # fmt: skip
-        if not current:
-            continue
-        rar = (revenue.get(pid) or Decimal(0)) * Decimal(repr(fields["risk"]))
-        prev_risk, prev_as_of = previous.get(pid, (None, None))
-        now_scores.append(
-            PartnerScore(
-                partner_id=pid, model_version_id=run.model_version_id, run_id=run.pk, bucket=bucket,
-                drivers=d, scored_at=now, urgency_rank=BUCKET_URGENCY_RANK[bucket],
-                revenue_at_risk=rar.quantize(Decimal("0.01")), previous_risk=prev_risk,
-                previous_as_of=prev_as_of,
-                risk_change=None if prev_risk is None else fields["risk"] - prev_risk, **fields,
-            )
-        )  # fmt: skip
-    with transaction.atomic():
-        RiskScore.objects.bulk_create(history, batch_size=5000, ignore_conflicts=True)
-        PartnerScore.objects.bulk_create(
-            now_scores,
-            batch_size=5000,
-            update_conflicts=True,
-            unique_fields=["partner"],
-            update_fields=[
-                "risk", "p_7d", "p_30d", "p_90d", "p_later", "bucket", "drivers", "scored_at",
-                "model_version", "run", "urgency_rank", "revenue_at_risk", "previous_risk",
-                "previous_as_of", "risk_change",
-            ],
-        )  # fmt: skip
-
-
-def _previous_scores(run: ScoringRun, partner_ids: list[int]) -> dict[int, tuple]:
-    """Each partner's score before this run, to compare with: the current score of an earlier
-    run, or (a chunk delivered twice) the comparison this run already made."""
-    out = {}
-    rows = PartnerScore.objects.filter(partner_id__in=partner_ids).values_list(
-        "partner_id", "run_id", "risk", "run__as_of", "scored_at", "previous_risk", "previous_as_of"
-    )
-    for pid, run_id, risk, as_of, scored_at, prev_risk, prev_as_of in rows:
-        if run_id == run.pk:
-            out[pid] = (prev_risk, prev_as_of)
-        else:
-            out[pid] = (risk, as_of or timezone.localdate(scored_at))
-    return out
 
 
 def scoring_summary_write(*, run: ScoringRun) -> int:

@@ -1,5 +1,6 @@
 """Training from the database, the registry, scoring and drivers on demand (real PostgreSQL)."""
 
+import json
 from io import StringIO
 
 import pytest
@@ -251,3 +252,44 @@ def test_scoring_refuses_a_date_after_the_data(scored_db, db):
     later = SimulatedWorld.objects.get().today + dt.timedelta(days=1)
     with pytest.raises(CommandError, match="cannot score at"):
         call_command("score_partners", "--as-of", later.isoformat(), stdout=StringIO())
+
+
+@pytest.mark.parametrize("writer", ["copy", "orm"])
+def test_both_writers_record_the_change_since_the_previous_run_and_keep_it_on_redelivery(
+    scored_db, db, writer
+):
+    from decimal import Decimal
+
+    from django.db import connection
+
+    from ml import score_store
+    from ml.services import scoring_run_start
+
+    if writer == "copy" and connection.vendor != "postgresql":
+        pytest.skip("the COPY writer is PostgreSQL's")
+    write = score_store._persist_copy if writer == "copy" else score_store._persist_orm
+    first = ScoringRun.objects.get(pk=scored_db["score"]["run"])
+    before = {s.partner_id: s for s in PartnerScore.objects.filter(run=first).select_related("partner")[:40]}
+    second = scoring_run_start()
+    now = second.started_at
+
+    def rows(risk: float) -> list[tuple]:
+        drivers = [{"feature": "days_overdue", "points": 3.5}]
+        return [(pid, risk, 0.1, 0.2, 0.3, 0.4, "30d", 1, json.dumps(drivers)) for pid in before]
+
+    write(second, rows(0.5), current=True, now=now)
+    # Redelivered with other figures: the history keeps the first write, the comparison stays
+    # with the first run's score (not this run's own earlier write).
+    write(second, rows(0.625), current=True, now=now)
+    after = {s.partner_id: s for s in PartnerScore.objects.filter(partner_id__in=before)}
+    for pid, old in before.items():
+        new = after[pid]
+        assert new.run_id == second.pk and new.risk == 0.625 and new.urgency_rank == 1
+        assert new.previous_risk == old.risk and new.previous_as_of == first.as_of
+        assert new.risk_change == pytest.approx(0.625 - old.risk)
+        assert new.revenue_at_risk == (old.partner.monthly_revenue * Decimal("0.625")).quantize(
+            Decimal("0.01")
+        )
+        assert new.drivers == [{"feature": "days_overdue", "points": 3.5}]
+    history = RiskScore.objects.filter(run=second)
+    assert history.count() == len(before) and set(history.values_list("risk", flat=True)) == {0.5}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 
 from agent.models import AuditEvent
 from ml.models import PartnerScore, RiskScore, ScoringRun
@@ -25,7 +26,12 @@ def media(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workers(django_db_setup, django_db_blocker, tmp_path_factory, media):
+def markers(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("failpoints")
+
+
+@pytest.fixture(scope="module")
+def workers(django_db_setup, django_db_blocker, tmp_path_factory, media, markers):
     if connection.vendor != "postgresql":
         pytest.skip("worker tests need PostgreSQL (set DATABASE_URL)")
     from django.conf import settings
@@ -33,7 +39,13 @@ def workers(django_db_setup, django_db_blocker, tmp_path_factory, media):
     if not settings.REDIS_URL:
         pytest.skip("worker tests need Redis (set REDIS_URL)")
     # The workers read model artifacts from the same media root the test writes them to.
-    pool = WorkerPool(count=2, outbox=tmp_path_factory.mktemp("outbox"), extra_env={"MEDIA_ROOT": str(media)})
+    # Every worker carries the chunk failpoint; it fires only when a test arms it (a file).
+    env = {
+        "MEDIA_ROOT": str(media),
+        "CHURNSITE_FAILPOINTS": "ml.score_chunk=raise",
+        "CHURNSITE_FAILPOINT_DIR": str(markers),
+    }
+    pool = WorkerPool(count=2, outbox=tmp_path_factory.mktemp("outbox"), extra_env=env)
     try:
         pool.start()
         yield pool
@@ -98,3 +110,32 @@ def test_the_nightly_task_scores_every_active_partner_through_the_chord_on_worke
     # The callback summed every chunk's stage times into the run.
     assert set(run.stats["stages"]) == {"read_ids", "features", "predict", "drivers", "persist"}
     assert run.stats["drivers_computed"] == PartnerScore.objects.filter(drivers__isnull=False).count()
+
+
+def test_one_failing_chunk_fails_the_run_and_the_retry_scores_every_partner_exactly_once(
+    workers, model_version, markers
+):
+    active = set(Partner.objects.filter(status=Partner.Status.ACTIVE).values_list("pk", flat=True))
+    (markers / "ml.score_chunk.arm").touch()  # the first chunk to reach persistence raises
+    started = score_all_partners.apply_async(kwargs={"chunk_size": 200}, queue=workers.queue).get(timeout=60)
+    assert started["chunks"] == -(-len(active) // 200) > 2
+
+    failed = wait_for_run(started["run"], ScoringRun.Status.FAILED)
+    assert not (markers / "ml.score_chunk.arm").exists()
+    assert "raised FailpointError('failpoint ml.score_chunk fired')" in failed.stats["error"]
+    event = AuditEvent.objects.get(event_type="scoring_failed", payload__run=failed.pk)
+    assert event.payload["status"] == ScoringRun.Status.FAILED and "FailpointError" in event.payload["error"]
+    # The other chunks wrote their partners; the failed one wrote nothing.
+    assert 0 < RiskScore.objects.filter(run=failed).count() <= len(active) - 200
+
+    retry_scoring_run.apply_async(args=[failed.pk], kwargs={"chunk_size": 200}, queue=workers.queue).get(
+        timeout=60
+    )
+    done = wait_for_run(failed.pk, ScoringRun.Status.SUCCEEDED)
+    history = RiskScore.objects.filter(run=done)
+    assert done.scored == history.count() == len(active)
+    assert set(history.values_list("partner_id", flat=True)) == active
+    assert not history.values("partner_id").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert set(PartnerScore.objects.filter(run=done).values_list("partner_id", flat=True)) == active
+    assert AuditEvent.objects.filter(event_type="scoring_retried", payload__run=done.pk).count() == 1
+    assert AuditEvent.objects.filter(event_type="scoring_finished", payload__run=done.pk).count() == 1
