@@ -27,12 +27,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-import openai
 from django.conf import settings
-from openai.types.chat import ChatCompletionMessageParam
+
+if TYPE_CHECKING:
+    # The openai package is imported where a call is made, not here: the admin pulls this
+    # module into every manage.py command and web process, and openai's types alone took
+    # 2-3 s of each start-up (import_data's included) that never calls a model.
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,8 @@ def _slot(url: str) -> threading.BoundedSemaphore:
 
 @functools.lru_cache(maxsize=8)
 def _client(pid: int, api_key: str, base: str | None) -> openai.OpenAI:
+    import openai  # slow import: see the top
+
     # Keyed on the pid so a Celery prefork child never reuses the parent's connection pool.
     # The client's own retries are off: this module decides what is worth retrying.
     return openai.OpenAI(api_key=api_key, base_url=base, max_retries=0)
@@ -290,6 +296,8 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 def _translate(exc: Exception, *, timeout: float) -> LlmError:
+    import openai  # loaded already: the client raised exc
+
     if isinstance(exc, openai.APITimeoutError):
         return LlmError("timeout", f"no reply within {timeout:.1f}s")
     if isinstance(exc, openai.APIConnectionError):
@@ -361,13 +369,15 @@ def chat_complete(
                 completion = client.with_options(timeout=timeout).chat.completions.create(
                     model=model,
                     # The callers' {"role", "content"} dicts are the message params' shape.
-                    messages=cast("list[ChatCompletionMessageParam]", messages),
+                    messages=cast("list[openai.types.chat.ChatCompletionMessageParam]", messages),
                     temperature=temperature,
                     max_tokens=max_tokens,
                     **extra,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - the client raises bare decode errors on garbage bodies
+                import openai  # loaded already: the client raised exc
+
                 if not isinstance(exc, openai.OpenAIError | ValueError | TypeError | AttributeError):
                     log.exception("Unexpected error from the openai client")
                 error = _translate(exc, timeout=timeout)

@@ -35,14 +35,19 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 
 from ml.explain import describe, group_contributions
 from ml.levels import AT_RISK_LEVEL
+
+if TYPE_CHECKING:
+    # sklearn (and the scipy it loads) is imported where a model is fitted or scored, not
+    # here: the admin pulls this module into every manage.py command, and sklearn's import
+    # alone took 5 of an import_data's start-up seconds.
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 CHURN_BUCKETS = ("7d", "30d", "90d")
 ALL_BUCKETS = (*CHURN_BUCKETS, "later")
@@ -156,6 +161,8 @@ def _align_classes(q: np.ndarray, classes) -> np.ndarray:
 
 
 def _gbm(seed: int, n_rows: int, *, max_iter: int = 2000) -> HistGradientBoostingClassifier:
+    from sklearn.ensemble import HistGradientBoostingClassifier  # slow import: see the top
+
     # Very small trees (3 leaves: nearly additive in log-odds, like the churn hazard itself),
     # many of them, early-stopped: measured on the simulated world, they generalise to unseen
     # partners and later months best (AUC ratio 0.961 vs 0.953 for 7 leaves and 0.949 for 31,
@@ -211,6 +218,8 @@ def fit_churn_model(
             oof[held] = fold_model.decision_function(Xm[held])
             iterations.append(fold_model.n_iter_)
         n_iter = int(np.median(iterations))
+        from sklearn.linear_model import LogisticRegression  # slow import: see the top
+
         platt = LogisticRegression(C=1e6).fit(oof.reshape(-1, 1), y)
         a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     risk_model = _gbm(seed, len(y))
@@ -242,6 +251,7 @@ def fit_churn_model(
 def fit_baseline(X: pd.DataFrame, y: np.ndarray, *, features: list[str]):
     """The yardstick: a plain L2 logistic regression on the same (standardised) features
     and rows. A team sees whether the trees earn their keep over it."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -158,12 +158,37 @@ def test_simulate_days_refuses_a_world_that_was_imported(tmp_path, capsys):
     assert MonthlyActivity.objects.count() == 8
 
 
-def test_a_big_insert_checks_the_partner_key_in_one_pass_and_keeps_the_constraint(
+SCHEMA = (
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE conrelid IN ('retention_partner'::regclass, 'retention_monthlyactivity'::regclass, "
+    "'retention_invoice'::regclass) UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes "
+    "WHERE tablename IN ('retention_partner', 'retention_monthlyactivity', 'retention_invoice') ORDER BY 1, 2, 3"
+)
+
+
+def schema() -> list[tuple]:
+    with connection.cursor() as cur:
+        cur.execute(SCHEMA)
+        return cur.fetchall()
+
+
+def test_a_big_insert_builds_the_indexes_and_keys_once_and_leaves_them_as_they_were(
     tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(upserts, "BULK_ROWS", 1)  # every insert counts as big here
-    summary = run(capsys, samples(tmp_path))
-    assert summary["written"] and (MonthlyActivity.objects.count(), Invoice.objects.count()) == (8, 5)
+    monkeypatch.setattr(upserts, "BULK_ROWS", 1)  # every insert into an empty table counts as big
+    before = schema()
+    assert any("gin_trgm_ops" in row[2] for row in before)  # the partner name search index is there
+    statements = []
+    with connection.execute_wrapper(
+        lambda execute, sql, *rest: statements.append(sql) or execute(sql, *rest)
+    ):
+        summary = run(capsys, samples(tmp_path))
+    assert summary["written"] and (Partner.objects.count(), MonthlyActivity.objects.count()) == (3, 8)
+    assert Invoice.objects.count() == 5
+    assert any(s.startswith("DROP INDEX partner_name_trgm_idx") for s in statements)  # the path ran
+    assert any('DROP CONSTRAINT "invoice_one_row_per_invoice_id"' in s for s in statements)
+    # Every index, unique constraint and foreign key is back, the same, and still deferred.
+    assert schema() == before
     with connection.cursor() as cur:
         cur.execute(
             "SELECT conrelid::regclass::text, condeferrable, condeferred FROM pg_constraint "
@@ -174,3 +199,15 @@ def test_a_big_insert_checks_the_partner_key_in_one_pass_and_keeps_the_constrain
             ("retention_invoice", True, True),
             ("retention_monthlyactivity", True, True),
         ]
+    # A table that would not double keeps its indexes: the second import adds one row to 3.
+    statements.clear()
+    folder = samples(tmp_path / "again")
+    partners = folder / "partners.csv"
+    lines = partners.read_text().splitlines()
+    partners.write_text("\n".join([*lines, lines[-1].replace("P10003", "P10009", 1)]) + "\n")
+    with connection.execute_wrapper(
+        lambda execute, sql, *rest: statements.append(sql) or execute(sql, *rest)
+    ):
+        again = run(capsys, partners)
+    assert again["tables"]["partners"]["created"] == 1
+    assert not any("DROP CONSTRAINT" in s or s.startswith("DROP INDEX") for s in statements)
