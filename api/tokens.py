@@ -10,10 +10,12 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agent.audit import audit_record
 from api.models import ApiToken
+from churnsite.access import MANAGERS, RETENTION
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,24 @@ def api_token_authenticate(token: str) -> ApiToken | None:
     """The active token (with its user) for a presented token, and its last use noted."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
+    memberships = User.groups.through.objects.filter(user_id=OuterRef("user_id"))
     row = (
         ApiToken.objects.select_related("user")
+        # The caller's role with the token, in the same query (as DeskModelBackend does for the
+        # session's user): one query fewer on every API request.
+        .annotate(
+            in_managers=Exists(memberships.filter(group__name=MANAGERS)),
+            in_retention=Exists(memberships.filter(group__name=RETENTION)),
+        )
         .filter(key_hash=token_hash(token), revoked_at__isnull=True, user__is_active=True)
         .first()
     )
     if row is None:
         return None
+    if not row.user.is_superuser:
+        # What churnsite.access.user_role would otherwise query for.
+        role = MANAGERS if row.in_managers else RETENTION if row.in_retention else None
+        setattr(row.user, "_churnsite_role", role)  # noqa: B010 - not a declared attribute of User
     now = timezone.now()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
         # Conditional: of concurrent requests one writes, the others find it fresh.

@@ -12,6 +12,7 @@
 """
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +59,22 @@ def ensure_database(db: str) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=os.environ, check=True
     )
+
+
+def use_database(db: str, *, redis_url: str = "") -> None:
+    """Point this process (and the servers it starts) at the bench database, production-like
+    (DEBUG off, persistent connections), creating and migrating the database if needed."""
+    os.environ.update(
+        DATABASE_URL=f"{PG}/{db}",
+        REDIS_URL=redis_url,
+        DEBUG="false",
+        DJANGO_SETTINGS_MODULE="churnsite.settings",
+        DB_CONN_MAX_AGE="600",
+    )
+    os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
+    os.environ.pop("TEST_DATABASE_NAME", None)
+    sys.path.insert(0, str(ROOT))
+    ensure_database(db)
 
 
 def load(n: int) -> None:
@@ -276,6 +294,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(workers: int) -> Iterator[int]:
+    """gunicorn on a free 127.0.0.1 port, with the environment's settings, until the block ends."""
+    port = free_port()
+    gunicorn = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "churnsite.wsgi",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            # On a loaded 2-core host a worker's first request (imports, connections) can pass
+            # gunicorn's default 30 s timeout; the figures come after a warm-up anyway.
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=os.environ,
+    )
+    try:
+        for _ in range(600):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                time.sleep(0.3)
+        yield port
+    finally:
+        gunicorn.send_signal(signal.SIGTERM)
+        try:
+            gunicorn.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gunicorn.kill()
+            gunicorn.wait()
+
+
 def login(port: int) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     conn.request("GET", "/login/")
@@ -298,8 +357,12 @@ def login(port: int) -> str:
     return f"csrftoken={csrf_cookie}; sessionid={session.group(1)}"
 
 
-def drive(port: int, cookie: str, urls: list[str], clients: int, per_client: int) -> list[float]:
-    """`clients` threads, each with its own keep-alive connection, `per_client` GETs round-robin."""
+def drive(
+    port: int, cookie: str, urls: list[str], clients: int, per_client: int, *, headers: dict | None = None
+) -> list[float]:
+    """`clients` threads, each with its own keep-alive connection, `per_client` GETs round-robin
+    (with the session cookie, or with `headers` instead: bench/api_bench.py's token)."""
+    sent = headers if headers is not None else {"Cookie": cookie}
     latencies: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
@@ -310,7 +373,7 @@ def drive(port: int, cookie: str, urls: list[str], clients: int, per_client: int
         for i in range(per_client):
             url = urls[(offset + i) % len(urls)]
             t0 = time.perf_counter()
-            conn.request("GET", url, headers={"Cookie": cookie})
+            conn.request("GET", url, headers=sent)
             response = conn.getresponse()
             response.read()
             mine.append((time.perf_counter() - t0) * 1000)
@@ -344,17 +407,7 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true", help="create and load the database, then stop")
     args = parser.parse_args()
 
-    os.environ.update(
-        DATABASE_URL=f"{PG}/{args.db}",
-        REDIS_URL="",
-        DEBUG="false",
-        DJANGO_SETTINGS_MODULE="churnsite.settings",
-        DB_CONN_MAX_AGE="600",
-    )
-    os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
-    os.environ.pop("TEST_DATABASE_NAME", None)
-    sys.path.insert(0, str(ROOT))
-    ensure_database(args.db)
+    use_database(args.db)
     load(args.partners)
     if args.load_only:
         return
@@ -369,34 +422,7 @@ def main() -> None:
     export = export_memory("/feed/export.csv")
     log(f"feed export: {export}")
 
-    port = free_port()
-    gunicorn = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "churnsite.wsgi",
-            "-w",
-            str(args.workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            # On a loaded 2-core host a worker's first request (imports, connections) can pass
-            # gunicorn's default 30 s timeout; the figures come after a warm-up anyway.
-            "--timeout",
-            "120",
-        ],
-        cwd=ROOT,
-        env=os.environ,
-    )
-    try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                break
-            except OSError:
-                time.sleep(0.3)
+    with serving(args.workers) as port:
         cookie = login(port)
         drive(port, cookie, feed_urls + ADMIN_URLS, args.clients, 2 * len(feed_urls))  # warm-up
         results = {}
@@ -418,13 +444,6 @@ def main() -> None:
             lat = drive(port, cookie, [url], args.clients, 5)
             per_url[url] = round(pct(lat, 95), 1)
         log("feed p95 per variant (10 clients x 5): " + json.dumps(per_url))
-    finally:
-        gunicorn.send_signal(signal.SIGTERM)
-        try:
-            gunicorn.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            gunicorn.kill()
-            gunicorn.wait()
 
     load_avg = os.getloadavg()
     summary = {

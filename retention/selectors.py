@@ -33,10 +33,19 @@ Outcome = Intervention.Outcome
 HOLDOUT = Intervention.Action.HOLDOUT
 
 
+def partner_search_filter(search: str) -> Q:
+    """An id (P18477, any case) exactly, anything else as part of the name. Never both with an
+    OR: that made PostgreSQL walk all 100k rows (550 ms for a miss) instead of the trigram
+    index (0004) or the id's unique index."""
+    if search[:1] in "pP" and search[1:].isdigit():
+        return Q(external_id=search.upper())
+    return Q(name__icontains=search)
+
+
 def partner_list(*, search: str = "", tier: str = "", status: str = "") -> QuerySet[Partner]:
     qs = Partner.objects.select_related("account_owner")
     if search:
-        qs = qs.filter(Q(external_id__iexact=search) | Q(name__icontains=search))
+        qs = qs.filter(partner_search_filter(search))
     if tier:
         qs = qs.filter(tier=tier)
     if status:
@@ -108,11 +117,7 @@ def partner_live_feed(
         qs = qs.filter(feed_change_filter(change))
     search = search.strip()
     if search:
-        if search[:1] in "pP" and search[1:].isdigit():
-            qs = qs.filter(external_id=search.upper())
-        else:
-            # Name only (no OR on the id), so PostgreSQL can use the trigram index (0004).
-            qs = qs.filter(name__icontains=search)
+        qs = qs.filter(partner_search_filter(search))
     return qs.order_by(*FEED_SORTS.get(sort, FEED_SORTS["urgency"]))
 
 
