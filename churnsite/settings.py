@@ -297,6 +297,12 @@ EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "media" / "outbox"))
 # CRM
 CRM_BACKEND = env_str("CRM_BACKEND", "crm_sim.simulated.SimulatedCrmBackend")
 CRM_TIMEOUT = env_float("CRM_TIMEOUT", 5.0)
+# CRM_BACKEND=crm_sim.hubspot.HubSpotCrmBackend: HubSpot's CRM v3 API with a private-app (or
+# OAuth) token; retries of 429/5xx stay inside CRM_TIMEOUT.
+HUBSPOT_TOKEN = env_str("HUBSPOT_TOKEN")
+HUBSPOT_BASE_URL = env_str("HUBSPOT_BASE_URL", "https://api.hubapi.com")
+HUBSPOT_MAX_RETRIES = env_int("HUBSPOT_MAX_RETRIES", 3)
+HUBSPOT_COMPANY_PARTNER_PROPERTY = env_str("HUBSPOT_COMPANY_PARTNER_PROPERTY", "churnsite_partner_id")
 
 # Retention desk: its today on imported data (no simulated world); unset = the end of the
 # imported history.

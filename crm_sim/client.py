@@ -126,6 +126,12 @@ class CrmBackend(Protocol):
     def list_tasks(self, query: TaskQuery) -> list[CrmTaskRecord]: ...
 
 
+def crm_backend_is_simulated() -> bool:
+    """Whether settings.CRM_BACKEND keeps tasks in churnsite's own database (the CRM page then
+    shows its Simulation Mode banner and reads the table directly)."""
+    return bool(getattr(import_string(settings.CRM_BACKEND), "simulated", False))
+
+
 def get_crm_client() -> CrmBackend:
     """The configured backend (settings.CRM_BACKEND), with settings.CRM_TIMEOUT."""
     backend_class = import_string(settings.CRM_BACKEND)

@@ -36,6 +36,8 @@ class SimulatedCrmBackend:
     statement timeout; there the connection's busy timeout (20 s) bounds lock waits.
     """
 
+    simulated = True
+
     def __init__(self, timeout: float | None = None):
         self.timeout = float(settings.CRM_TIMEOUT if timeout is None else timeout)
         if self.timeout <= 0:
