@@ -293,3 +293,25 @@ def test_both_writers_record_the_change_since_the_previous_run_and_keep_it_on_re
         assert new.drivers == [{"feature": "days_overdue", "points": 3.5}]
     history = RiskScore.objects.filter(run=second)
     assert history.count() == len(before) and set(history.values_list("risk", flat=True)) == {0.5}
+
+
+def test_training_above_the_partner_budget_learns_from_a_fixed_random_sample(scored_db, db, tmp_path):
+    from ml.management.commands.train_churn_model import partner_sample
+
+    assert (
+        partner_sample(budget=600, seed=3)
+        == partner_sample(budget=600, seed=3)
+        != partner_sample(budget=600, seed=4)
+    )
+    assert partner_sample(budget=Partner.objects.count(), seed=3) is None
+    out = StringIO()
+    report = tmp_path / "report.json"
+    call_command(
+        "train_churn_model", "--partner-budget", "600", "--no-activate", "--report", str(report), stdout=out,
+        stderr=StringIO(),
+    )  # fmt: skip
+    full = json.loads(report.read_text())
+    assert full["partner_sample"] == {"budget": 600, "sampled": True, "partners": 600}
+    assert full["n_train_partners"] + full["n_test_partners"] <= 600
+    assert full["roc_auc"] > 0.6
+    assert ModelVersion.objects.get(is_active=True).pk != last_json(out)["model_version"]
