@@ -32,6 +32,7 @@ _READ = [
     "retention.view_roiassumptions",
     "ml.view_modelversion",
     "ml.view_riskscore",
+    "ml.view_validationrun",
     "agent.view_agentrun",
     "agent.view_auditevent",
     "agent.view_agentconfig",

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from ml.models import ModelVersion, ScoringRun
+from ml.models import ModelVersion, ScoringRun, ValidationRun
 from ml.services import ModelActivationError, model_version_activate
 
 
@@ -51,4 +51,24 @@ class ScoringRunAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in ScoringRun._meta.fields]
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ValidationRun)
+class ValidationRunAdmin(admin.ModelAdmin):
+    """Backtests as `validate_model` recorded them: history, so read-only (no add, change or
+    delete; the Model page shows the latest)."""
+
+    list_display = ["__str__", "model_version", "as_of", "scored_until", "n_scores", "n_churned", "max_psi"]
+    list_filter = ["model_version"]
+    date_hierarchy = "as_of"
+    readonly_fields = [f.name for f in ValidationRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -113,3 +113,25 @@ def test_the_nightly_validation_is_declared_in_the_one_schedules_module():
     assert {"name": "nightly model validation (backtest and drift)", "task": "ml.tasks.validate_model",
             "crontab": {"minute": "45", "hour": "3"}} in PERIODIC_TASKS  # fmt: skip
     assert tasks.validate_model.name == "ml.tasks.validate_model"
+
+
+@pytest.mark.django_db
+def test_managers_read_validation_runs_in_the_admin_but_cannot_add_change_or_delete_them(manager_client):
+    run = ValidationRun.objects.create(
+        model_version=ModelVersionFactory(), as_of=dt.date(2026, 6, 30), scored_until=SCORED_ON,
+        n_scores=40, n_churned=7, max_psi=0.31,
+    )  # fmt: skip
+    listing = manager_client.get(reverse("admin:ml_validationrun_changelist"))
+    assert listing.status_code == 200
+    assert f"Validation {run.pk} as of 2026-06-30" in listing.content.decode()
+    assert reverse("admin:ml_validationrun_add") not in listing.content.decode()
+    detail = manager_client.get(reverse("admin:ml_validationrun_change", args=[run.pk]))
+    assert detail.status_code == 200 and b"Save" not in detail.content
+    assert (
+        manager_client.post(
+            reverse("admin:ml_validationrun_delete", args=[run.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert manager_client.get(reverse("admin:ml_validationrun_add")).status_code == 403
+    assert ValidationRun.objects.filter(pk=run.pk).exists()
