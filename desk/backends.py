@@ -38,7 +38,9 @@ class DeskModelBackend(ModelBackend):
             return super().get_all_permissions(user_obj, obj)
         if not hasattr(user_obj, "_perm_cache"):
             fields = ("content_type__app_label", "codename")
-            own = Permission.objects.filter(user=user_obj).values_list(*fields)
-            via_groups = Permission.objects.filter(group__user=user_obj).values_list(*fields)
+            # order_by(): without it Permission's default ordering goes into each half, which
+            # SQLite refuses in a compound statement (every permission check failed there).
+            own = Permission.objects.filter(user=user_obj).values_list(*fields).order_by()
+            via_groups = Permission.objects.filter(group__user=user_obj).values_list(*fields).order_by()
             user_obj._perm_cache = {f"{app}.{codename}" for app, codename in own.union(via_groups)}
         return user_obj._perm_cache
