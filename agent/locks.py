@@ -65,9 +65,13 @@ def budget_lock() -> dt.datetime:
     creates the contact); returns the database's clock."""
     with connection.cursor() as cursor:
         if _is_postgres():
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BUDGET_LOCK_KEY])
-            # clock_timestamp(), not now(): now() is when the transaction began, before the wait.
-            cursor.execute("SELECT clock_timestamp()")
+            # One round trip: the lock (a materialized CTE runs first), then the clock read after
+            # the wait. clock_timestamp(), not now(): now() is when the transaction began.
+            cursor.execute(
+                "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)) "
+                "SELECT clock_timestamp() FROM locked",
+                [BUDGET_LOCK_KEY],
+            )
             return cursor.fetchone()[0]
         # SQLite: a write first takes the database lock, so concurrent counts serialize too.
         cursor.execute("UPDATE agent_agentconfig SET id = id WHERE id = 1")

@@ -97,19 +97,34 @@ def approved_notice(intervention: Intervention) -> str:
 
 
 def email_outbox_queue(
-    *, intervention: Intervention, actor: User | AnonymousUser | None, run: AgentRun | None = None
+    *,
+    intervention: Intervention,
+    actor: User | AnonymousUser | None,
+    run: AgentRun | None = None,
+    config: AgentConfig | None = None,
 ) -> EmailOutbox:
     """Queue the intervention's email; call it inside the transaction that creates or approves the
-    intervention. Refuses (ValidationError, audited by the caller's flow) when a guard fails now."""
+    intervention. Refuses (ValidationError, audited by the caller's flow) when a guard fails now.
+    `config`: the configuration the caller decided with in this transaction (the agent's run);
+    the send re-checks against a fresh one either way (email_outbox_deliver)."""
     with transaction.atomic():
-        locked = Intervention.objects.select_for_update(of=("self",)).get(pk=intervention.pk)
-        partner = Partner.objects.get(pk=locked.partner_id)
-        reason = send_refusal(intervention=locked, partner=partner, config=selectors.agent_config_get())
+        locked = (
+            Intervention.objects.select_for_update(of=("self",))
+            .select_related("partner")
+            .get(pk=intervention.pk)
+        )
+        partner = locked.partner
+        reason = send_refusal(
+            intervention=locked, partner=partner, config=config or selectors.agent_config_get()
+        )
         if reason:
             raise ValidationError(refusal_message(reason, partner=partner), code=reason)
-        outbox, created = EmailOutbox.objects.get_or_create(
-            intervention=locked, defaults={"requested_by": _user(actor), "run": run}
-        )
+        # The intervention's row lock serializes queuers of the same email: no insert race, so
+        # no get_or_create (and its savepoint) is needed.
+        outbox = EmailOutbox.objects.filter(intervention=locked).first()
+        created = outbox is None
+        if outbox is None:
+            outbox = EmailOutbox.objects.create(intervention=locked, requested_by=_user(actor), run=run)
         if created:
             audit_record(
                 event_type="email_queued",
@@ -146,13 +161,14 @@ def email_outbox_deliver(*, outbox_id: int) -> str:
             return BUSY
         if outbox.status != EmailOutbox.Status.QUEUED:
             return outbox.status
-        intervention = Intervention.objects.select_for_update(of=("self",)).get(pk=outbox.intervention_id)
-        # The partner's row lock orders this send against a do-not-contact entry being added.
-        partner = (
-            Partner.objects.select_for_update(of=("self",))
-            .select_related("account_owner")
-            .get(pk=intervention.partner_id)
+        # Both rows locked in one statement (the intervention's, then as before the partner's);
+        # the partner's row lock orders this send against a do-not-contact entry being added.
+        intervention = (
+            Intervention.objects.select_for_update(of=("self", "partner"))
+            .select_related("partner", "partner__account_owner")
+            .get(pk=outbox.intervention_id)
         )
+        partner = intervention.partner
         actor, run = outbox.requested_by, outbox.run
         audit = functools.partial(
             audit_record,

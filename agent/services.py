@@ -136,14 +136,20 @@ def agent_run_create(
 
 
 def intervention_send_email(
-    *, intervention: Intervention, actor: User | None, run: AgentRun | None = None
+    *,
+    intervention: Intervention,
+    actor: User | None,
+    run: AgentRun | None = None,
+    queued: EmailOutbox | None = None,
 ) -> str:
     """The one send service: queue the intervention's email in the outbox (re-checking the guards;
     a row the caller queued in its own transaction is reused) and deliver it now. Returns the
     outbox status ("sent"; "queued" after a failed attempt the sweep retries; "failed"; or
-    outbox.BUSY). A refusal (do-not-contact, approval needed, ...) is audited and raised."""
+    outbox.BUSY). A refusal (do-not-contact, approval needed, ...) is audited and raised.
+    `queued`: the row the caller queued in its committed transaction; the delivery re-checks
+    every guard under the row locks, so it is not queued (and checked) a second time."""
     try:
-        row = outbox.email_outbox_queue(intervention=intervention, actor=actor, run=run)
+        row = queued or outbox.email_outbox_queue(intervention=intervention, actor=actor, run=run)
     except ValidationError as exc:
         audit_record(
             event_type="email_refused",

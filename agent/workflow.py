@@ -469,6 +469,7 @@ class InterventionAgent:
         # The tier, or the writer itself (an untrusted model, an unusable partner name).
         tier_held = partner.tier in (self.config.approval_tiers or [])
         held = tier_held or bool(getattr(draft, "hold_reason", ""))
+        queued: EmailOutbox | None = None
         try:
             with transaction.atomic():
                 now = locks.budget_lock()
@@ -537,7 +538,9 @@ class InterventionAgent:
                     )
                     # The outbox row commits with the intervention: a crash after this commit
                     # leaves a queued email the sweep delivers, never a silent unsent contact.
-                    outbox.email_outbox_queue(intervention=intervention, actor=None, run=self.run)
+                    queued = outbox.email_outbox_queue(
+                        intervention=intervention, actor=None, run=self.run, config=self.config
+                    )
         except IntegrityError:
             # The unique constraint: another path opened an agent intervention meanwhile.
             self._audit("partner_skipped", partner=partner, payload={"reason": "open_agent_intervention"})
@@ -548,7 +551,9 @@ class InterventionAgent:
             return HELD
         failpoint("agent.between")
         try:
-            status = services.intervention_send_email(intervention=intervention, actor=None, run=self.run)
+            status = services.intervention_send_email(
+                intervention=intervention, actor=None, run=self.run, queued=queued
+            )
         except ValidationError as exc:
             self.last_reason = exc.code or ""
             return SKIPPED  # refused at send time (audited): e.g. listed do-not-contact meanwhile

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from agent.audit import GENESIS, audit_chain_verify, audit_record
 from agent.models import AuditChainHead, AuditEvent, AuditVerification
@@ -263,6 +264,52 @@ def test_a_rolled_back_transaction_leaves_no_gap_in_the_chain(capsys, partner):
         raise RuntimeError("the change the event recorded failed")
     assert audit_record(event_type="note", partner=partner).seq == 2
     assert verify(capsys)["ok"] is True
+
+
+@postgres_only
+def test_an_append_is_one_statement_when_this_connection_wrote_the_head_last(partner):
+    audit_record(event_type="note", partner=partner)
+    with CaptureQueriesContext(connection) as queries:
+        audit_record(event_type="note", partner=partner)
+    assert len(queries) == 1, [q["sql"][:80] for q in queries]
+    assert audit_chain_verify().ok
+
+
+@postgres_only
+def test_a_rolled_back_savepoint_or_another_writer_moves_the_head_and_the_chain_stays_whole(partner):
+    """The head this connection remembers is only a guess: after its own savepoint rolled back,
+    and after another connection appended, the next append re-reads the locked head."""
+    audit_record(event_type="note", partner=partner)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        audit_record(event_type="note", partner=partner)  # seq 2, then rolled back
+        raise RuntimeError("the change the event recorded failed")
+    assert audit_record(event_type="note", partner=partner).seq == 2
+
+    assert audit_chain_verify().ok
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_after_another_connection_appended_the_next_append_links_to_its_event(partner):
+    audit_record(event_type="note", partner=partner)
+    other: list[AuditEvent] = []
+
+    def other_connection() -> None:
+        try:
+            other.append(audit_record(event_type="note", partner=partner, payload={"from": "elsewhere"}))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_connection)
+    thread.start()
+    thread.join(timeout=30)
+    with CaptureQueriesContext(connection) as queries:
+        event = audit_record(event_type="note", partner=partner)
+    # The stale guess writes nothing; the locked head is read; the append links to it.
+    assert event.seq == 3 and event.prev_hash == other[0].hash
+    statements = [q["sql"] for q in queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(statements) == 3, statements
+    assert audit_chain_verify().ok
 
 
 # The deploy check ----------------------------------------------------------------------
