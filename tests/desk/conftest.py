@@ -6,6 +6,7 @@ from django.conf import settings
 
 from ml import services as ml_services
 from ml.models import ModelVersion, ScoringRun
+from ml.score_store import scores_persist
 from tests.factories import ModelVersionFactory
 
 
@@ -31,5 +32,5 @@ def run_scoring(risks: dict, *, as_of: dt.date, version=None) -> ScoringRun:
         rows.append({"pid": partner.pk, "risk": risk, "p_7d": risk * 0.6, "p_30d": risk * 0.3,
                      "p_90d": risk * 0.1, "p_later": 1 - risk, "bucket": bucket})  # fmt: skip
     pred = pd.DataFrame(rows).set_index("pid")
-    ml_services._persist(run, pred, {})  # noqa: SLF001 - the persistence step of score_chunk
+    scores_persist(run=run, pred=pred, drivers={}, current=True, now=timezone.now())  # score_chunk's write
     return ml_services.scoring_run_finish(run_id=run.pk)

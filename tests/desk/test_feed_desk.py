@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from crm_sim.models import CrmTask
 from ml.models import PartnerScore, ScoringSummary
+from ml.score_store import scores_persist
 from retention.models import Intervention
 from tests.desk.conftest import run_scoring
 from tests.factories import InterventionFactory, PartnerFactory, UserFactory
@@ -74,8 +75,6 @@ def test_each_run_is_compared_with_the_previous_one_for_the_same_partner(world):
 
 
 def test_a_chunk_scored_twice_keeps_its_comparison_with_the_previous_run(world):
-    from ml import services as ml_services
-
     a = world["mine"][0]
     run_scoring({a: 0.20}, as_of=DEC1)
     run = run_scoring({a: 0.43}, as_of=DEC2)
@@ -83,7 +82,7 @@ def test_a_chunk_scored_twice_keeps_its_comparison_with_the_previous_run(world):
 
     again = pd.DataFrame([{"pid": a.pk, "risk": 0.43, "p_7d": 0.2, "p_30d": 0.1, "p_90d": 0.13,
                            "p_later": 0.57, "bucket": "later"}]).set_index("pid")  # fmt: skip
-    ml_services._persist(run, again, {})  # noqa: SLF001 - a redelivered chunk task
+    scores_persist(run=run, pred=again, drivers={}, current=True, now=timezone.now())  # a redelivered chunk
 
     assert PartnerScore.objects.get(partner=a).previous_risk == pytest.approx(0.20)
 
