@@ -29,6 +29,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        # threadpool_limits limits only the OpenMP runtimes already loaded, and sklearn (whose
+        # trees predict on OpenMP threads) is imported lazily: load it first, or a model
+        # runs two spinning threads per process under load (predict 0.9 s -> 263 s at 100k).
+        import sklearn.ensemble  # noqa: F401
+
         started = time.perf_counter()
         try:
             with threadpool_limits(limits=opts["threads"]):

@@ -63,6 +63,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        # threadpool_limits limits only the OpenMP runtimes already loaded, and sklearn (whose
+        # trees predict on OpenMP threads) is imported lazily: load it first, or a model
+        # runs two spinning threads per process under load (predict 0.9 s -> 263 s at 100k).
+        import sklearn.ensemble  # noqa: F401
+
         t0 = time.perf_counter()
         # OpenMP spin-waiting collapses under CPU contention; one thread is predictable,
         # and more workers (processes) are how this scales.
