@@ -14,6 +14,7 @@ from crm_sim.services import crm_task_complete, crm_task_snooze
 from desk import services
 from desk.forms import DigestSettingsForm, SavedViewForm, ScopeForm, SnoozeForm
 from desk.models import SavedView
+from desk.rows import task_rows
 from desk.selectors import digest_for, digest_settings
 
 # The feed's own parameters: a saved view keeps these and nothing else (no page, no run).
@@ -47,7 +48,7 @@ def _task_row(
         else:
             messages.success(request, f"{task.external_id}: {notice}")
         return redirect("retention:home")
-    context = {"task": task, "today": timezone.localdate(), "notice": notice, "error": error}
+    context = {"task": task_rows([task], today=timezone.localdate())[0], "notice": notice, "error": error}
     return render(request, "desk/task_row.html", context)
 
 

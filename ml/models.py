@@ -157,6 +157,18 @@ class PartnerScore(ScoreFields):
                 condition=Q(risk__gte=AT_RISK_LEVEL, previous_risk__lt=AT_RISK_LEVEL),
                 name="partnerscore_new_at_risk_idx",
             ),
+            # Live Feed "New at risk" sorted by risk, and by revenue at risk: the plain sort
+            # indexes meet a new-at-risk partner once in ~15 rows (66 ms for a page at 100k).
+            models.Index(
+                fields=["-risk"],
+                condition=Q(risk__gte=AT_RISK_LEVEL, previous_risk__lt=AT_RISK_LEVEL),
+                name="partnerscore_new_by_risk_idx",
+            ),
+            models.Index(
+                fields=["-revenue_at_risk"],
+                condition=Q(risk__gte=AT_RISK_LEVEL, previous_risk__lt=AT_RISK_LEVEL),
+                name="partnerscore_new_by_rar_idx",
+            ),
             # Live Feed default sort: urgency bucket, then risk.
             models.Index(fields=["urgency_rank", "-risk"], name="partnerscore_urgency_idx"),
             # Live Feed sort by risk.

@@ -2,7 +2,7 @@ from collections.abc import Sequence
 
 from django import forms
 
-from churnsite.forms import AriaLabelledForm
+from churnsite.forms import AriaLabelledForm, RenderedOnceSelect
 from ml.models import Bucket
 from retention.models import Intervention, Partner, RoiAssumptions
 
@@ -27,15 +27,22 @@ class FeedFilterForm(AriaLabelledForm):
     CHANGES = [("", "Any change"), ("new", "New at risk"), ("worse", "Worse")]
 
     q = forms.CharField(required=False, label="Search", max_length=100)
-    sort = forms.ChoiceField(required=False, choices=SORTS, label="Sort by")
-    tier = forms.ChoiceField(required=False, choices=[("", "All tiers"), *Partner.Tier.choices])
+    sort = forms.ChoiceField(required=False, choices=SORTS, label="Sort by", widget=RenderedOnceSelect)
+    tier = forms.ChoiceField(
+        required=False, choices=[("", "All tiers"), *Partner.Tier.choices], widget=RenderedOnceSelect
+    )
     bucket = forms.ChoiceField(
-        required=False, choices=[("", "Any urgency"), *Bucket.choices], label="Urgency"
+        required=False,
+        choices=[("", "Any urgency"), *Bucket.choices],
+        label="Urgency",
+        widget=RenderedOnceSelect,
     )
     # A plain ChoiceField filled from one query: a ModelChoiceField would query again to clean.
-    owner = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    owner = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, widget=RenderedOnceSelect)
     not_contacted = forms.BooleanField(required=False, label="Not yet contacted")
-    change = forms.ChoiceField(required=False, choices=CHANGES, label="Since the last run")
+    change = forms.ChoiceField(
+        required=False, choices=CHANGES, label="Since the last run", widget=RenderedOnceSelect
+    )
 
     def __init__(self, *args, member_choices: Sequence[tuple[int, str]] = (), **kwargs):
         super().__init__(*args, **kwargs)

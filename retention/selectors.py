@@ -1,13 +1,14 @@
 """Reads for partners and interventions."""
 
 import datetime as dt
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import (
     Count,
     Exists,
@@ -18,6 +19,7 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import JSONObject
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -66,6 +68,27 @@ FEED_SORTS = {
 }
 
 
+# The same orders in Python, for a page read by id (CappedPaginator): the values they need,
+# read as (pk, *values) tuples.
+FEED_SORT_VALUES = {
+    "urgency": ("current_score__urgency_rank", "current_score__risk"),
+    "risk": ("current_score__risk",),
+    "revenue": ("current_score__revenue_at_risk",),
+    "change": ("current_score__risk_change",),
+}
+FEED_SORT_KEYS: dict[str, Callable[[tuple], tuple]] = {
+    "urgency": lambda row: (row[1], -row[2], row[0]),
+    "risk": lambda row: (-row[1], row[0]),
+    "revenue": lambda row: (-row[1], row[0]),
+    "change": lambda row: (row[1] is None, -(row[1] or 0), row[0]),
+}
+
+
+def feed_sort_in_memory(sort: str) -> tuple[tuple[str, ...], Callable[[tuple], tuple]]:
+    sort = sort if sort in FEED_SORTS else "urgency"
+    return FEED_SORT_VALUES[sort], FEED_SORT_KEYS[sort]
+
+
 # What changed since the previous run: "new" crossed into at risk, "worse" rose at least a point.
 def feed_change_filter(change: str) -> Q:
     level = settings.AT_RISK_LEVEL
@@ -80,6 +103,8 @@ FEED_PAGE_SIZE = 50
 # (25-40 ms at a 10,000 cap, measured by bench/feed_bench.py); past this many the feed
 # says "1,000+" (20 pages: a triage list is narrowed with filters, not paged through).
 FEED_COUNT_CAP = 1_000
+# A name search counts (and reads by id) up to this many matches (see CappedPaginator).
+FEED_READ_BY_ID_CAP = 2_000
 
 
 def partner_live_feed(
@@ -98,10 +123,20 @@ def partner_live_feed(
         Partner.objects.filter(status=Partner.Status.ACTIVE, current_score__isnull=False)
         .select_related("current_score", "account_owner")
         .annotate(
-            last_action=Subquery(last.values("action")[:1]),
-            last_review_status=Subquery(last.values("review_status")[:1]),
-            last_outbox_status=Subquery(last.values("email_outbox__status")[:1]),
-            last_intervention_at=Subquery(last.values("created_at")[:1]),
+            # One subquery for the four fields (a JSON object, read by last_intervention()):
+            # four made PostgreSQL walk the partner's interventions four times a row, also
+            # for every row an OFFSET skips (page 20: 4,000 walks), and cost the ORM 4 ms to
+            # compile on every page view (bench/feed_bench.py).
+            last_intervention=Subquery(
+                last.values(
+                    json=JSONObject(
+                        action="action",
+                        review_status="review_status",
+                        outbox_status="email_outbox__status",
+                        at="created_at",
+                    )
+                )[:1]
+            ),
         )
     )
     if tier:
@@ -128,10 +163,7 @@ FEED_ROW_FIELDS = (
     "name",
     "tier",
     "monthly_revenue",
-    "last_action",
-    "last_review_status",
-    "last_outbox_status",
-    "last_intervention_at",
+    "last_intervention",
 )
 FEED_ROW_RELATED = {
     "bucket": F("current_score__bucket"),
@@ -149,6 +181,15 @@ FEED_ROW_RELATED = {
     # The do-not-contact badge (a left join on the one-to-one list).
     "do_not_contact_id": F("do_not_contact__id"),
 }
+
+
+def last_intervention(row: dict) -> tuple[str, str, str | None, dt.datetime | None]:
+    """(action, review status, outbox status, created at) of a feed row's last intervention,
+    ("", "", None, None) for a partner never contacted."""
+    last = row["last_intervention"]
+    if not last:
+        return "", "", None, None
+    return last["action"], last["review_status"], last["outbox_status"], dt.datetime.fromisoformat(last["at"])
 
 
 def partner_live_feed_rows(feed: QuerySet[Partner]) -> QuerySet:
@@ -169,11 +210,13 @@ class CappedPaginator(Paginator):
         *,
         page: Any = None,
         known_count: int | None = None,
+        read_by_id: tuple[tuple[str, ...], Callable[[tuple], Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         self.cap = cap if cap is not None else FEED_COUNT_CAP
         # The unfiltered feed's size is the scoring run's own count: exact, and free.
         self.known_count = known_count
+        self.read_by_id = read_by_id
         try:
             # Bounded: a huge page number made LIMIT overflow (beyond the rows it is the last page).
             requested = min(max(1, int(page)), 10**6)
@@ -182,13 +225,37 @@ class CappedPaginator(Paginator):
         super().__init__(object_list, per_page, **kwargs)
         self.queryset = object_list
         self.floor = (requested - 1) * self.per_page + self.per_page + self.cap
+        if read_by_id:
+            self.floor = max(self.floor, FEED_READ_BY_ID_CAP)
 
     @cached_property
     def count(self) -> int:
         if self.known_count is not None:
             return self.known_count
         # values("pk") drops the select_related joins and the subquery annotations.
-        return self.queryset.order_by().values("pk")[: self.floor + 1].count()
+        if not self.read_by_id:
+            return self.queryset.order_by().values("pk")[: self.floor + 1].count()
+        # A filter no index walks in the feed's order (a name search): the counting query
+        # returns the ids and sort keys instead, and when they are all there the page is read
+        # by its 50 ids. Otherwise PostgreSQL walks the sort's index testing every
+        # partner's name: "globex acme" read 19k buffers for 50 of its 1,203 rows
+        # (bench/feed_bench.py).
+        fields, key = self.read_by_id
+        matches = list(self.queryset.order_by().values_list("pk", *fields)[: self.floor + 1])
+        if len(matches) <= self.floor:
+            # In the feed's order here (an ORDER BY in SQL walks the sort's index again).
+            self.ids = [row[0] for row in sorted(matches, key=key)]
+        return len(matches)
+
+    ids: list[int] | None = None
+
+    def page(self, number: Any) -> Any:
+        number = self.validate_number(number)
+        if self.ids is None:
+            return super().page(number)
+        bottom = (number - 1) * self.per_page
+        rows = self.queryset.filter(pk__in=self.ids[bottom : bottom + self.per_page])
+        return Page(rows, number, self)
 
     @property
     def capped(self) -> bool:

@@ -5,6 +5,7 @@ import pytest
 
 from ml.models import PartnerScore
 from retention.models import Intervention
+from retention.selectors import partner_live_feed
 from tests.conftest import htmx, scored_partner
 from tests.factories import InterventionFactory, PartnerScoreFactory, ScoringRunFactory, UserFactory
 
@@ -151,6 +152,33 @@ def test_the_feed_count_is_capped_but_next_pages_reach_every_partner(retention_c
         html = retention_client.get("/", {"sort": "risk", "page": page}).content.decode()
     assert seen == [f"P{n}" for n in range(12)]
     assert "12 scored partners" in html and "Page 6 of 6<" in html  # the last page knows the total
+
+
+@pytest.mark.parametrize("sort", ["urgency", "risk", "revenue", "change"])
+def test_a_name_search_read_by_id_pages_in_the_feeds_own_order(retention_client, monkeypatch, sort):
+    """A name search reads its page by id, sorted in Python: the same rows, in the same order,
+    as the feed's SQL ORDER BY gives them (ties broken by id), page after page."""
+    monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 3)
+    for n in range(8):
+        # Two of each risk, so the id decides ties; revenue and change follow the risk.
+        partner = scored_partner(external_id=f"P{n}", name=f"Globex Acme {n}", risk=0.9 - (n // 2) / 10)
+        PartnerScore.objects.filter(partner=partner).update(risk_change=None if n == 5 else n / 100)
+    scored_partner(external_id="P99", name="Initech", risk=0.99)
+
+    def pages(query: dict) -> list[str]:
+        return [
+            i
+            for page in (1, 2, 3)
+            for i in feed_ids(retention_client.get("/", query | {"page": page}).content.decode())
+        ]
+
+    expected = list(partner_live_feed(search="globex acme", sort=sort).values_list("external_id", flat=True))
+    html = retention_client.get("/", {"q": "globex acme", "sort": sort}).content.decode()
+
+    assert pages({"q": "globex acme", "sort": sort}) == expected and sorted(expected) == [
+        f"P{n}" for n in range(8)
+    ]
+    assert "8 scored partners" in html
 
 
 def test_the_htmx_request_gets_only_the_feed_rows(retention_client):
