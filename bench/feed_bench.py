@@ -263,7 +263,9 @@ def count_queries(urls: list[str], repeat: int = 7) -> tuple[dict, dict, dict]:
         with CaptureQueriesContext(connection) as ctx:
             response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
-        counts[url] = len(ctx.captured_queries)
+        # Copied now: the next request's request_started signal empties connection.queries.
+        captured = list(ctx.captured_queries)
+        counts[url] = len(captured)
         times = []
         for _ in range(repeat):
             t0 = time.process_time()
@@ -271,7 +273,7 @@ def count_queries(urls: list[str], repeat: int = 7) -> tuple[dict, dict, dict]:
             times.append((time.process_time() - t0) * 1000)
         cpu_ms[url] = round(statistics.median(times), 1)
         plans_ms[url] = []
-        for query in ctx.captured_queries:
+        for query in captured:
             sql = query["sql"]
             if not any(table in sql[:60] for table in PLANNED):
                 continue
