@@ -111,9 +111,14 @@ def _probability_checks(prefix: str) -> list[models.BaseConstraint]:
 class RiskScore(ScoreFields):
     """History: one row per partner per scoring run."""
 
-    partner = models.ForeignKey("retention.Partner", on_delete=models.CASCADE, related_name="risk_scores")
+    # No single-column indexes on partner and run: (partner, scored_at) and the unique
+    # (run, partner) lead with them and serve the same lookups and cascades, and every index
+    # costs each scoring run one more write per partner (the history is the biggest table).
+    partner = models.ForeignKey(
+        "retention.Partner", on_delete=models.CASCADE, related_name="risk_scores", db_index=False
+    )
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
-    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="scores")
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="scores", db_index=False)
 
     class Meta:
         ordering = ["-scored_at"]
