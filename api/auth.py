@@ -11,9 +11,8 @@ from django.http import HttpRequest
 from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer, SessionAuth
 
-from agent.audit import audit_record
 from api.tokens import api_token_authenticate, rate_limit_hit
-from churnsite.access import NO_ROLE_MESSAGE, user_role
+from churnsite.access import access_refusal, audit_refused_write
 
 
 class RateLimited(Exception):
@@ -49,18 +48,7 @@ AUTH = [TokenAuth(), BrowserSessionAuth()]
 
 
 def _refuse(request: HttpRequest, *, perm: str, message: str) -> HttpError:
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        audit_record(
-            event_type="access_refused",
-            actor=request.user if request.user.is_authenticated else None,
-            payload={
-                "method": request.method,
-                "path": request.path[:300],
-                "permission": perm,
-                "role": user_role(request.user) or "",
-                "via": "api",
-            },
-        )
+    audit_refused_write(request, permission=perm, via="api")
     return HttpError(403, message)
 
 
@@ -71,10 +59,9 @@ def needs(perm: str, *, message: str = "Your role does not allow this.") -> Call
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if user_role(request.user) is None:
-                raise _refuse(request, perm=perm, message=NO_ROLE_MESSAGE)
-            if not request.user.has_perm(perm):
-                raise _refuse(request, perm=perm, message=message)
+            refusal = access_refusal(request.user, perm, message)
+            if refusal is not None:
+                raise _refuse(request, perm=perm, message=refusal)
             return view(request, *args, **kwargs)
 
         wrapped.access_permission = perm  # type: ignore[attr-defined]

@@ -112,20 +112,37 @@ def user_role(user: User | AnonymousUser) -> str | None:
     return cast(str | None, role)
 
 
+def access_refusal(user: Any, perm: str, message: str) -> str | None:
+    """What a refused `user` is told for `perm` ("app_label.codename"), or None when allowed:
+    a role first, then the permission. The site's views and the API's operations both ask it."""
+    if user_role(user) is None:
+        return NO_ROLE_MESSAGE
+    if not user.has_perm(perm):
+        return message
+    return None
+
+
+def audit_refused_write(request: HttpRequest, *, permission: str = "", **extra: str) -> None:
+    """A refused write (POST and friends) by a logged-in user is audited as `access_refused`."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or not request.user.is_authenticated:
+        return
+    audit_record(
+        event_type="access_refused",
+        actor=request.user,
+        payload={
+            "method": request.method,
+            "path": request.path[:300],
+            "permission": permission,
+            "role": user_role(request.user) or "",
+            **extra,
+        },
+    )
+
+
 def refuse(request: HttpRequest, *, message: str, permission: str = "") -> TemplateResponse:
-    """The 403 page; a refused write by a logged-in user is audited first. A response, not
-    PermissionDenied, because a refusal is expected and needs no traceback in the log."""
-    if request.method not in ("GET", "HEAD", "OPTIONS") and request.user.is_authenticated:
-        audit_record(
-            event_type="access_refused",
-            actor=request.user,
-            payload={
-                "method": request.method,
-                "path": request.path[:300],
-                "permission": permission,
-                "role": user_role(request.user) or "",
-            },
-        )
+    """The 403 page; a refused write is audited first. A response, not PermissionDenied,
+    because a refusal is expected and needs no traceback in the log."""
+    audit_refused_write(request, permission=permission)
     template = "403.html" if user_role(request.user) else "no_role.html"
     return TemplateResponse(request, template, {"exception": message}, status=403)
 
@@ -137,10 +154,9 @@ def permission_required(perm: str, *, message: str = "Your role does not allow t
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if user_role(request.user) is None:
-                return refuse(request, message=NO_ROLE_MESSAGE, permission=perm)
-            if not request.user.has_perm(perm):
-                return refuse(request, message=message, permission=perm)
+            refusal = access_refusal(request.user, perm, message)
+            if refusal is not None:
+                return refuse(request, message=refusal, permission=perm)
             return view(request, *args, **kwargs)
 
         # Read by tests/test_access.py: every URL's view must carry one.
