@@ -8,11 +8,11 @@ import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from threadpoolctl import threadpool_limits
 
 from ml.management.argtypes import iso_date
 from ml.services import DEFAULT_CHUNK, ModelActivationError, scoring_run_start
 from ml.tasks import scoring_run_dispatch
+from ml.threads import model_threads
 
 
 class Command(BaseCommand):
@@ -29,14 +29,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        # threadpool_limits limits only the OpenMP runtimes already loaded, and sklearn (whose
-        # trees predict on OpenMP threads) is imported lazily: load it first, or a model
-        # runs two spinning threads per process under load (predict 0.9 s -> 263 s at 100k).
-        import sklearn.ensemble  # noqa: F401
-
         started = time.perf_counter()
         try:
-            with threadpool_limits(limits=opts["threads"]):
+            with model_threads(opts["threads"]):
                 run = scoring_run_start(as_of=opts["as_of"])
                 # The nightly task's chord, run here: a failing chunk marks the run failed.
                 scoring_run_dispatch(run_id=run.pk, chunk_size=opts["chunk_size"], in_process=True)

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from threadpoolctl import threadpool_limits
 
 from ml.csv_training import TableError, train_on_table
 from ml.frames import history_frames
 from ml.services import model_version_register
 from ml.sim import simulator, store
 from ml.sim.today import history_end, simulated_today
+from ml.threads import model_threads
 from ml.training import data_end, train_and_evaluate
 from retention.models import Partner
 
@@ -63,15 +63,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        # threadpool_limits limits only the OpenMP runtimes already loaded, and sklearn (whose
-        # trees predict on OpenMP threads) is imported lazily: load it first, or a model
-        # runs two spinning threads per process under load (predict 0.9 s -> 263 s at 100k).
-        import sklearn.ensemble  # noqa: F401
-
         t0 = time.perf_counter()
-        # OpenMP spin-waiting collapses under CPU contention; one thread is predictable,
-        # and more workers (processes) are how this scales.
-        with threadpool_limits(limits=opts["threads"]):
+        with model_threads(opts["threads"]):
             if opts["csv"]:
                 model, report, source = self._csv(opts)
             else:
