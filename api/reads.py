@@ -186,7 +186,16 @@ def partners_list(request: AuthedHttpRequest, filters: Query[PartnerFilters]):
         if not isinstance(after, str):
             raise HttpError(400, "Bad cursor: pass back next_cursor as it was given")
         qs = qs.filter(external_id__gt=after)
-    rows = list(qs.values(*PARTNER_ROW_FIELDS, **PARTNER_ROW_RELATED)[: filters.limit + 1])
+    # One statement in two steps: the page's ids, then their rows. The ids alone can come from
+    # indexes (a bucket's partners, then each one's id, tier and status), so a filter that
+    # matches few partners reads those few and sorts them instead of walking the id order
+    # past thousands of others (?bucket=7d: 40,000 buffers, 755 partners of 100k).
+    page_ids = qs.values("pk")[: filters.limit + 1]
+    rows = list(
+        Partner.objects.filter(pk__in=page_ids)
+        .order_by("external_id")
+        .values(*PARTNER_ROW_FIELDS, **PARTNER_ROW_RELATED)
+    )
     more = len(rows) > filters.limit
     rows = rows[: filters.limit]
     return {

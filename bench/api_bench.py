@@ -17,6 +17,7 @@
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,6 +39,10 @@ def variants(deep_cursor: str) -> dict[str, str]:
         "deep_cursor": f"/api/v1/partners?cursor={deep_cursor}",
         "filter_tier": "/api/v1/partners?tier=gold",
         "filter_bucket": "/api/v1/partners?bucket=7d&status=active",
+        # A filter's cost must not depend on the cursor, nor on how many partners it matches.
+        "filter_bucket_deep": f"/api/v1/partners?bucket=7d&status=active&cursor={deep_cursor}",
+        "filter_bucket_tier": "/api/v1/partners?bucket=30d&tier=platinum",
+        "filter_bucket_later": "/api/v1/partners?bucket=later",
         "search_name": "/api/v1/partners?search=globex",
         "search_id": "/api/v1/partners?search=P150123",
         "search_none": "/api/v1/partners?search=nomatch",
@@ -57,14 +62,17 @@ def make_token() -> str:
     return token
 
 
-def in_process(urls: dict[str, str], token: str, repeat: int) -> tuple[dict[str, int], dict[str, float]]:
-    """Queries per variant, and its median CPU milliseconds over `repeat` requests."""
+def in_process(
+    urls: dict[str, str], token: str, repeat: int
+) -> tuple[dict[str, int], dict[str, float], dict[str, dict]]:
+    """Queries per variant, its median CPU milliseconds over `repeat` requests, and EXPLAIN
+    (ANALYZE, BUFFERS) of its partners query (printed; execution ms and buffers returned)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
-    queries, cpu = {}, {}
+    queries, cpu, plans = {}, {}, {}
     # The token's first use notes its last-used time (one UPDATE, then once a minute at most):
     # made here first, so it is not counted against one variant.
     client.get(next(iter(urls.values())))
@@ -73,14 +81,27 @@ def in_process(urls: dict[str, str], token: str, repeat: int) -> tuple[dict[str,
             response = client.get(url)
         assert response.status_code == 200, (url, response.status_code, response.content[:300])
         assert response.json()["items"] or name == "search_none", (name, "no rows")
-        queries[name] = len(ctx.captured_queries)
+        # Copied now: the next request's request_started signal empties connection.queries.
+        captured = list(ctx.captured_queries)
+        queries[name] = len(captured)
         times = []
         for _ in range(repeat):
             t0 = time.process_time()
             client.get(url)
             times.append((time.process_time() - t0) * 1000)
         cpu[name] = round(statistics.median(times), 1)
-    return queries, cpu
+        # The page's query (the other one is the token's, the same on every variant).
+        sql = next(q["sql"] for q in captured if q["sql"].startswith('SELECT "retention_partner".'))
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            plan = [row[0] for row in cursor.fetchall()]
+        log(f"--- EXPLAIN {name} {url}\n" + "\n".join(plan))
+        buffers = next((line for line in plan if "Buffers: shared" in line), "")
+        plans[name] = {
+            "exec_ms": float(next(line for line in plan if line.startswith("Execution Time")).split()[2]),
+            "buffers": sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", buffers)),
+        }
+    return queries, cpu, plans
 
 
 def main() -> None:
@@ -106,9 +127,10 @@ def main() -> None:
     ]
     urls = variants(encode_cursor(deep))
     token = make_token()
-    queries, cpu = in_process(urls, token, repeat=10)
+    queries, cpu, plans = in_process(urls, token, repeat=10)
     log(f"queries per request: {queries}")
     log(f"in-process CPU ms per request (median of 10): {cpu}")
+    log(f"the page query's EXPLAIN ANALYZE execution ms and buffers: {plans}")
 
     headers = {"Authorization": f"Bearer {token}"}
     with serving(args.workers) as port:
@@ -142,6 +164,7 @@ def main() -> None:
         "queries_first_equals_deep": queries["first_page"] == queries["deep_cursor"],
         "queries_constant": len(set(queries.values())) == 1,
         "cpu_ms_per_request": cpu,
+        "sql_explain_per_variant": plans,
         "p95_target_ms": P95_TARGET_MS,
         "p95_ok": overall["p95_ms"] <= P95_TARGET_MS,
     }

@@ -1,5 +1,8 @@
 """The API as another system uses it: tokens, reads, writes through the site's services."""
 
+import datetime as dt
+import random
+
 import pytest
 from django.core.cache import cache
 
@@ -7,7 +10,7 @@ from agent.models import AuditEvent, DoNotContact
 from api.models import ApiToken
 from retention.models import Intervention
 from tests.api.conftest import bearer
-from tests.factories import InterventionFactory, ModelVersionFactory, PartnerFactory
+from tests.factories import InterventionFactory, ModelVersionFactory, PartnerFactory, PartnerScoreFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +47,59 @@ def test_partners_page_through_with_a_cursor_and_filters(
     assert client.get("/api/v1/partners?search=p20003", **headers).json()["items"][0]["id"] == "P20003"
     assert client.get("/api/v1/partners?cursor=!!!", **headers).status_code == 422
     assert client.get("/api/v1/partners?cursor=AAAA", **headers).status_code == 400
+
+
+def _page_through(client, headers, query: str, limit: int) -> list[str]:
+    ids, cursor = [], None
+    for _ in range(50):
+        url = f"/api/v1/partners?{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url, **headers).json()
+        assert len(page["items"]) <= limit
+        ids += [p["id"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return ids
+    raise AssertionError(f"{query}: the cursor never ran out")
+
+
+def test_filtered_partners_page_through_exactly_the_matching_partners_in_id_order(client, tokens):
+    # Created out of id order (the page reads ids first, then rows: neither may fall back to
+    # the primary key's order), with every bucket, some partners unscored and some churned.
+    rng = random.Random(14)
+    numbers = list(range(40))
+    rng.shuffle(numbers)
+    expected = []
+    for n in numbers:
+        tier = ["bronze", "silver", "gold", "platinum"][n % 4]
+        churned = n % 7 == 0
+        partner = PartnerFactory(
+            external_id=f"P{30000 + n}",
+            name=f"{'Globex' if n % 3 == 0 else 'Initech'} {n}",
+            tier=tier,
+            status="churned" if churned else "active",
+            churned_on=dt.date(2026, 6, 1) if churned else None,
+        )
+        bucket = None if n % 9 == 4 else ["7d", "30d", "90d", "later", "later"][n % 5]
+        if bucket is not None:
+            rank = ["7d", "30d", "90d", "later"].index(bucket)
+            PartnerScoreFactory(partner=partner, risk_value=0.8, bucket=bucket, urgency_rank=rank)
+        expected.append((partner.external_id, tier, "churned" if churned else "active", bucket, partner.name))
+    expected.sort()
+    headers = bearer(tokens["retention"])
+    cases = {
+        "bucket=7d": lambda p: p[3] == "7d",
+        "bucket=later&status=active": lambda p: p[3] == "later" and p[2] == "active",
+        "bucket=30d&tier=platinum": lambda p: p[3] == "30d" and p[1] == "platinum",
+        "bucket=7d&status=churned": lambda p: p[3] == "7d" and p[2] == "churned",
+        "tier=gold": lambda p: p[1] == "gold",
+        "status=churned": lambda p: p[2] == "churned",
+        "search=globex&bucket=later": lambda p: "Globex" in p[4] and p[3] == "later",
+    }
+    for query, matches in cases.items():
+        want = [p[0] for p in expected if matches(p)]
+        assert want, query  # every case matches someone, so an empty answer cannot pass
+        for limit in (1, 3, 50):
+            assert _page_through(client, headers, query, limit) == want, (query, limit)
 
 
 def test_a_partners_page_costs_the_same_queries_at_any_size(
