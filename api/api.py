@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import pydantic_core
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,6 +17,8 @@ from django.shortcuts import redirect
 from django.urls import path
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
+from ninja.renderers import BaseRenderer
+from ninja.responses import NinjaJSONEncoder
 
 from api import reads, writes
 from api.auth import AUTH, RateLimited, TokenAuth
@@ -55,6 +58,19 @@ def api_home(request: HttpRequest) -> HttpResponse:
 
 api_root = path("", api_home, name="api-root")
 
+
+class JSONRenderer(BaseRenderer):
+    """Answers encoded by pydantic-core (Rust): a page of 50 partners in 0.25 ms instead of
+    json.dumps' 1.4 ms, whose Python-level default() ran for every date (bench/api_bench.py).
+    A type it does not know (a lazy string) falls back to ninja's encoder."""
+
+    media_type = "application/json"
+    _fallback = staticmethod(NinjaJSONEncoder().default)
+
+    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
+        return pydantic_core.to_json(data, fallback=self._fallback)
+
+
 api = NinjaAPI(
     title="churnsite API",
     version="1",
@@ -62,6 +78,7 @@ api = NinjaAPI(
     urls_namespace="api-v1",
     auth=AUTH,
     docs_decorator=docs_access,
+    renderer=JSONRenderer(),
 )
 api.add_router("", reads.router)
 api.add_router("", writes.router)
