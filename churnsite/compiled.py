@@ -1,57 +1,121 @@
 """A queryset compiled to SQL once per process, then run again and again with other arguments."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connections
 from django.db.models import QuerySet
 
+# How a placeholder's argument goes into its parameter slot.
+_VALUE, _TEXT, _LIKE, _ITEM = "value", "text", "like", "item"
+
 
 class CompiledQuery:
-    """`build(**placeholders)` is compiled once; `first(**args)` runs its SQL with each
-    placeholder's parameter replaced by the argument of the same name, and returns the first
-    row as a dict (through the fields' converters, as `.values()` would), or None.
+    """`build(**placeholders)` is compiled once; `first(**args)`, `rows(**args)` and
+    `count(**args)` run its SQL with each placeholder's parameter replaced by the argument of
+    the same name, and return rows as dicts (through the fields' converters, as `.values()`
+    would).
 
     Building and compiling a queryset of many subqueries costs the ORM milliseconds on every
-    call (the desk strip's seven: 9 ms of CPU on each Live Feed view, bench/feed_bench.py),
-    though its SQL never changes, only its arguments. Each placeholder must be a value that
-    appears nowhere else among the query's parameters (a negative id, a date in 1901)."""
+    call (the desk strip's seven: 9 ms of CPU on each Live Feed view; the feed's rows and
+    count 2-3 ms more, bench/feed_bench.py), though its SQL never changes, only its arguments.
+    Each placeholder must be a value that appears nowhere else among the query's parameters
+    (a negative id, a date in 1901). Two kinds are more than a value:
+    - a string the ORM wrapped into a longer parameter (`name__icontains`: "%placeholder%") is
+      a LIKE pattern: the argument is escaped for LIKE as the ORM would and wrapped the same way;
+    - a tuple of distinct values (`pk__in`) takes a sequence of at most that many: a shorter one
+      is padded by repeating its last item, which changes nothing in an IN list.
+    `rows()` and `count()` add LIMIT and OFFSET as parameters, so the build must not slice."""
 
     def __init__(self, build: Callable[..., QuerySet], **placeholders: Any) -> None:
         self.build = build
         self.placeholders = placeholders
         self._compiled: tuple | None = None
 
+    def _slots(self, params: Sequence[Any]) -> dict[int, tuple]:
+        slots: dict[int, tuple] = {}
+        for i, value in enumerate(params):
+            for name, placeholder in self.placeholders.items():
+                if isinstance(placeholder, tuple):
+                    for k, item in enumerate(placeholder):
+                        if type(value) is type(item) and value == item:
+                            slots[i] = (name, _ITEM, k)
+                elif type(value) is type(placeholder) and value == placeholder:
+                    slots[i] = (name, _VALUE)
+                elif isinstance(value, str) and value == str(placeholder):
+                    # A backend may pass a value as text (SQLite: dates); the argument goes in the same way.
+                    slots[i] = (name, _TEXT)
+                elif isinstance(value, str) and isinstance(placeholder, str) and placeholder in value:
+                    prefix, suffix = value.split(placeholder, 1)
+                    slots[i] = (name, _LIKE, prefix, suffix)
+        found = {(slot[0], slot[2] if slot[1] == _ITEM else None) for slot in slots.values()}
+        wanted = {
+            (name, k if isinstance(p, tuple) else None)
+            for name, p in self.placeholders.items()
+            for k in (range(len(p)) if isinstance(p, tuple) else [None])
+        }
+        if found != wanted:
+            raise ValueError(f"a placeholder is not among the parameters: {sorted(wanted - found, key=str)}")
+        return slots
+
     def _compile(self) -> tuple:
         qs = self.build(**self.placeholders)
         compiler = qs.query.get_compiler(using=qs.db)
         sql, params = compiler.as_sql()
-        # A backend may pass a value as text (SQLite: dates); the argument goes in the same way.
-        slots = {
-            i: (name, isinstance(value, str) and not isinstance(placeholder, str))
-            for i, value in enumerate(params)
-            for name, placeholder in self.placeholders.items()
-            if (type(value) is type(placeholder) and value == placeholder)
-            or (isinstance(value, str) and value == str(placeholder))
-        }
-        if {name for name, _text in slots.values()} != set(self.placeholders):
-            raise ValueError(f"a placeholder is not among the parameters of {sql}")
+        slots = self._slots(params)
         converters = compiler.get_converters([col for col, _sql, _alias in compiler.select])
         return sql, list(params), slots, qs.db, compiler, converters
 
-    def first(self, **args: Any) -> dict | None:
+    def _params(self, args: dict[str, Any]) -> tuple[str, list, str, Any, dict]:
         if self._compiled is None:
             self._compiled = self._compile()
         sql, params, slots, db, compiler, converters = self._compiled
         params = list(params)
-        for i, (name, as_text) in slots.items():
-            params[i] = str(args[name]) if as_text else args[name]
+        for i, (name, kind, *extra) in slots.items():
+            arg = args[name]
+            if kind == _VALUE:
+                params[i] = arg
+            elif kind == _TEXT:
+                params[i] = str(arg)
+            elif kind == _LIKE:
+                prefix, suffix = extra
+                params[i] = prefix + connections[db].ops.prep_for_like_query(arg) + suffix
+            else:
+                if not arg:
+                    raise ValueError(f"{name}: an empty sequence")
+                params[i] = arg[min(extra[0], len(arg) - 1)]
+        return sql, params, db, compiler, converters
+
+    def _execute(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
         with connections[db].cursor() as cursor:
             cursor.execute(sql, params)
-            row = cursor.fetchone()
-            names = [column.name for column in cursor.description]
-        if row is None:
+            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
+            names = [column[0] for column in cursor.description]
+        return [row for row in rows if row is not None], names
+
+    def rows(self, *, limit: int | None = None, offset: int = 0, **args: Any) -> list[dict]:
+        sql, params, db, compiler, converters = self._params(args)
+        if limit is not None:
+            sql, params = f"{sql} LIMIT %s OFFSET %s", [*params, limit, offset]
+        rows, names = self._execute(sql, params, db, "all")
+        if converters:
+            rows = list(compiler.apply_converters(rows, converters))
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def first(self, **args: Any) -> dict | None:
+        sql, params, db, compiler, converters = self._params(args)
+        rows, names = self._execute(sql, params, db, "one")
+        if not rows:
             return None
+        row = rows[0]
         if converters:
             row = next(iter(compiler.apply_converters([row], converters)))
         return dict(zip(names, row, strict=True))
+
+    def count(self, *, limit: int, **args: Any) -> int:
+        """How many rows, counting at most `limit`."""
+        sql, params, db, _compiler, _converters = self._params(args)
+        rows, _names = self._execute(
+            f"SELECT COUNT(*) FROM ({sql} LIMIT %s) capped", [*params, limit], db, "one"
+        )
+        return rows[0][0]

@@ -2,8 +2,8 @@
 
 import datetime as dt
 from collections.abc import Callable
-from functools import cached_property
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from agent.models import AuditEvent
 from churnsite.access import MANAGERS, RETENTION
+from churnsite.compiled import CompiledQuery
 from ml.levels import WORSE_BY
 from ml.models import BUCKET_URGENCY_RANK, RiskScore, ScoringRun
 from ml.sim.today import scoring_as_of
@@ -39,9 +40,13 @@ def partner_search_filter(search: str) -> Q:
     """An id (P18477, any case) exactly, anything else as part of the name. Never both with an
     OR: that made PostgreSQL walk all 100k rows (550 ms for a miss) instead of the trigram
     index (0004) or the id's unique index."""
-    if search[:1] in "pP" and search[1:].isdigit():
+    if partner_search_is_id(search):
         return Q(external_id=search.upper())
     return Q(name__icontains=search)
+
+
+def partner_search_is_id(search: str) -> bool:
+    return search[:1] in "pP" and search[1:].isdigit()
 
 
 def partner_list(*, search: str = "", tier: str = "", status: str = "") -> QuerySet[Partner]:
@@ -197,6 +202,104 @@ def partner_live_feed_rows(feed: QuerySet[Partner]) -> QuerySet:
     return feed.values(*FEED_ROW_FIELDS, **FEED_ROW_RELATED)
 
 
+# Placeholders the feed's SQL is compiled with, once per filter combination (see LiveFeedQuery):
+# an owner id and searches no real request sends.
+_OWNER = -7_000_001
+_SEARCH_NAME = "zqxjfeedsearchzqxj"
+_SEARCH_ID = "P9007199254740993"
+
+
+def _search_kind(search: str) -> str:
+    if not search:
+        return ""
+    return "id" if partner_search_is_id(search) else "name"
+
+
+@lru_cache(maxsize=512)
+def _feed_queries(shape: tuple) -> dict[str, CompiledQuery]:
+    """The compiled reads of one filter combination: its rows, its count, its sort keys (a
+    name search's ids-first read) and a page of rows by id."""
+    sort, tier, bucket, by_owner, not_contacted, search_kind, change, _level, page_size = shape
+    placeholders: dict[str, Any] = {}
+    if by_owner:
+        placeholders["owner"] = _OWNER
+    if search_kind:
+        placeholders["search"] = _SEARCH_ID if search_kind == "id" else _SEARCH_NAME
+
+    def feed(**args: Any) -> QuerySet[Partner]:
+        return partner_live_feed(
+            sort=sort,
+            tier=tier,
+            bucket=bucket,
+            owner=args.get("owner"),
+            not_contacted=not_contacted,
+            search=args.get("search", ""),
+            change=change,
+        )
+
+    fields, _key = feed_sort_in_memory(sort)
+    slots = tuple(range(-1, -page_size - 1, -1))
+    return {
+        "rows": CompiledQuery(lambda **a: partner_live_feed_rows(feed(**a)), **placeholders),
+        "count": CompiledQuery(lambda **a: feed(**a).order_by().values("pk"), **placeholders),
+        "keys": CompiledQuery(lambda **a: feed(**a).order_by().values("pk", *fields), **placeholders),
+        "by_id": CompiledQuery(
+            lambda ids, **a: partner_live_feed_rows(feed(**a).filter(pk__in=ids)), ids=slots, **placeholders
+        ),
+    }
+
+
+class LiveFeedQuery:
+    """The Live Feed's reads for one set of filters (partner_live_feed's), sliced like a
+    queryset by the paginator. Building and compiling the feed's queryset (a JSON subquery,
+    four joins, the filters) cost the ORM 2-3 ms of CPU on every page view and as much again
+    for its COUNT (bench/feed_bench.py): each filter combination's SQL is compiled once per
+    process and run with the owner and search as parameters."""
+
+    def __init__(self, **filters: Any) -> None:
+        self.sort = filters["sort"] if filters.get("sort") in FEED_SORTS else "urgency"
+        search = (filters.get("search") or "").strip()
+        kind = _search_kind(search)
+        self.args: dict[str, Any] = {}
+        if filters.get("owner"):
+            self.args["owner"] = filters["owner"]
+        if kind:
+            self.args["search"] = search.upper() if kind == "id" else search
+        change = filters.get("change") or ""
+        self.shape = (
+            self.sort,
+            filters.get("tier") or "",
+            filters.get("bucket") or "",
+            bool(filters.get("owner")),
+            bool(filters.get("not_contacted")),
+            kind,
+            change if change in FEED_CHANGES else "",
+            settings.AT_RISK_LEVEL,  # compiled into the "new at risk" filter
+            FEED_PAGE_SIZE,
+        )
+
+    def _query(self, part: str) -> CompiledQuery:
+        return _feed_queries(self.shape)[part]
+
+    def count(self, *, limit: int) -> int:
+        return self._query("count").count(limit=limit, **self.args)
+
+    def sort_keys(self, *, limit: int) -> list[tuple]:
+        """(pk, *the sort's values) of at most `limit` rows, in no order."""
+        names = ("pk", *FEED_SORT_VALUES[self.sort])
+        return [tuple(row[n] for n in names) for row in self._query("keys").rows(limit=limit, **self.args)]
+
+    def by_id(self, ids: list[int]) -> list[dict]:
+        """The rows of these partners (at most a page), in the feed's order."""
+        return self._query("by_id").rows(ids=ids, **self.args) if ids else []
+
+    def __getitem__(self, page: slice) -> list[dict]:
+        start = page.start or 0
+        if page.stop <= start:  # an empty first page: nothing to read
+            return []
+        return self._query("rows").rows(limit=page.stop - start, offset=start, **self.args)
+
+
 class CappedPaginator(Paginator):
     """A paginator that counts at most `cap` rows past the requested page (then `capped` is
     True and `floor` is the lower bound it knows), so counting stays cheap at 100k rows while
@@ -204,7 +307,7 @@ class CappedPaginator(Paginator):
 
     def __init__(
         self,
-        object_list: QuerySet[Any],
+        object_list: LiveFeedQuery,
         per_page: int,
         cap: int | None = None,
         *,
@@ -222,8 +325,9 @@ class CappedPaginator(Paginator):
             requested = min(max(1, int(page)), 10**6)
         except (TypeError, ValueError):
             requested = 1
-        super().__init__(object_list, per_page, **kwargs)
-        self.queryset = object_list
+        # Sliced like a queryset, counted by count() below: all Paginator asks of it.
+        super().__init__(cast(Any, object_list), per_page, **kwargs)
+        self.feed = object_list
         self.floor = (requested - 1) * self.per_page + self.per_page + self.cap
         if read_by_id:
             self.floor = max(self.floor, FEED_READ_BY_ID_CAP)
@@ -232,16 +336,15 @@ class CappedPaginator(Paginator):
     def count(self) -> int:
         if self.known_count is not None:
             return self.known_count
-        # values("pk") drops the select_related joins and the subquery annotations.
         if not self.read_by_id:
-            return self.queryset.order_by().values("pk")[: self.floor + 1].count()
+            return self.feed.count(limit=self.floor + 1)
         # A filter no index walks in the feed's order (a name search): the counting query
         # returns the ids and sort keys instead, and when they are all there the page is read
         # by its 50 ids. Otherwise PostgreSQL walks the sort's index testing every
         # partner's name: "globex acme" read 19k buffers for 50 of its 1,203 rows
         # (bench/feed_bench.py).
-        fields, key = self.read_by_id
-        matches = list(self.queryset.order_by().values_list("pk", *fields)[: self.floor + 1])
+        _fields, key = self.read_by_id
+        matches = self.feed.sort_keys(limit=self.floor + 1)
         if len(matches) <= self.floor:
             # In the feed's order here (an ORDER BY in SQL walks the sort's index again).
             self.ids = [row[0] for row in sorted(matches, key=key)]
@@ -254,8 +357,7 @@ class CappedPaginator(Paginator):
         if self.ids is None:
             return super().page(number)
         bottom = (number - 1) * self.per_page
-        rows = self.queryset.filter(pk__in=self.ids[bottom : bottom + self.per_page])
-        return Page(rows, number, self)
+        return Page(self.feed.by_id(self.ids[bottom : bottom + self.per_page]), number, self)
 
     @property
     def capped(self) -> bool:

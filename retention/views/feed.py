@@ -57,9 +57,8 @@ def _feed_context(request: AuthedHttpRequest, *, with_tasks: bool = False) -> di
     form, filters, scope = _feed_filters(request)
     today = timezone.localdate()
     strip = desk.desk_strip(owner_id=filters["owner"], today=today)
-    partners = selectors.partner_live_feed_rows(selectors.partner_live_feed(**filters))
     paginator = selectors.CappedPaginator(
-        partners,
+        selectors.LiveFeedQuery(**filters),
         selectors.FEED_PAGE_SIZE,
         page=request.GET.get("page"),
         known_count=_counted_by_run(filters, strip),

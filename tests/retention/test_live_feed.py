@@ -90,6 +90,35 @@ def test_the_feed_searches_by_id_or_name(retention_client):
     assert feed_ids(retention_client.get("/", {"q": "contoso"}).content.decode()) == ["P10342"]
 
 
+def test_a_name_search_takes_percent_and_underscore_literally(retention_client):
+    scored_partner(external_id="P1", name="Acme_North 50%", risk=0.9)
+    scored_partner(external_id="P2", name="AcmeXNorth 500", risk=0.8)
+
+    get = lambda q: feed_ids(retention_client.get("/", {"q": q}).content.decode())  # noqa: E731
+    assert get("acme_north") == ["P1"]
+    assert get("50%") == ["P1"]
+    assert get("acme") == ["P1", "P2"]
+
+
+def test_each_request_gets_its_own_owner_and_search_not_the_previous_ones(retention_client):
+    """The feed's SQL is compiled once per filter combination and reused with each request's
+    owner and search."""
+    olga = UserFactory(username="olga", groups=["Retention"])
+    piet = UserFactory(username="piet", groups=["Retention"])
+    scored_partner(external_id="P1", name="Northwind", risk=0.9, account_owner=olga)
+    scored_partner(external_id="P2", name="Contoso", risk=0.8, account_owner=piet)
+    scored_partner(external_id="P3", name="Northwind East", risk=0.7, account_owner=piet)
+
+    get = lambda **q: feed_ids(retention_client.get("/", q).content.decode())  # noqa: E731
+    assert get(owner=olga.pk) == ["P1"]
+    assert get(owner=piet.pk) == ["P2", "P3"]
+    assert get(owner=piet.pk, q="northwind") == ["P3"]
+    assert get(owner=olga.pk, q="northwind") == ["P1"]
+    assert get(q="contoso") == ["P2"]
+    assert get(q="p3") == ["P3"] and get(q="P1") == ["P1"]
+    assert get(owner=olga.pk, q="P3") == []
+
+
 def test_the_feed_leaves_out_churned_and_unscored_partners(retention_client):
     from tests.factories import PartnerFactory
 
