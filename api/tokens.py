@@ -16,7 +16,7 @@ from django.utils.dateparse import parse_datetime
 
 from agent.audit import audit_record
 from api.models import ApiToken
-from churnsite.access import MANAGERS, RETENTION
+from churnsite.access import MANAGERS, RETENTION, permissions_sql, user_access_prime
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def api_token_revoke(*, token: ApiToken, actor: User) -> ApiToken:
 
 # One statement for what every API request needs: the token, its user, the user's role and
 # permissions. Through the ORM these were three queries whose compiling alone was 8 of a
-# partners page's 13 ms of CPU (bench/api_bench.py); string_agg / group_concat is the one
-# difference between PostgreSQL and SQLite.
+# partners page's 13 ms of CPU (bench/api_bench.py).
 _AUTH_SQL = """
 SELECT u.*, t.id AS token_id, t.name AS token_name, t.prefix AS token_prefix,
        t.last_used_at AS token_last_used_at,
@@ -75,17 +74,10 @@ SELECT u.*, t.id AS token_id, t.name AS token_name, t.prefix AS token_prefix,
                WHERE ug.user_id = u.id AND g.name = %s) AS in_managers,
        EXISTS (SELECT 1 FROM auth_user_groups ug JOIN auth_group g ON g.id = ug.group_id
                WHERE ug.user_id = u.id AND g.name = %s) AS in_retention,
-       (SELECT {agg} FROM auth_permission p JOIN django_content_type ct ON ct.id = p.content_type_id
-        WHERE p.id IN (SELECT up.permission_id FROM auth_user_user_permissions up WHERE up.user_id = u.id
-                       UNION
-                       SELECT gp.permission_id FROM auth_group_permissions gp
-                       JOIN auth_user_groups ug ON ug.group_id = gp.group_id WHERE ug.user_id = u.id)
-       ) AS permissions
+       {permissions} AS permissions
 FROM api_apitoken t JOIN auth_user u ON u.id = t.user_id
 WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active
 """
-_PERMISSION = "ct.app_label || '.' || p.codename"
-_AGGREGATE = {"postgresql": f"string_agg({_PERMISSION}, ',')", "sqlite": f"group_concat({_PERMISSION}, ',')"}
 
 
 def api_token_authenticate(token: str) -> ApiToken | None:
@@ -93,16 +85,14 @@ def api_token_authenticate(token: str) -> ApiToken | None:
     last use noted."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
-    sql = _AUTH_SQL.format(agg=_AGGREGATE[connection.vendor])
+    sql = _AUTH_SQL.format(permissions=permissions_sql(connection.vendor, "u.id"))
     # Any: the row carries the extra columns (token_*, in_*, permissions) as attributes.
     user: Any = next(iter(User.objects.raw(sql, [MANAGERS, RETENTION, token_hash(token)])), None)
     if user is None:
         return None
-    if not user.is_superuser:
-        # What churnsite.access.user_role and the auth backend would otherwise query for.
-        role = MANAGERS if user.in_managers else RETENTION if user.in_retention else None
-        setattr(user, "_churnsite_role", role)  # noqa: B010 - not a declared attribute of User
-        setattr(user, "_perm_cache", set(filter(None, (user.permissions or "").split(","))))  # noqa: B010
+    user_access_prime(
+        user, in_managers=user.in_managers, in_retention=user.in_retention, permissions=user.permissions
+    )
     last_used = user.token_last_used_at
     # SQLite hands an extra column back as text or a naive datetime (in UTC).
     if isinstance(last_used, str):

@@ -112,6 +112,34 @@ def user_role(user: User | AnonymousUser) -> str | None:
     return cast(str | None, role)
 
 
+# A user's permissions as one comma-separated string, correlated on the outer query's user id
+# column: the API's token lookup and the site's user load (desk.backends) read them in their one
+# statement instead of Django's two permission queries. string_agg / group_concat is the one
+# difference between PostgreSQL and SQLite.
+_PERMISSION = "ct.app_label || '.' || p.codename"
+_AGGREGATE = {"postgresql": f"string_agg({_PERMISSION}, ',')", "sqlite": f"group_concat({_PERMISSION}, ',')"}
+
+
+def permissions_sql(vendor: str, user_id: str) -> str:
+    """The scalar subquery of the permissions (own and through groups) of the user whose id is
+    the SQL expression `user_id`."""
+    return f"""(SELECT {_AGGREGATE[vendor]} FROM auth_permission p
+        JOIN django_content_type ct ON ct.id = p.content_type_id
+        WHERE p.id IN (SELECT up.permission_id FROM auth_user_user_permissions up WHERE up.user_id = {user_id}
+                       UNION
+                       SELECT gp.permission_id FROM auth_group_permissions gp
+                       JOIN auth_user_groups ug ON ug.group_id = gp.group_id WHERE ug.user_id = {user_id}))"""
+
+
+def user_access_prime(user: User, *, in_managers: bool, in_retention: bool, permissions: str | None) -> None:
+    """Set on a user loaded with its role and permissions what `user_role` and the auth backend
+    would otherwise query for. Superusers hold every permission without either."""
+    if user.is_superuser:
+        return
+    setattr(user, "_churnsite_role", MANAGERS if in_managers else RETENTION if in_retention else None)  # noqa: B010
+    setattr(user, "_perm_cache", set(filter(None, (permissions or "").split(","))))  # noqa: B010
+
+
 def access_refusal(user: Any, perm: str, message: str) -> str | None:
     """What a refused `user` is told for `perm` ("app_label.codename"), or None when allowed:
     a role first, then the permission. The site's views and the API's operations both ask it."""
