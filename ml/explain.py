@@ -62,6 +62,11 @@ FEATURE_LABELS = {
     "transactions_vs_year_2m": "Transactions, month before last vs the year",
     "active_users_vs_3m_1m": "Active users, last month vs 3",
     "support_tickets_vs_year_1m": "Support tickets, last month vs the year",
+    "transactions_last_2w": "Transactions, last 2 weeks of last month",
+    "transactions_last_1w": "Transactions, last week of last month",
+    "transactions_2w_vs_rest_1m": "Transactions, last 2 weeks vs the month's start",
+    "transactions_1w_vs_rest_1m": "Transactions, last week vs the month's start",
+    "transactions_2w_vs_year": "Transactions, last 2 weeks vs the year",
 }
 
 
@@ -192,7 +197,22 @@ def _comparison(feature: str, v: float, ctx: dict[str, float]) -> str | None:
             trend.what, now, before, now_span=trend.now_span, before_span=trend.before_span, money=trend.money
         )
     plan = ctx.get("monthly_revenue") or 0.0
+    last2w, month = ctx.get("transactions_last_2w"), ctx.get("transactions_1m")
     match feature:
+        case "transactions_2w_vs_rest_1m" | "transactions_1w_vs_rest_1m" if last2w is not None and month:
+            week = feature.startswith("transactions_1w")
+            count = ctx.get("transactions_last_1w", 0.0) if week else last2w
+            span = "week" if week else "2 weeks"
+            return (
+                f"Transactions {_count(count)} in the last {span} of last month, at {v * 100:.0f}% of the daily rate "
+                f"earlier that month ({_count(max(month - last2w, 0.0))} before its last 2 weeks)"
+            )
+        case "transactions_2w_vs_year" if last2w is not None and v > 0:
+            usual = max((last2w + 0.5) / v - 0.5, 0.0)
+            return (
+                f"Transactions {_count(last2w)} in the last 2 weeks of last month, vs {_count(usual)} "
+                "in a usual fortnight over the year before"
+            )
         case "tickets_per_user_3m" if "support_tickets_3m" in ctx:
             # The ratio never hides its denominator, least of all a zero one.
             tickets, users = ctx["support_tickets_3m"], ctx.get("active_users_3m") or 0.0
@@ -293,6 +313,18 @@ def _text(feature: str, v, c: dict) -> str:
                 f"Support tickets last month {abs(v):.1f} {'above' if v >= 0 else 'below'} "
                 "its monthly average over the year before"
             )
+        case "transactions_last_2w":
+            return f"{v:,.0f} transactions in the last 2 weeks of last month"
+        case "transactions_last_1w":
+            return f"{v:,.0f} transactions in the last week of last month"
+        case "transactions_2w_vs_rest_1m":
+            return f"Transactions in the last 2 weeks of last month at {v * 100:.0f}% of the month's earlier rate"
+        case "transactions_1w_vs_rest_1m":
+            return (
+                f"Transactions in the last week of last month at {v * 100:.0f}% of the month's earlier rate"
+            )
+        case "transactions_2w_vs_year":
+            return f"Transactions in the last 2 weeks of last month at {v * 100:.0f}% of its usual rate"
         case "days_to_pay_last":
             return f"Latest invoice: {v:.0f} days from issue to payment (or so far)"
         case "last_invoice_open":

@@ -20,7 +20,8 @@ Training cutoffs are month ends, when a month's activity has just become final.
 
 Frames use the simulator's / the database's column names:
 partners(key, tier, region, segment, monthly_revenue, joined_on, churned_on), activity(key, month,
-transactions, revenue, active_users, support_tickets), invoices(key, issued_on, due_on,
+transactions, revenue, active_users, support_tickets[, transactions_last_14d,
+transactions_last_7d]), invoices(key, issued_on, due_on,
 paid_on, amount), where ``key`` is ``external_id`` (or ``partner_id`` when scoring from
 the database).
 """
@@ -91,7 +92,17 @@ FEATURES = [
     "transactions_vs_year_2m",
     "active_users_vs_3m_1m",
     "support_tickets_vs_year_1m",
+    # Within the last month (optional columns of the activity file): a decision to leave in
+    # its last fortnight shows as a drop against the month's own first half, which a monthly
+    # total hides inside normal month-to-month noise.
+    "transactions_last_2w",
+    "transactions_last_1w",
+    "transactions_2w_vs_rest_1m",
+    "transactions_1w_vs_rest_1m",
+    "transactions_2w_vs_year",
 ]
+# Optional activity columns: of the month's transactions, those of its last 14 and 7 days.
+TAIL_COLUMNS = ("transactions_last_14d", "transactions_last_7d")
 
 
 def _days(values) -> np.ndarray:
@@ -147,6 +158,8 @@ def _window(activity: pd.DataFrame, keys: pd.Index, anchor: int, column: str, ke
     """(n_partners, ACTIVITY_MONTHS) array of a metric over the months ending at ``anchor``;
     NaN where a partner has no row (not yet joined, or gone)."""
     out = np.full((len(keys), ACTIVITY_MONTHS), np.nan)
+    if column not in activity:  # an optional column the team does not send
+        return out
     ords = activity["_ord"].to_numpy()
     sel = (ords > anchor - ACTIVITY_MONTHS) & (ords <= anchor)
     rows = keys.get_indexer(activity[key].to_numpy()[sel])
@@ -284,6 +297,7 @@ def build_features(
         f["support_tickets_vs_year_1m"] = np.nan_to_num(
             tickets[:, 5] - np.nanmean(tickets12[:, :-1], axis=1), nan=0.0
         )
+    f = f.join(_tail_features(activity, keys, anchor, tx12, key))
     f["transactions_trend_3m"] = _trend(tx)
     f["revenue_trend_3m"] = _trend(rev)
     f["active_users_trend_3m"] = _trend(users)
@@ -315,6 +329,37 @@ def build_features(
     f["historical_churn_rate"] = rate
     f["historical_churn_speed"] = speed
     return f[FEATURES].astype(float)
+
+
+def _tail_features(activity: pd.DataFrame, keys: pd.Index, anchor: int, tx12: np.ndarray, key: str):
+    """The last complete month's final fortnight and week against its own start and against the
+    year before. Without the optional columns (or that month's row) they read "as usual": the
+    counts in proportion to the month's total, the ratios 1.0."""
+    days = (pd.Period(ordinal=anchor - 1970 * 12, freq="M").days_in_month) if anchor >= 0 else 30
+    rest_days = days - 14
+    total = tx12[:, -1]
+    last14 = _window(activity, keys, anchor, "transactions_last_14d", key)[:, -1]
+    last7 = _window(activity, keys, anchor, "transactions_last_7d", key)[:, -1]
+    known = np.isfinite(last14) & np.isfinite(last7) & np.isfinite(total)
+    last14 = np.where(known, last14, np.nan_to_num(total, nan=0.0) * 14 / days)
+    last7 = np.where(known, last7, np.nan_to_num(total, nan=0.0) * 7 / days)
+    # Daily rates, half a transaction added to each count so that 0 vs 0 reads 1.0.
+    rest_rate = (np.nan_to_num(total, nan=0.0) - last14 + 0.5) / rest_days
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        year_rate = np.nanmean(tx12[:, :-1], axis=1) * 12 / 365.25
+    year_rate = np.where(np.isfinite(year_rate), year_rate, (last14 + 0.5) / 14)
+    out = pd.DataFrame(
+        {
+            "transactions_last_2w": last14,
+            "transactions_last_1w": last7,
+            "transactions_2w_vs_rest_1m": np.where(known, ((last14 + 0.5) / 14) / rest_rate, 1.0),
+            "transactions_1w_vs_rest_1m": np.where(known, ((last7 + 0.5) / 7) / rest_rate, 1.0),
+            "transactions_2w_vs_year": np.where(known, ((last14 + 0.5) / 14) / (year_rate + 0.5 / 14), 1.0),
+        },
+        index=keys,
+    )
+    return out
 
 
 def _invoice_features(invoices: pd.DataFrame, keys: pd.Index, c: int, key: str) -> pd.DataFrame:

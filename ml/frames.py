@@ -14,10 +14,16 @@ import pandas as pd
 from django.db import connection
 
 PARTNER_COLUMNS = ["tier", "region", "segment", "monthly_revenue", "joined_on", "churned_on"]
-ACTIVITY_COLUMNS = ["month", "transactions", "revenue", "active_users", "support_tickets"]
+ACTIVITY_COLUMNS = [
+    "month", "transactions", "revenue", "active_users", "support_tickets",
+    "transactions_last_14d", "transactions_last_7d",
+]  # fmt: skip
 INVOICE_COLUMNS = ["issued_on", "due_on", "paid_on", "amount"]
 DATES = {"joined_on", "churned_on", "month", "issued_on", "due_on", "paid_on"}
-NUMBERS = {"monthly_revenue", "revenue", "amount", "transactions", "active_users", "support_tickets"}
+NUMBERS = {
+    "monthly_revenue", "revenue", "amount", "transactions", "active_users", "support_tickets",
+    "transactions_last_14d", "transactions_last_7d",
+}  # fmt: skip
 
 
 def _frame(sql: str, params: list, columns: list[str]) -> pd.DataFrame:

@@ -19,7 +19,10 @@ FILES = {
         "external_id", "name", "tier", "region", "segment", "monthly_revenue", "contact_email", "joined_on",
         "account_owner", "status", "churned_on", "notes",
     ],
-    "activity": ["external_id", "month", "transactions", "revenue", "active_users", "support_tickets"],
+    "activity": [
+        "external_id", "month", "transactions", "revenue", "active_users", "support_tickets",
+        "transactions_last_14d", "transactions_last_7d",
+    ],
     "invoices": ["external_id", "invoice_id", "issued_on", "due_on", "paid_on", "amount"],
     "churn_events": ["external_id", "churned_on", "reason"],
 }  # fmt: skip
@@ -53,8 +56,9 @@ def history_export(*, folder: Path, compress: bool = False) -> dict[str, int]:
     )  # fmt: skip
     write("partners", partners.iterator(chunk_size=5000))
     activity = MonthlyActivity.objects.order_by("partner_id", "month").values_list(
-        "partner__external_id", "month", "transactions", "revenue", "active_users", "support_tickets"
-    )
+        "partner__external_id", "month", "transactions", "revenue", "active_users", "support_tickets",
+        "transactions_last_14d", "transactions_last_7d",
+    )  # fmt: skip
     write(
         "activity",
         ((ext, f"{month:%Y-%m}", *rest) for ext, month, *rest in activity.iterator(chunk_size=20_000)),

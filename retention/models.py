@@ -93,6 +93,10 @@ class MonthlyActivity(models.Model):
     revenue = models.DecimalField(max_digits=12, decimal_places=2)
     active_users = models.PositiveIntegerField()
     support_tickets = models.PositiveIntegerField()
+    # Optional (docs/data.md): of the month's transactions, those of its last 14 and 7 days,
+    # so a partner that starts winding down late in a month shows it within the month.
+    transactions_last_14d = models.PositiveIntegerField(null=True, blank=True)
+    transactions_last_7d = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["partner", "month"]

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import poisson
+from scipy.stats import binom, poisson
 
 TIERS = ("bronze", "silver", "gold", "platinum")
 REGIONS = ("na", "emea", "apac", "latam")
@@ -196,6 +196,10 @@ class WorldState:
     active_users: np.ndarray
     support_tickets: np.ndarray
     paid_day: np.ndarray  # invoice issued on the 1st of month k: NONE, day or NEVER
+    # Of each month's transactions, those in its last 14 and last 7 days (NONE = no row; empty
+    # in states saved before they existed: filled with NONE on load, read as unknown).
+    tx_last14: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+    tx_last7: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
     contact_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     contact_day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # The pre-churn phase (empty in states saved before it existed: filled on load).
@@ -420,6 +424,8 @@ _MONTHLY = (
     "active_users",
     "support_tickets",
     "paid_day",
+    "tx_last14",
+    "tx_last7",
 )
 _SCALARS = ("seed", "start_day", "today_day", "n_started", "n_complete")
 
@@ -461,6 +467,9 @@ def world_state_from_json(d: dict) -> WorldState:
     state = WorldState(params=params, **kwargs)
     if len(state.decided_day) != state.n:  # saved before the pre-churn phase existed
         _init_winddown(state)
+    if state.tx_last14.shape[0] != state.n:  # saved before the trailing windows existed
+        state.tx_last14 = np.full(state.transactions.shape, NONE, np.int32)
+        state.tx_last7 = np.full(state.transactions.shape, NONE, np.int32)
     return state
 
 
@@ -597,6 +606,8 @@ def _init_state(n: int, seed: int, params: SimulatorParams, start_day: int, toda
         active_users=np.zeros((n, 0), np.int32),
         support_tickets=np.zeros((n, 0), np.int32),
         paid_day=np.zeros((n, 0), np.int32),
+        tx_last14=np.zeros((n, 0), np.int32),
+        tx_last7=np.zeros((n, 0), np.int32),
     )
     _ensure_capacity(state, months)
     state.health[:, 0] = h
@@ -782,6 +793,8 @@ def _ensure_capacity(state: WorldState, months: int) -> None:
         ("active_users", NONE),
         ("support_tickets", NONE),
         ("paid_day", NONE),
+        ("tx_last14", NONE),
+        ("tx_last7", NONE),
     ):
         old = getattr(state, name)
         new = np.full((n, months), fill, dtype=old.dtype)
@@ -1016,16 +1029,24 @@ def _finish_month(state: WorldState, k: int, starts: np.ndarray) -> None:
     w_lo = np.maximum(lo, state.decided_day)
     wind = np.where(state.decided_day != NEVER, np.clip(hi - w_lo, 0, None), 0)
     kept = np.zeros(state.n)
+    # The same activity, day by day, over the month's last 14 and last 7 days.
+    tail14, tail7 = _tail_weights(lo, hi, m_next, 14), _tail_weights(lo, hi, m_next, 7)
     rows = np.flatnonzero(wind > 0)
     if len(rows):
         day = w_lo[rows, None] + np.arange(m_next - m)[None, :]
         length = (state.churn_day[rows] - state.decided_day[rows]).astype(np.float64)
         left = np.clip(state.churn_day[rows, None] - day, 0, None)
         share = p.winddown_level * (left / length[:, None]) ** p.winddown_power
-        kept[rows] = np.where(day < hi[rows, None], share, 0.0).sum(axis=1)
+        carried = np.where(day < hi[rows, None], share, 0.0)
+        kept[rows] = carried.sum(axis=1)
+        # A winding-down day carries `share` of a normal day's activity, not a whole one.
+        for tail, width in ((tail14, 14), (tail7, 7)):
+            lost = np.where((day < hi[rows, None]) & (day >= m_next - width), 1.0 - share, 0.0)
+            tail[rows] -= lost.sum(axis=1)
     normal = present - wind
     frac = (normal + kept) / (m_next - m)
     state.transactions[:, k] = np.where(here, np.round(state.transactions[:, k] * frac), NONE)
+    _split_tail(state, k, here, normal + kept, tail14, tail7)
     state.revenue[:, k] = np.where(here, np.round(state.revenue[:, k] * frac, 2), 0.0)
     state.revenue[state.transactions[:, k] <= 0, k] = 0.0
     with np.errstate(all="ignore"):
@@ -1041,6 +1062,32 @@ def _finish_month(state: WorldState, k: int, starts: np.ndarray) -> None:
     tickets = np.round(state.support_tickets[:, k] * normal / (m_next - m)) + np.where(state.spike, extra, 0)
     state.support_tickets[:, k] = np.where(here, tickets, NONE)
     state.n_complete = k + 1
+
+
+def _tail_weights(lo, hi, m_next: int, width: int) -> np.ndarray:
+    """Days present in the month's last `width` days (winding-down days are discounted by
+    the caller)."""
+    return np.clip(hi - np.maximum(lo, m_next - width), 0, None).astype(np.float64)
+
+
+def _split_tail(state: WorldState, k: int, here, weight, tail14, tail7) -> None:
+    """Spread the month's final transactions over its days, in proportion to each day's
+    activity (1 normal, the wind-down share while winding down, 0 absent), and count those of
+    the last 14 and last 7 days: a binomial split of the month's count, so a decision in the
+    month's last fortnight shows there within the month's own level.
+
+    Binomials by inversion of one uniform each, from a stream of their own (numpy's sampler
+    would consume a varying number of draws per partner, and adding the split would have
+    shifted every other draw of the world)."""
+    u = np.random.default_rng([int(state.month_seed[k]), k, 4]).random((2, state.n))
+    total = np.where(here, state.transactions[:, k], 0).astype(np.float64)
+    with np.errstate(all="ignore"):
+        p14 = np.clip(np.where(weight > 0, tail14 / weight, 0.0), 0.0, 1.0)
+        p7 = np.clip(np.where(tail14 > 0, tail7 / tail14, 0.0), 0.0, 1.0)
+    last14 = np.nan_to_num(binom.ppf(u[0], total, p14), nan=0.0)
+    last7 = np.nan_to_num(binom.ppf(u[1], last14, p7), nan=0.0)
+    state.tx_last14[:, k] = np.where(here, np.minimum(last14, total), NONE)
+    state.tx_last7[:, k] = np.where(here, np.minimum(last7, last14), NONE)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1215,8 +1262,15 @@ def _activity_table(state: WorldState, lo: int, hi: int) -> pd.DataFrame:
             "revenue": state.revenue[i, j],
             "active_users": state.active_users[i, j].astype(np.int64),
             "support_tickets": state.support_tickets[i, j].astype(np.int64),
+            # Nullable: a state saved before the trailing windows existed has none.
+            "transactions_last_14d": _known(state.tx_last14[i, j]),
+            "transactions_last_7d": _known(state.tx_last7[i, j]),
         }
     )
+
+
+def _known(counts: np.ndarray) -> pd.array:
+    return pd.array(np.where(counts == NONE, pd.NA, counts), dtype="Int64")
 
 
 def _invoices_table(state: WorldState, first: int, last: int) -> pd.DataFrame:

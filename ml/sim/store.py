@@ -26,6 +26,9 @@ from ml.models import SimulatedWorld
 from ml.sim import simulator
 from retention.models import Invoice, MonthlyActivity, Partner
 
+# The activity rows' optional counts (docs/data.md): a world saved before them has none.
+TAIL_COLUMNS = ("transactions_last_14d", "transactions_last_7d")
+
 Progress = Callable[[int], None]
 CHUNK_ROWS = 50_000
 
@@ -165,9 +168,18 @@ def write_activity(activity: pd.DataFrame, *, ids: dict[str, int], progress: Pro
             "revenue": _money(a["revenue"]),
             "active_users": a["active_users"].astype(np.int64),
             "support_tickets": a["support_tickets"].astype(np.int64),
+            **{c: _optional_counts(a, c) for c in TAIL_COLUMNS},
         }
     )
-    return _write_frame(MonthlyActivity, frame, progress=progress)
+    return _write_frame(MonthlyActivity, frame, nullable=TAIL_COLUMNS, progress=progress)
+
+
+def _optional_counts(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A nullable count column as Python ints and None (a world saved before it existed has none)."""
+    if column not in frame:
+        return pd.Series([None] * len(frame), dtype=object)
+    s = frame[column].astype("Int64")
+    return s.astype(object).where(s.notna().to_numpy(), None)
 
 
 def write_invoices(invoices: pd.DataFrame, *, ids: dict[str, int], progress: Progress = _noop) -> int:

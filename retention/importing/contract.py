@@ -75,6 +75,8 @@ TABLES = {
             Column("revenue", "money", sql_type="numeric(12, 2)"),
             Column("active_users", "count", sql_type="integer"),
             Column("support_tickets", "count", sql_type="integer"),
+            Column("transactions_last_14d", "count", required=False, sql_type="integer"),
+            Column("transactions_last_7d", "count", required=False, sql_type="integer"),
         ),
         key=("external_id", "month"),
     ),

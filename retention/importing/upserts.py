@@ -37,6 +37,21 @@ def _partner_columns(header: list[str]) -> list[str]:
     return cols
 
 
+def _activity_columns(header: list[str]) -> list[str]:
+    """The activity columns an import sets: the optional trailing-window counts only when the
+    file has them (a file without them leaves the months' earlier values alone)."""
+    optional = ["transactions_last_14d", "transactions_last_7d"]
+    return VALUE_COLUMNS["activity"] + [c for c in optional if c in header]
+
+
+def _columns(table: str, header: list[str]) -> list[str]:
+    if table == "partners":
+        return _partner_columns(header)
+    if table == "activity":
+        return _activity_columns(header)
+    return VALUE_COLUMNS[table]
+
+
 def _source(column: str) -> str:
     if column == "account_owner_id":
         return "s.account_owner"
@@ -68,7 +83,7 @@ def count_changes(staged: list[str], report: ImportReport) -> None:
             )
             continue
         target, on, via = TARGETS[table]
-        columns = _partner_columns(headers[table]["columns"]) if table == "partners" else VALUE_COLUMNS[table]
+        columns = _columns(table, headers[table]["columns"])
         join_p = "JOIN retention_partner p ON p.external_id = s.external_id " if via else ""
         left_p = "LEFT JOIN retention_partner p ON p.external_id = s.external_id " if via else ""
         created = query(
@@ -131,7 +146,7 @@ def write(plan: list[dict], report: ImportReport, *, actor, replace: bool, now) 
         else:
             target, _, _ = TARGETS[table]
             key = "month" if table == "activity" else "invoice_id"
-            columns = VALUE_COLUMNS[table]
+            columns = _columns(table, header)
             join = f"FROM {stage} s JOIN retention_partner p ON p.external_id = s.external_id"
             on = f"{target}.partner_id = p.id AND {target}.{key} = s.{key}"
             # The counts are exact (one import at a time, see history_import): an update

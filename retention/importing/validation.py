@@ -138,7 +138,23 @@ def validate_chunk(chunk: pd.DataFrame, spec: Table, label: str, ctx: Context) -
         flag(_before(out["churned_on"], out["joined_on"]), "churned_on", "is before joined_on")
     if spec.name == "invoices":
         flag(_before(out["due_on"], out["issued_on"]), "due_on", "is before issued_on")
+    if spec.name == "activity":
+        # A part of the month cannot hold more transactions than the whole (nor a week more
+        # than the fortnight that contains it).
+        for part, whole in (
+            ("transactions_last_14d", "transactions"),
+            ("transactions_last_7d", "transactions_last_14d"),
+            ("transactions_last_7d", "transactions"),
+        ):
+            if part in out and whole in out:
+                flag(_more(out[part], out[whole]), part, f"is more than {whole}")
     return out[~bad]
+
+
+def _more(part: pd.Series, whole: pd.Series) -> np.ndarray:
+    """Counts compare as numbers; a missing count is never "more"."""
+    a, b = pd.to_numeric(part, errors="coerce"), pd.to_numeric(whole, errors="coerce")
+    return (a > b).fillna(False).to_numpy(dtype=bool)
 
 
 def _before(later: pd.Series, earlier: pd.Series) -> np.ndarray:

@@ -46,7 +46,16 @@ PARTNER_COLUMNS = [
     "churned_on",
     "notes",
 ]
-ACTIVITY_COLUMNS = ["external_id", "month", "transactions", "revenue", "active_users", "support_tickets"]
+ACTIVITY_COLUMNS = [
+    "external_id",
+    "month",
+    "transactions",
+    "revenue",
+    "active_users",
+    "support_tickets",
+    "transactions_last_14d",
+    "transactions_last_7d",
+]
 INVOICE_COLUMNS = ["external_id", "issued_on", "due_on", "paid_on", "amount"]
 
 
@@ -523,3 +532,62 @@ def test_a_contact_talks_about_a_third_of_partners_already_winding_down_out_of_l
     inv = treated.invoices[treated.invoices.external_id.isin(after[after.isna()].index)]
     inv = inv[inv.issued_on <= pd.Timestamp(first_day)]
     assert len(inv) and (inv.paid_on <= pd.Timestamp(first_day + timedelta(days=7))).all()
+
+
+# -- the month's last fortnight and week ----------------------------------------------------
+
+
+def test_the_last_14_and_7_days_are_a_part_of_the_months_transactions_in_proportion_to_their_days(world):
+    a = world.activity
+    assert a.transactions_last_14d.notna().all() and a.transactions_last_7d.notna().all()
+    assert (a.transactions_last_7d <= a.transactions_last_14d).all()
+    assert (a.transactions_last_14d <= a.transactions).all()
+    # A partner present all month and not winding down has its days' share: 14 of 28-31 days.
+    p = world.partners.set_index("external_id")
+    end = a.month + pd.offsets.MonthEnd(0)
+    joined, churned = p.joined_on.reindex(a.external_id).to_numpy(), p.churned_on.reindex(a.external_id)
+    quiet = (joined < a.month.to_numpy()) & ~(churned.to_numpy() <= (end + HORIZON * 2).to_numpy())
+    full = a[quiet & (a.transactions >= 50)]
+    share14 = (full.transactions_last_14d / full.transactions).mean()
+    days = (end[full.index] - full.month).dt.days + 1
+    assert abs(share14 - (14 / days).mean()) < 0.005
+    assert abs((full.transactions_last_7d / full.transactions_last_14d).mean() - 0.5) < 0.01
+
+
+def test_a_partner_that_decided_to_leave_late_in_a_month_shows_it_in_that_months_last_fortnight(world):
+    """The month's total barely moves; its last 14 days fall against the month's own start."""
+    s = world.state
+    starts = s.month_starts()
+    a = world.activity.set_index(["external_id", "month"])
+    late, stay = [], []
+    for k in range(12, 23):
+        m1 = int(starts[k + 1])
+        month = pd.Timestamp(starts[k], unit="D")
+        decided = s.decided_day
+        # decided 4-12 days before the month's end (inside its last 14), and still there at its end
+        rows = np.flatnonzero((decided >= m1 - 12) & (decided <= m1 - 4) & (s.churn_day > m1))
+        calm = np.flatnonzero((decided == NEVER) & (s.join_day < int(starts[k])))[:500]
+        for out, idx in ((late, rows), (stay, calm)):
+            got = a.reindex([(e, month) for e in s.external_id[idx]]).dropna()
+            got = got[got.transactions >= 20]
+            rest_days = (m1 - int(starts[k])) - 14
+            rate14 = got.transactions_last_14d / 14
+            rate_rest = (got.transactions - got.transactions_last_14d) / rest_days
+            out.append((rate14 / rate_rest).replace(np.inf, np.nan).dropna())
+    late, stay = pd.concat(late), pd.concat(stay)
+    print(f"last 2 weeks vs the month's start: deciders {late.median():.2f} (n={len(late)}), "
+          f"stayers {stay.median():.2f}")  # fmt: skip
+    assert len(late) > 60
+    assert late.median() < 0.75 and 0.9 < stay.median() < 1.1
+
+
+def test_a_state_saved_before_the_trailing_windows_loads_with_them_unknown(world):
+    blob = world_state_to_json(world.state)
+    for name in ("tx_last14", "tx_last7"):
+        del blob["arrays"][name]
+    old = world_from_state(world_state_from_json(json.loads(json.dumps(blob))))
+    assert old.activity.transactions_last_14d.isna().all()
+    pd.testing.assert_frame_equal(
+        old.activity.drop(columns=["transactions_last_14d", "transactions_last_7d"]),
+        world.activity.drop(columns=["transactions_last_14d", "transactions_last_7d"]),
+    )

@@ -212,3 +212,34 @@ def test_a_big_insert_builds_the_indexes_and_keys_once_and_leaves_them_as_they_w
         again = run(capsys, partners)
     assert again["tables"]["partners"]["created"] == 1
     assert not any("DROP CONSTRAINT" in s or s.startswith("DROP INDEX") for s in statements)
+
+
+def test_the_optional_last_14_and_7_days_are_imported_checked_and_left_alone_when_a_file_lacks_them(
+    tmp_path, capsys
+):
+    folder = samples(tmp_path)
+    run(capsys, folder)
+    nov = MonthlyActivity.objects.get(partner__external_id="P10002", month="2024-11-01")
+    assert (nov.transactions, nov.transactions_last_14d, nov.transactions_last_7d) == (1322, 402, 170)
+    blank = MonthlyActivity.objects.get(partner__external_id="P10003", month="2024-10-01")
+    assert blank.transactions_last_14d is None and blank.transactions_last_7d is None
+
+    # A part larger than its whole is reported, row by row, and nothing is written.
+    activity = folder / "activity.csv"
+    original = activity.read_text()
+    activity.write_text(
+        original.replace("P10001,2024-10,412,11850.00,23,2,188,95", "P10001,2024-10,412,11850.00,23,2,413,95")
+        .replace("P10001,2024-11,398,11620.00,22,1,185,92", "P10001,2024-11,398,11620.00,22,1,185,186")
+    )  # fmt: skip
+    errors, summary = failing(capsys, folder)
+    assert "activity.csv line 2: transactions_last_14d: is more than transactions" in errors
+    assert "activity.csv line 3: transactions_last_7d: is more than transactions_last_14d" in errors
+    assert summary["errors"] == 2
+
+    # A file without the columns updates the months and keeps the counts imported before.
+    lines = [",".join(line.split(",")[:6]) for line in original.splitlines()]
+    activity.write_text("\n".join(lines).replace("P10002,2024-11,1322", "P10002,2024-11,1323") + "\n")
+    summary = run(capsys, folder)
+    assert summary["tables"]["activity"]["updated"] == 1
+    nov.refresh_from_db()
+    assert (nov.transactions, nov.transactions_last_14d, nov.transactions_last_7d) == (1323, 402, 170)
