@@ -8,7 +8,8 @@
    bench/feed_bench.py's loader (COPY), and makes an API token for a Retention user.
 2. In-process: counts the SQL queries of every variant (the first page and a cursor page deep
    in must cost the same) and the CPU time of each (time.process_time(), which other processes'
-   load does not inflate, unlike the wall clock).
+   load does not inflate, unlike the wall clock), and prints EXPLAIN (ANALYZE, BUFFERS) of each
+   variant's page query (its execution ms and buffers are in the summary).
 3. Serves the site with gunicorn on 127.0.0.1 and drives the variants with `clients` threads,
    each with its own keep-alive connection and the token; prints p50/p95 per variant and
    overall. The last line is a JSON summary.

@@ -8,7 +8,7 @@ import logging
 from django.core.cache import cache
 from django.db import DatabaseError
 
-from ml.models import ModelVersion, PartnerScore, ScoringRun
+from ml.models import Bucket, ModelVersion, PartnerScore, ScoringRun
 from ml.registry import active_version, model_for_version
 from ml.services import partner_features, partner_score_store_drivers
 from ml.sim.today import scoring_as_of
@@ -25,6 +25,16 @@ def partner_current_score(*, partner: Partner) -> PartnerScore | None:
         return partner.current_score
     except PartnerScore.DoesNotExist:
         return None
+
+
+def bucket_partner_ids(*, bucket: str):
+    """The ids of the partners whose current score is in `bucket` (a subquery)."""
+    return PartnerScore.objects.filter(bucket=bucket).values("partner_id")
+
+
+# Only partners at risk get an urgent bucket (ml.churn_model: "later" below the at-risk
+# level), so these hold a small share of the partners; "later" holds most of them.
+URGENT_BUCKETS = frozenset({Bucket.D7, Bucket.D30, Bucket.D90})
 
 
 def partner_drivers(*, partner: Partner) -> list[dict]:
