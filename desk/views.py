@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -14,7 +15,7 @@ from crm_sim.services import crm_task_complete, crm_task_snooze
 from desk import services
 from desk.forms import DigestSettingsForm, SavedViewForm, ScopeForm, SnoozeForm
 from desk.models import SavedView
-from desk.rows import task_rows
+from desk.rows import task_rows, task_values
 from desk.selectors import digest_for, digest_settings
 
 # The feed's own parameters: a saved view keeps these and nothing else (no page, no run).
@@ -48,8 +49,14 @@ def _task_row(
         else:
             messages.success(request, f"{task.external_id}: {notice}")
         return redirect("retention:home")
-    context = {"task": task_rows([task], today=timezone.localdate())[0], "notice": notice, "error": error}
-    return render(request, "desk/task_row.html", context)
+    row = task_rows(
+        [task_values(task)],
+        today=timezone.localdate(),
+        csrf_token=get_token(request),
+        notice=notice,
+        error=error,
+    )[0]
+    return HttpResponse(row["html"])
 
 
 @require_POST

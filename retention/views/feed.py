@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import HttpResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -81,7 +82,8 @@ def _feed_context(request: AuthedHttpRequest, *, with_tasks: bool = False) -> di
         "query": request.GET.urlencode(),
     }
     if with_tasks:
-        context["tasks"] = task_rows(desk.tasks_today(owner_id=filters["owner"], today=today), today=today)
+        tasks = desk.tasks_today(owner_id=filters["owner"], today=today)
+        context["tasks"] = task_rows(tasks, today=today, csrf_token=get_token(request))
         context["today"] = today
     return context
 

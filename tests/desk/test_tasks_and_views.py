@@ -94,6 +94,9 @@ def test_a_shared_view_is_listed_for_the_team_and_a_private_one_is_not(client, r
     html = client.get("/").content.decode()
 
     assert "Team platinum" in html and "My secret list" not in html
+    # A colleague's shared view says whose it is.
+    owner_name = retention_user.get_full_name() or retention_user.username
+    assert f'Team platinum</a> <span class="muted">(team · {owner_name})</span>' in html
     assert client.get(f"/desk/views/{private.pk}/").status_code == 404
     client.post(f"/desk/views/{SavedView.objects.get(name='Team platinum').pk}/delete/")
     assert SavedView.objects.filter(name="Team platinum").exists()  # only its owner deletes it
