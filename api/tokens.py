@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from redis.exceptions import RedisError
 
 from agent.audit import audit_record
 from api.models import ApiToken
@@ -122,12 +123,29 @@ def rate_limit_hit(*, token_id: int, now: float | None = None) -> int | None:
     now = timezone.now().timestamp() if now is None else now
     start = int(now // window) * window
     key = f"api-rate:{token_id}:{start}"
-    try:
-        # add() sets the counter only if missing; incr() is atomic in Redis.
-        cache.add(key, 0, timeout=window + 5)
-        count = cache.incr(key)
-    except ValueError:  # the key vanished between add and incr (Redis down, or evicted)
-        return None
+    count = _window_count(key, ttl=window + 5)
     if count is None or count <= limit:
         return None
     return max(1, int(start + window - now + 0.999))
+
+
+def _window_count(key: str, *, ttl: int) -> int | None:
+    """The key's count with this request, or None when nothing can count (Redis down)."""
+    redis_client = getattr(cache, "client", None)  # django-redis
+    if redis_client is None:  # the local-memory cache (no REDIS_URL)
+        cache.add(key, 0, timeout=ttl)
+        try:
+            return cache.incr(key)
+        except ValueError:
+            return None
+    # One round trip on every API request instead of add() then incr(): INCR starts a missing
+    # counter at 1 (atomic), EXPIRE keeps it no longer than its window needs.
+    full_key = redis_client.make_key(key)
+    try:
+        pipe = redis_client.get_client(write=True).pipeline(transaction=False)
+        pipe.incr(full_key)
+        pipe.expire(full_key, ttl)
+        count, _ = pipe.execute()
+    except (RedisError, OSError):
+        return None
+    return int(count)
