@@ -98,6 +98,7 @@ def copy_floor(*, run_id: int, chunk_size: int) -> dict:
 def chord_on_workers(*, count: int, chunk_size: int) -> dict:
     """Score every active partner through the chord on `count` worker processes."""
     from ml.models import ScoringRun
+    from ml.score_store import current_stage_open
     from ml.services import chunked, scoring_partner_ids, scoring_run_start
     from ml.tasks import scoring_chord
     from tests.agent.workers import WorkerPool
@@ -114,6 +115,7 @@ def chord_on_workers(*, count: int, chunk_size: int) -> dict:
         run = scoring_run_start()
         chunks = chunked(scoring_partner_ids(), chunk_size)
         started = time.perf_counter()
+        current_stage_open(run=run)  # as scoring_run_dispatch does before the chord
         scoring_chord(run_id=run.pk, chunks=chunks).apply_async()
         while (run := ScoringRun.objects.get(pk=run.pk)).status == ScoringRun.Status.RUNNING:
             time.sleep(0.2)

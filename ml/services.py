@@ -30,7 +30,7 @@ from ml.models import (
     ValidationRun,
 )
 from ml.registry import active_version, artifact_full_path, model_for_version
-from ml.score_store import scores_persist
+from ml.score_store import current_stage_swap, scores_persist
 from ml.signals import scoring_run_succeeded
 from ml.sim.today import scoring_as_of
 from retention.models import Partner
@@ -220,6 +220,13 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | N
         run.scored = RiskScore.objects.filter(run_id=run_id).count()
         run.status = ScoringRun.Status.FAILED if error else ScoringRun.Status.SUCCEEDED
         run.stats = {**run.stats, **(stats or {})} | ({"error": error[:500]} if error else {})
+        # A failed run's staged scores stay out of the feed (a retry stages them afresh).
+        swap = None if error else current_stage_swap(run=run)
+        if swap is not None:
+            # Persisting counts the swap: the chunks' writes alone would flatter it.
+            stages = run.stats.setdefault("stages", {})
+            stages["persist"] = round(stages.get("persist", 0.0) + swap, 3)
+            run.stats["persist_swap"] = round(swap, 3)
         run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
         if not error:
             # Partners who churned since their last score leave the feed; history stays.

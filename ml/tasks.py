@@ -22,6 +22,7 @@ from django.db import connections
 from ml import services
 from ml.models import ScoringRun
 from ml.registry import active_version, model_for_version
+from ml.score_store import current_stage_open
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def scoring_run_dispatch(*, run_id: int, chunk_size: int, in_process: bool = Fal
     if not chunks:
         services.scoring_run_finish(run_id=run.pk, stats=_stats([], read_ids=read_ids))
         return summary
+    current_stage_open(run=run)  # the chunks stage current scores; the close swaps them in
     work = scoring_chord(run_id=run.pk, chunks=chunks, read_ids=read_ids)
     if not (in_process or score_chunk.app.conf.task_always_eager):
         work.apply_async()

@@ -254,8 +254,8 @@ def test_scoring_refuses_a_date_after_the_data(scored_db, db):
         call_command("score_partners", "--as-of", later.isoformat(), stdout=StringIO())
 
 
-@pytest.mark.parametrize("writer", ["copy", "orm"])
-def test_both_writers_record_the_change_since_the_previous_run_and_keep_it_on_redelivery(
+@pytest.mark.parametrize("writer", ["copy", "staged", "orm"])
+def test_every_writer_records_the_change_since_the_previous_run_and_keeps_it_on_redelivery(
     scored_db, db, writer
 ):
     from decimal import Decimal
@@ -265,13 +265,15 @@ def test_both_writers_record_the_change_since_the_previous_run_and_keep_it_on_re
     from ml import score_store
     from ml.services import scoring_run_start
 
-    if writer == "copy" and connection.vendor != "postgresql":
-        pytest.skip("the COPY writer is PostgreSQL's")
-    write = score_store._persist_copy if writer == "copy" else score_store._persist_orm
+    if writer != "orm" and connection.vendor != "postgresql":
+        pytest.skip("the COPY writers are PostgreSQL's")
+    write = score_store._persist_orm if writer == "orm" else score_store._persist_copy
     first = ScoringRun.objects.get(pk=scored_db["score"]["run"])
     before = {s.partner_id: s for s in PartnerScore.objects.filter(run=first).select_related("partner")[:40]}
     second = scoring_run_start()
     now = second.started_at
+    if writer == "staged":  # a dispatched run: current scores staged, swapped in at its close
+        assert score_store.current_stage_open(run=second)
 
     def rows(risk: float) -> list[tuple]:
         drivers = [{"feature": "days_overdue", "points": 3.5}]
@@ -281,6 +283,9 @@ def test_both_writers_record_the_change_since_the_previous_run_and_keep_it_on_re
     # Redelivered with other figures: the history keeps the first write, the comparison stays
     # with the first run's score (not this run's own earlier write).
     write(second, rows(0.625), current=True, now=now)
+    if writer == "staged":
+        assert PartnerScore.objects.filter(run=second).count() == 0  # the feed reads the first run's
+        assert score_store.current_stage_swap(run=second) is not None
     after = {s.partner_id: s for s in PartnerScore.objects.filter(partner_id__in=before)}
     for pid, old in before.items():
         new = after[pid]
@@ -315,3 +320,92 @@ def test_training_above_the_partner_budget_learns_from_a_fixed_random_sample(sco
     assert full["n_train_partners"] + full["n_test_partners"] <= 600
     assert full["roc_auc"] > 0.6
     assert ModelVersion.objects.get(is_active=True).pk != last_json(out)["model_version"]
+
+
+def _schema(table: str) -> tuple[set, set]:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [table])
+        indexes = set(cur.fetchall())
+        cur.execute(
+            "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conrelid = %s::regclass",
+            [table],
+        )
+        return indexes, set(cur.fetchall())
+
+
+def test_a_run_swaps_its_scores_in_with_every_index_and_key_and_leaves_no_staging_table(scored_db, db):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs stage their current scores on PostgreSQL only")
+    first = ScoringRun.objects.get(pk=scored_db["score"]["run"])
+    old = dict(PartnerScore.objects.values_list("partner_id", "risk"))
+    schema = _schema("ml_partnerscore")
+    assert len(schema[0]) >= 10  # the feed's and the API's indexes, the keys
+
+    out = StringIO()
+    call_command("score_partners", "--chunk-size", "400", stdout=out)
+    summary = last_json(out)
+    run = ScoringRun.objects.get(pk=summary["run"])
+    assert _schema("ml_partnerscore") == schema  # same names, definitions, validated keys
+    scores = list(
+        PartnerScore.objects.values_list("partner_id", "run_id", "risk", "previous_risk", "previous_as_of")
+    )
+    assert len(scores) == Partner.objects.filter(status="active").count() == summary["scored"]
+    assert {r for _, r, *_ in scores} == {run.pk}
+    assert all(prev == old[pid] and as_of == first.as_of for pid, _, _, prev, as_of in scores)
+    assert run.stats["persist_swap"] > 0 and run.stats["stages"]["persist"] >= run.stats["persist_swap"]
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^ml_partnerscore_run_[0-9]+$'")
+        assert cur.fetchone()[0] == 0
+
+
+def test_a_failed_run_leaves_the_current_scores_alone_and_its_retry_swaps_them_all_in(scored_db, db):
+    from django.db import connection
+
+    from ml.services import scoring_run_finish, scoring_run_retry, scoring_run_start
+    from ml.tasks import scoring_run_dispatch
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs stage their current scores on PostgreSQL only")
+    before = list(PartnerScore.objects.order_by("partner_id").values_list("partner_id", "run_id", "risk"))
+    run = scoring_run_start()
+    assert score_store_open(run)
+    score_chunk(run_id=run.pk, partner_ids=[pid for pid, *_ in before[:100]])  # one chunk got through
+    scoring_run_finish(run_id=run.pk, error="RuntimeError: a later chunk failed")
+    assert (
+        list(PartnerScore.objects.order_by("partner_id").values_list("partner_id", "run_id", "risk"))
+        == before
+    )
+
+    scoring_run_retry(run_id=run.pk)
+    scoring_run_dispatch(run_id=run.pk, chunk_size=400, in_process=True)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert PartnerScore.objects.filter(run=run).count() == len(before) == run.scored
+
+
+def test_active_partners_a_run_did_not_score_keep_their_current_score(scored_db, db):
+    from django.db import connection
+
+    from ml.services import scoring_run_finish, scoring_run_start
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs stage their current scores on PostgreSQL only")
+    first = scored_db["score"]["run"]
+    ids = list(PartnerScore.objects.order_by("partner_id").values_list("partner_id", flat=True))
+    run = scoring_run_start()
+    assert score_store_open(run)
+    score_chunk(run_id=run.pk, partner_ids=ids[:300])
+    scoring_run_finish(run_id=run.pk)
+    runs = dict(PartnerScore.objects.values_list("partner_id", "run_id"))
+    assert len(runs) == len(ids)
+    assert {runs[p] for p in ids[:300]} == {run.pk} and {runs[p] for p in ids[300:]} == {first}
+
+
+def score_store_open(run) -> bool:
+    from ml.score_store import current_stage_open
+
+    return current_stage_open(run=run)
