@@ -67,6 +67,9 @@ FEATURE_LABELS = {
     "transactions_2w_vs_rest_1m": "Transactions, last 2 weeks vs the month's start",
     "transactions_1w_vs_rest_1m": "Transactions, last week vs the month's start",
     "transactions_2w_vs_year": "Transactions, last 2 weeks vs the year",
+    "transactions_step_days": "Transactions, days since a step down",
+    "transactions_step_level": "Transactions, level after a step down",
+    "transactions_step_strength": "Transactions, how clear a step down is",
 }
 
 
@@ -207,6 +210,10 @@ def _comparison(feature: str, v: float, ctx: dict[str, float]) -> str | None:
                 f"Transactions {_count(count)} in the last {span} of last month, at {v * 100:.0f}% of the daily rate "
                 f"earlier that month ({_count(max(month - last2w, 0.0))} before its last 2 weeks)"
             )
+        case "transactions_step_days" | "transactions_step_level" | "transactions_step_strength" if (
+            "transactions_step_days" in ctx
+        ):
+            return _step_text(ctx)
         case "transactions_2w_vs_year" if last2w is not None and v > 0:
             usual = max((last2w + 0.5) / v - 0.5, 0.0)
             return (
@@ -237,6 +244,17 @@ def _comparison(feature: str, v: float, ctx: dict[str, float]) -> str | None:
                 f"({abs(v) * 100:.0f}% of the ${plan:,.0f} plan)"
             )
     return None
+
+
+def _step_text(ctx: dict[str, float]) -> str:
+    days, level = ctx["transactions_step_days"], ctx.get("transactions_step_level", 1.0)
+    if days <= 0:
+        return "No step down in daily transactions over the last 2 months"
+    clear = "clearly" if ctx.get("transactions_step_strength", 0.0) >= 3 else "perhaps"
+    return (
+        f"Daily transactions {clear} stepped down to about {level * 100:.0f}% of their usual rate "
+        f"{days:.0f} days before the end of last month"
+    )
 
 
 def _text(feature: str, v, c: dict) -> str:
@@ -325,6 +343,20 @@ def _text(feature: str, v, c: dict) -> str:
             )
         case "transactions_2w_vs_year":
             return f"Transactions in the last 2 weeks of last month at {v * 100:.0f}% of its usual rate"
+        case "transactions_step_days":
+            return (
+                f"Daily transactions stepped down {v:.0f} days before the end of last month"
+                if v > 0
+                else "No step down in daily transactions over the last 2 months"
+            )
+        case "transactions_step_level":
+            return f"Daily transactions at about {v * 100:.0f}% of their usual rate after a step down"
+        case "transactions_step_strength":
+            return (
+                "A clear step down in daily transactions"
+                if v >= 3
+                else "No clear step down in daily transactions"
+            )
         case "days_to_pay_last":
             return f"Latest invoice: {v:.0f} days from issue to payment (or so far)"
         case "last_invoice_open":

@@ -34,6 +34,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ml.steps import transaction_step
+
 HORIZON_DAYS = 90
 ACTIVITY_MONTHS = 12  # the partner's own revenue level is estimated over a year
 INVOICE_DAYS = 365
@@ -100,6 +102,11 @@ FEATURES = [
     "transactions_2w_vs_rest_1m",
     "transactions_1w_vs_rest_1m",
     "transactions_2w_vs_year",
+    # When the daily rate stepped down, if it did (ml.steps): days before the end of the last
+    # complete month, the level after the step, and how clear the step is.
+    "transactions_step_days",
+    "transactions_step_level",
+    "transactions_step_strength",
 ]
 # Optional activity columns: of the month's transactions, those of its last 14 and 7 days.
 TAIL_COLUMNS = ("transactions_last_14d", "transactions_last_7d")
@@ -335,11 +342,20 @@ def _tail_features(activity: pd.DataFrame, keys: pd.Index, anchor: int, tx12: np
     """The last complete month's final fortnight and week against its own start and against the
     year before. Without the optional columns (or that month's row) they read "as usual": the
     counts in proportion to the month's total, the ratios 1.0."""
-    days = (pd.Period(ordinal=anchor - 1970 * 12, freq="M").days_in_month) if anchor >= 0 else 30
+    month_days = np.array(
+        [
+            pd.Period(ordinal=a - 1970 * 12, freq="M").days_in_month
+            for a in range(anchor - ACTIVITY_MONTHS + 1, anchor + 1)
+        ],
+        dtype=float,
+    )
+    days = month_days[-1]
     rest_days = days - 14
     total = tx12[:, -1]
-    last14 = _window(activity, keys, anchor, "transactions_last_14d", key)[:, -1]
-    last7 = _window(activity, keys, anchor, "transactions_last_7d", key)[:, -1]
+    tail14 = _window(activity, keys, anchor, "transactions_last_14d", key)
+    tail7 = _window(activity, keys, anchor, "transactions_last_7d", key)
+    step_days, step_level, step_strength = transaction_step(tx12, tail14, tail7, month_days)
+    last14, last7 = tail14[:, -1], tail7[:, -1]
     known = np.isfinite(last14) & np.isfinite(last7) & np.isfinite(total)
     last14 = np.where(known, last14, np.nan_to_num(total, nan=0.0) * 14 / days)
     last7 = np.where(known, last7, np.nan_to_num(total, nan=0.0) * 7 / days)
@@ -356,6 +372,9 @@ def _tail_features(activity: pd.DataFrame, keys: pd.Index, anchor: int, tx12: np
             "transactions_2w_vs_rest_1m": np.where(known, ((last14 + 0.5) / 14) / rest_rate, 1.0),
             "transactions_1w_vs_rest_1m": np.where(known, ((last7 + 0.5) / 7) / rest_rate, 1.0),
             "transactions_2w_vs_year": np.where(known, ((last14 + 0.5) / 14) / (year_rate + 0.5 / 14), 1.0),
+            "transactions_step_days": step_days,
+            "transactions_step_level": step_level,
+            "transactions_step_strength": step_strength,
         },
         index=keys,
     )

@@ -48,3 +48,30 @@ def test_a_comparison_says_against_what():
     plan = {"monthly_revenue": 5000.0}
     driver = describe({"feature": "revenue_vs_plan_1m", "value": 0.4, "points": 4.0, "context": plan})
     assert driver["text"] == "Revenue $2,000 last month, 40% of the $5,000 plan"
+
+
+def test_the_last_fortnight_and_a_step_down_say_against_what():
+    context = {
+        "transactions_1m": 96.0,
+        "transactions_last_2w": 26.0,
+        "transactions_last_1w": 8.0,
+        "transactions_step_days": 10.0,
+        "transactions_step_level": 0.3,
+        "transactions_step_strength": 40.0,
+    }
+    driver = describe(
+        {"feature": "transactions_2w_vs_rest_1m", "value": 0.45, "points": 5.0, "context": context}
+    )
+    assert driver["text"] == (
+        "Transactions 26 in the last 2 weeks of last month, at 45% of the daily rate earlier that month "
+        "(70 before its last 2 weeks)"
+    )
+    driver = describe({"feature": "transactions_step_days", "value": 10.0, "points": 5.0, "context": context})
+    assert driver["text"] == (
+        "Daily transactions clearly stepped down to about 30% of their usual rate 10 days before the end of last month"
+    )
+    context["transactions_step_days"] = 0.0
+    driver = describe(
+        {"feature": "transactions_step_strength", "value": 0.0, "points": -1.0, "context": context}
+    )
+    assert driver["text"] == "No step down in daily transactions over the last 2 months"

@@ -5,6 +5,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
+import pytest
 
 from ml import features as F
 
@@ -150,3 +151,49 @@ def test_historical_churn_speed_comes_from_the_training_rows_only():
     rate, speed = F.apply_churn_table(t, ["gold", "platinum"], ["reseller", "referral"])
     assert rate[0] == 0.5 and rate[1] == t["overall"][0]  # unseen group -> overall
     assert speed[0] < F.HORIZON_DAYS
+
+
+def _steady_then_step(step_days_before_end: int | None, *, rate: float = 4.0, level: float = 0.3):
+    """One partner's monthly rows, a year of them to 2026-03, at `rate` transactions a day, its
+    daily rate falling to `level` of it `step_days_before_end` days before the end of March;
+    the counts of each month's last 14 and 7 days exactly as those days carried."""
+    months = pd.date_range("2025-04-01", "2026-03-01", freq="MS")
+    end = pd.Timestamp("2026-04-01")
+    rows = []
+    for m in months:
+        days = pd.date_range(m, m + pd.offsets.MonthEnd(0), freq="D")
+        daily = np.full(len(days), rate)
+        if step_days_before_end is not None:
+            daily[days >= end - pd.Timedelta(days=step_days_before_end)] *= level
+        rows.append(
+            {"external_id": "P1", "month": m, "transactions": round(daily.sum()), "revenue": daily.sum() * 50,
+             "active_users": 5, "support_tickets": 1, "transactions_last_14d": round(daily[-14:].sum()),
+             "transactions_last_7d": round(daily[-7:].sum())}
+        )  # fmt: skip
+    partners = pd.DataFrame(
+        {"external_id": ["P1"], "tier": ["gold"], "region": ["na"], "segment": ["reseller"],
+         "monthly_revenue": [6_000.0], "joined_on": pd.to_datetime(["2024-01-10"]), "churned_on": pd.to_datetime([None])}
+    )  # fmt: skip
+    invoices = pd.DataFrame(columns=["external_id", "issued_on", "due_on", "paid_on", "amount"])
+    return partners, pd.DataFrame(rows), invoices
+
+
+def test_a_step_down_late_in_the_month_is_dated_from_the_last_14_and_7_days():
+    f = F.build_features(*_steady_then_step(10), CUTOFF).loc["P1"]
+    # March's total barely says it (-23%); its last fortnight says when.
+    assert 0.7 < f["transactions_vs_year_1m"] < 0.8
+    assert f["transactions_2w_vs_rest_1m"] < 0.6 and f["transactions_1w_vs_rest_1m"] < 0.4
+    assert abs(f["transactions_step_days"] - 10) <= 2 and f["transactions_step_level"] == 0.3
+    assert f["transactions_step_strength"] > 3
+    steady = F.build_features(*_steady_then_step(None), CUTOFF).loc["P1"]
+    assert steady["transactions_step_days"] == 0 and steady["transactions_step_strength"] == 0
+    assert abs(steady["transactions_2w_vs_rest_1m"] - 1) < 0.05
+
+
+def test_without_the_optional_columns_the_weeks_read_as_usual_and_the_step_as_coarse_as_the_months():
+    partners, activity, invoices = _steady_then_step(40)
+    f = F.build_features(partners, activity.drop(columns=list(F.TAIL_COLUMNS)), invoices, CUTOFF).loc["P1"]
+    assert f["transactions_2w_vs_rest_1m"] == 1.0 and f["transactions_2w_vs_year"] == 1.0
+    assert f["transactions_last_2w"] == pytest.approx(f["transactions_1m"] * 14 / 31)
+    # Two monthly stretches only (February and March): the step is still seen, in February.
+    assert 31 < f["transactions_step_days"] <= 59 and f["transactions_step_strength"] > 3
