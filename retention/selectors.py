@@ -110,6 +110,10 @@ FEED_PAGE_SIZE = 50
 FEED_COUNT_CAP = 1_000
 # A name search counts (and reads by id) up to this many matches (see CappedPaginator).
 FEED_READ_BY_ID_CAP = 2_000
+# From this many rows in, a page reads its ids first and then its rows by id: PostgreSQL runs
+# the SELECT list's last-intervention subquery also for every row OFFSET skips (page 20: 1,000
+# runs, 6,400 buffers and 24 ms for 50 rows, bench/feed_bench.py).
+FEED_DEEP_OFFSET = 200
 
 
 def partner_live_feed(
@@ -243,6 +247,7 @@ def _feed_queries(shape: tuple) -> dict[str, CompiledQuery]:
         "rows": CompiledQuery(lambda **a: partner_live_feed_rows(feed(**a)), **placeholders),
         "count": CompiledQuery(lambda **a: feed(**a).order_by().values("pk"), **placeholders),
         "keys": CompiledQuery(lambda **a: feed(**a).order_by().values("pk", *fields), **placeholders),
+        "ids": CompiledQuery(lambda **a: feed(**a).values("pk"), **placeholders),
         "by_id": CompiledQuery(
             lambda ids, **a: partner_live_feed_rows(feed(**a).filter(pk__in=ids)), ids=slots, **placeholders
         ),
@@ -297,6 +302,9 @@ class LiveFeedQuery:
         start = page.start or 0
         if page.stop <= start:  # an empty first page: nothing to read
             return []
+        if start >= FEED_DEEP_OFFSET:
+            ids = self._query("ids").rows(limit=page.stop - start, offset=start, **self.args)
+            return self.by_id([row["pk"] for row in ids])
         return self._query("rows").rows(limit=page.stop - start, offset=start, **self.args)
 
 

@@ -184,6 +184,29 @@ def test_the_feed_count_is_capped_but_next_pages_reach_every_partner(retention_c
 
 
 @pytest.mark.parametrize("sort", ["urgency", "risk", "revenue", "change"])
+def test_deep_pages_read_by_id_show_the_same_rows_in_the_same_order(retention_client, monkeypatch, sort):
+    """Past FEED_DEEP_OFFSET a page reads its ids, then its rows: page after page the feed
+    is the one the SQL ORDER BY gives, ties broken by id, last interventions shown."""
+    monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 3)
+    monkeypatch.setattr("retention.selectors.FEED_DEEP_OFFSET", 3)
+    for n in range(8):
+        partner = scored_partner(external_id=f"P{n}", risk=0.9 - (n // 2) / 10, tier="gold")
+        PartnerScore.objects.filter(partner=partner).update(risk_change=None if n == 5 else n / 100)
+    InterventionFactory(partner=partner, action="meeting")
+    scored_partner(external_id="P99", risk=0.99, tier="bronze")
+
+    pages = [
+        retention_client.get("/", {"tier": "gold", "sort": sort, "page": page}).content.decode()
+        for page in (1, 2, 3)
+    ]
+
+    expected = list(partner_live_feed(tier="gold", sort=sort).values_list("external_id", flat=True))
+    assert [i for html in pages for i in feed_ids(html)] == expected and len(expected) == 8
+    last_row = next(html for html in pages if 'data-partner="P7"' in html).split('data-partner="P7"')[1]
+    assert "Meeting" in last_row.split("</tr>")[0]
+
+
+@pytest.mark.parametrize("sort", ["urgency", "risk", "revenue", "change"])
 def test_a_name_search_read_by_id_pages_in_the_feeds_own_order(retention_client, monkeypatch, sort):
     """A name search reads its page by id, sorted in Python: the same rows, in the same order,
     as the feed's SQL ORDER BY gives them (ties broken by id), page after page."""
