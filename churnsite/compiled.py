@@ -1,5 +1,6 @@
 """A queryset compiled to SQL once per process, then run again and again with other arguments."""
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -8,6 +9,17 @@ from django.db.models import QuerySet
 
 # How a placeholder's argument goes into its parameter slot.
 _VALUE, _TEXT, _LIKE, _ITEM = "value", "text", "like", "item"
+
+
+def _as_text(value: Any, db: str) -> str:
+    """A value as a backend that passes it as text (SQLite) has it: an aware datetime in UTC
+    without its offset, a date in ISO format."""
+    ops = connections[db].ops
+    if isinstance(value, dt.datetime):
+        return str(ops.adapt_datetimefield_value(value))
+    if isinstance(value, dt.date):
+        return str(ops.adapt_datefield_value(value))
+    return str(value)
 
 
 class CompiledQuery:
@@ -31,6 +43,7 @@ class CompiledQuery:
         self.build = build
         self.placeholders = placeholders
         self._compiled: tuple | None = None
+        self._db = "default"
 
     def _slots(self, params: Sequence[Any]) -> dict[int, tuple]:
         slots: dict[int, tuple] = {}
@@ -42,7 +55,7 @@ class CompiledQuery:
                             slots[i] = (name, _ITEM, k)
                 elif type(value) is type(placeholder) and value == placeholder:
                     slots[i] = (name, _VALUE)
-                elif isinstance(value, str) and value == str(placeholder):
+                elif isinstance(value, str) and value == _as_text(placeholder, self._db):
                     # A backend may pass a value as text (SQLite: dates); the argument goes in the same way.
                     slots[i] = (name, _TEXT)
                 elif isinstance(value, str) and isinstance(placeholder, str) and placeholder in value:
@@ -60,6 +73,7 @@ class CompiledQuery:
 
     def _compile(self) -> tuple:
         qs = self.build(**self.placeholders)
+        self._db = qs.db
         compiler = qs.query.get_compiler(using=qs.db)
         sql, params = compiler.as_sql()
         slots = self._slots(params)
@@ -76,7 +90,7 @@ class CompiledQuery:
             if kind == _VALUE:
                 params[i] = arg
             elif kind == _TEXT:
-                params[i] = str(arg)
+                params[i] = _as_text(arg, db)
             elif kind == _LIKE:
                 prefix, suffix = extra
                 params[i] = prefix + connections[db].ops.prep_for_like_query(arg) + suffix

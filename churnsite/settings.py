@@ -177,7 +177,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Sessions live in the database only: every page reads the session, and with cached_db a Redis
 # outage turned every logged-in page and the login POST into a 500 (issue 9).
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# churnsite.sessions is Django's database backend reading a session in one precompiled statement.
+SESSION_ENGINE = "churnsite.sessions"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "retention:home"
 LOGOUT_REDIRECT_URL = "login"
