@@ -11,7 +11,11 @@ with the activity rows changed per VARIANT:
   activity as the engine splits the 14 and 7 (what a weekly activity file would give at a
   month end), and the step-down estimate over all of those stretches;
 - `truth`: the shipped rows plus the true number of days each partner had been winding down
-  at each month's end, read from the hidden state: not observable, a ceiling.
+  at each month's end, read from the hidden state: not observable, a ceiling;
+- `oracle`: no model; the oracle's window F1 on the same holdout rows, and again with the
+  oracle blind to each partner's own wind-down length (42-49 days, drawn at creation): for a
+  partner winding down at the cutoff it knows the very day it will be gone, which no data
+  shows, so this is the part of the oracle's lead that nothing observable can close.
 
 Prints the headline figures and the bucket confusion (rows and columns 7d, 30d, 90d, later).
 """
@@ -30,8 +34,9 @@ import pandas as pd  # noqa: E402
 
 from ml import features as F  # noqa: E402
 from ml import steps  # noqa: E402
+from ml.churn_model import _hash_share, bucket_from_probabilities, bucket_metrics  # noqa: E402
 from ml.sim import simulator as S  # noqa: E402
-from ml.training import train_and_evaluate  # noqa: E402
+from ml.training import plan_cutoffs, train_and_evaluate  # noqa: E402
 
 
 def daily_weights(world: S.World, act: pd.DataFrame):
@@ -57,11 +62,13 @@ def daily_weights(world: S.World, act: pd.DataFrame):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("variant", choices=["monthly", "shipped", "weekly", "truth"])
+    ap.add_argument("variant", choices=["monthly", "shipped", "weekly", "truth", "oracle"])
     ap.add_argument("--partners", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     world = S.generate_world(args.partners, months=24, seed=args.seed, today=dt.date(2026, 11, 20))
+    if args.variant == "oracle":
+        return oracle_without_length(world)
     act = world.activity.copy()
     if args.variant == "monthly":
         act = act.drop(columns=list(F.TAIL_COLUMNS))
@@ -110,6 +117,38 @@ def main() -> None:
     keys = ("roc_auc", "oracle_auc", "auc_ratio", "ece", "bucket_macro_f1", "oracle_bucket_macro_f1")
     print(args.variant, {k: report[k] for k in keys}, f"load {os.getloadavg()}")
     print("confusion", report["bucket_confusion"]["matrix"], "shown", report["shown_windows"])
+
+
+def oracle_without_length(world: S.World) -> None:
+    st, p = world.state, world.state.params
+    first = pd.to_datetime(world.activity["month"]).min().date()
+    _, test_cut = plan_cutoffs(first, world.today)
+    tested = _hash_share(world.partners.external_id.to_numpy(), 7) < 0.2  # train_and_evaluate's holdout
+    test = F.build_training_table(world.partners[tested], world.activity, world.invoices, test_cut)
+    lengths = np.arange(p.winddown_days[0], p.winddown_days[1] + 1)
+    parts = []
+    for cutoff, rows in test.groupby("cutoff"):
+        day = S._day(pd.Timestamp(cutoff).date())
+        known = {h: S.true_churn_probability(world, pd.Timestamp(cutoff).date(), h) for h in F.BUCKET_LIMITS}
+        idx = pd.Index(st.external_id).get_indexer(rows.external_id.to_numpy())
+        decided, gone, length = st.decided_day[idx], st.churn_day[idx], st.winddown[idx].astype(np.int64)
+        # Winding down at the cutoff and gone at its wind-down's end (not dunned first).
+        by_length = (decided <= day) & (gone > day) & (gone == decided + length) & (length > 0)
+        part = {}
+        for h in F.BUCKET_LIMITS:
+            exact = known[h].reindex(rows.external_id.to_numpy()).to_numpy()
+            blind = ((decided[:, None] + lengths[None, :]) <= day + h).mean(axis=1)
+            part[f"exact_{h}"], part[f"blind_{h}"] = exact, np.where(by_length, blind, exact)
+        parts.append(pd.DataFrame(part, index=rows.index))
+    o = pd.concat(parts).reindex(test.index)
+    for kind in ("exact", "blind"):
+        p7, p30, p90 = (o[f"{kind}_{h}"].to_numpy() for h in F.BUCKET_LIMITS)
+        q = np.clip(np.column_stack([p7, p30 - p7, p90 - p30]), 0, None)
+        m = bucket_metrics(test.bucket.to_numpy(), bucket_from_probabilities(p90, q))
+        print(
+            f"oracle ({kind} wind-down length): window F1 {m['bucket_macro_f1']}",
+            m["bucket_confusion"]["matrix"],
+        )
 
 
 def weekly_step(activity, keys, anchor, key):
