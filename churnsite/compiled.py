@@ -107,13 +107,18 @@ class CompiledQuery:
             names = [column[0] for column in cursor.description]
         return [row for row in rows if row is not None], names
 
-    def rows(self, *, limit: int | None = None, offset: int = 0, **args: Any) -> list[dict]:
+    def tuples(self, *, limit: int | None = None, offset: int = 0, **args: Any) -> tuple[list, list[str]]:
+        """The rows as tuples in the SELECT list's order, and the columns' names."""
         sql, params, db, compiler, converters = self._params(args)
         if limit is not None:
             sql, params = f"{sql} LIMIT %s OFFSET %s", [*params, limit, offset]
         rows, names = self._execute(sql, params, db, "all")
         if converters:
             rows = list(compiler.apply_converters(rows, converters))
+        return rows, names
+
+    def rows(self, *, limit: int | None = None, offset: int = 0, **args: Any) -> list[dict]:
+        rows, names = self.tuples(limit=limit, offset=offset, **args)
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def first(self, **args: Any) -> dict | None:

@@ -291,8 +291,8 @@ class LiveFeedQuery:
 
     def sort_keys(self, *, limit: int) -> list[tuple]:
         """(pk, *the sort's values) of at most `limit` rows, in no order."""
-        names = ("pk", *FEED_SORT_VALUES[self.sort])
-        return [tuple(row[n] for n in names) for row in self._query("keys").rows(limit=limit, **self.args)]
+        rows, _names = self._query("keys").tuples(limit=limit, **self.args)
+        return [tuple(row) for row in rows]
 
     def by_id(self, ids: list[int]) -> list[dict]:
         """The rows of these partners (at most a page), in the feed's order."""
