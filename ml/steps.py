@@ -67,20 +67,35 @@ def transaction_step(
 
     # The log-likelihood, up to terms equal for every step: with the rate at its best for the
     # step, the expected counts add up to the observed total, so what is left is
-    # sum(x log(effective days)) - total log(usual days + all effective days).
-    def score(effective: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.where(x > 0, x * np.log(effective), 0.0)
-        return logs.sum(axis=1) - total * np.log(np.maximum(usual_days + effective.sum(axis=1), 1e-9))
-
-    steady = score(length)
+    # sum(x log(effective days)) - total log(usual days + all effective days). A step at d
+    # leaves the stretches before it whole, multiplies the days of those after it by the
+    # level, and cuts one stretch in two: so only that stretch needs a logarithm per level.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        whole = np.where(x > 0, x * np.log(length), 0.0).sum(axis=1)
+    days_total = usual_days + length.sum(axis=1)
+    steady = whole - total * np.log(np.maximum(days_total, 1e-9))
     best = np.full(n, -np.inf)
     best_days, best_level = np.zeros(n), np.ones(n)
     for d in range(1, MAX_DAYS + 1):
         after = np.clip(np.minimum(start, d) - stop, 0.0, None)  # days of each stretch after the step
+        full = (after >= length) & (length > 0)
+        cut = (after > 0) & ~full
+        x_after = (x * full).sum(axis=1)
+        x_cut, days_cut, after_cut = (
+            (x * cut).sum(axis=1),
+            (length * cut).sum(axis=1),
+            (after * cut).sum(axis=1),
+        )
+        shift = after.sum(axis=1)
         reach = d <= start[:, 0]
         for level in LEVELS:
-            value = np.where(reach, score(length - (1 - level) * after), -np.inf)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                partial = np.where(
+                    x_cut > 0, x_cut * (np.log(days_cut - (1 - level) * after_cut) - np.log(days_cut)), 0.0
+                )
+            value = whole + np.log(level) * x_after + partial
+            value -= total * np.log(np.maximum(days_total - (1 - level) * shift, 1e-9))
+            value = np.where(reach, value, -np.inf)
             better = value > best
             best = np.where(better, value, best)
             best_days = np.where(better, d, best_days)
