@@ -259,6 +259,17 @@ def _persist_copy(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.
         "hi": max(r[0] for r in rows),
     }
     with transaction.atomic(), connection.cursor() as cur:
+        # What the history's foreign keys on run and version would do per row, once: both
+        # exist and stay until this chunk commits (ml.models.RiskScore).
+        cur.execute(
+            "SELECT r.id FROM ml_scoringrun r JOIN ml_modelversion v ON v.id = r.model_version_id "
+            "WHERE r.id = %(run)s AND v.id = %(version)s FOR KEY SHARE",
+            params,
+        )
+        if cur.fetchone() is None:
+            raise ScoringRun.DoesNotExist(
+                f"Scoring run {run.pk} (model version {run.model_version_id}) is gone"
+            )
         # Unindexed and unlogged by nature. Dropped at the end: ON COMMIT DROP alone would
         # keep it until the outermost commit when scoring runs inside a transaction (tests).
         cur.execute(f"DROP TABLE IF EXISTS {STAGE}")
