@@ -89,6 +89,17 @@ def vacuum() -> None:
         cursor.execute("VACUUM (ANALYZE)")
 
 
+def bench_superuser():
+    """The superuser `bench` (password PASSWORD) the in-process client and `login` use."""
+    from django.contrib.auth.models import User
+
+    bench, _ = User.objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
+    bench.is_staff = bench.is_superuser = True
+    bench.set_password(PASSWORD)
+    bench.save()
+    return bench
+
+
 def load(n: int) -> None:
     """Bulk-load n partners + scores (+ interventions for ~20%) unless they are there already."""
     import django
@@ -101,10 +112,7 @@ def load(n: int) -> None:
     from ml.models import ModelVersion, ScoringRun
     from retention.models import Partner
 
-    bench, _ = User.objects.get_or_create(username="bench", defaults={"is_staff": True, "is_superuser": True})
-    bench.is_staff = bench.is_superuser = True
-    bench.set_password(PASSWORD)
-    bench.save()
+    bench_superuser()
     owners = []
     for i in range(6):
         user, _ = User.objects.get_or_create(username=f"owner{i}", defaults={"first_name": f"Owner {i}"})
@@ -256,11 +264,14 @@ ADMIN_URLS = [
 PLANNED = ('SELECT "retention_partner".', 'FROM (SELECT "retention_partner".', 'SELECT "ml_scoringrun".')
 
 
-def count_queries(urls: list[str], repeat: int = 7) -> tuple[dict, dict, dict]:
+def count_queries(
+    urls: list[str], repeat: int = 7, *, planned: tuple[str, ...] = PLANNED
+) -> tuple[dict, dict, dict]:
     """Per Live Feed variant at full size, in-process: its SQL queries, the median CPU time of
     one request (time.process_time(), so other processes' load barely moves it; without the
     query capture, which costs CPU of its own), and EXPLAIN (ANALYZE, BUFFERS) of its strip,
-    COUNT and rows queries, printed, with their execution times returned."""
+    COUNT and rows queries (those whose first 60 characters hold one of `planned`), printed,
+    with their execution times returned."""
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client
@@ -285,7 +296,7 @@ def count_queries(urls: list[str], repeat: int = 7) -> tuple[dict, dict, dict]:
         plans_ms[url] = []
         for query in captured:
             sql = query["sql"]
-            if not any(table in sql[:60] for table in PLANNED):
+            if not any(table in sql[:60] for table in planned):
                 continue
             with connection.cursor() as cursor:
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
@@ -436,6 +447,22 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def latency_figures(latencies: list[float], elapsed: float) -> dict:
+    """requests, p50, p95, max (ms) and requests per second of one closed-loop drive."""
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(pct(latencies, 50), 1),
+        "p95_ms": round(pct(latencies, 95), 1),
+        "max_ms": round(max(latencies), 1),
+        "rps": round(len(latencies) / elapsed, 1),
+    }
+
+
+def p95_per_url(port: int, cookie: str, urls: list[str], clients: int, per_client: int) -> dict[str, float]:
+    """Each URL on its own, `clients` threads x `per_client` GETs: its p95 in ms."""
+    return {url: round(pct(drive(port, cookie, [url], clients, per_client), 95), 1) for url in urls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--partners", type=int, default=100_000)
@@ -473,19 +500,10 @@ def main() -> None:
             t0 = time.monotonic()
             lat = drive(port, cookie, urls, args.clients, args.requests)
             elapsed = time.monotonic() - t0
-            results[name] = {
-                "requests": len(lat),
-                "p50_ms": round(pct(lat, 50), 1),
-                "p95_ms": round(pct(lat, 95), 1),
-                "max_ms": round(max(lat), 1),
-                "rps": round(len(lat) / elapsed, 1),
-            }
+            results[name] = latency_figures(lat, elapsed)
             log(f"{name}: {results[name]}")
         # Per-variant p95 of the feed, to see which filter is the slow one.
-        per_url = {}
-        for url in feed_urls:
-            lat = drive(port, cookie, [url], args.clients, 5)
-            per_url[url] = round(pct(lat, 95), 1)
+        per_url = p95_per_url(port, cookie, feed_urls, args.clients, 5)
         log("feed p95 per variant (10 clients x 5): " + json.dumps(per_url))
 
     load_avg = os.getloadavg()
