@@ -52,13 +52,10 @@ def _contacts() -> QuerySet[Intervention]:
     return Intervention.objects.exclude(not_contacts())
 
 
-def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
-    """Per group: counts, value retained by saved partners, predicted value and cost.
-
-    A saved partner's revenue counts once, however many contacts it took: it is split
-    evenly over the partner's saved contacts, so the groups add up to the total. A partner
-    marked Saved who churned since retains nothing (the log flags it for correction)."""
-    months = assumptions.months_of_revenue_saved
+def _contact_rows() -> QuerySet:
+    """Contacts grouped by the partner's tier and the action, with counts, the value retained
+    and the revenue at risk: the one pass over the history (and the partners it joins) that
+    the Outcomes page's totals and both breakdowns are folded from."""
     revenue = F("partner__monthly_revenue")
     saved_contacts_of_partner = (
         _contacts()
@@ -68,10 +65,10 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
         .annotate(n=Count("pk"))
         .values("n")
     )
-    rows = (
+    return (
         _contacts()
         .annotate(share=Subquery(saved_contacts_of_partner, output_field=IntegerField()))
-        .values(group_by, "action")
+        .values("partner__tier", "action")
         .annotate(
             n=Count("pk"),
             saved=Count("pk", filter=Q(outcome=Outcome.SAVED)),
@@ -89,8 +86,18 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
                 output_field=FloatField(),
             ),
         )
-        .order_by(group_by, "action")
+        .order_by("partner__tier", "action")
     )
+
+
+def _group_figures(rows: list[dict], *, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
+    """Per group ("partner__tier" or "action") of the contact rows: counts, value retained by
+    saved partners, predicted value and cost.
+
+    A saved partner's revenue counts once, however many contacts it took: it is split
+    evenly over the partner's saved contacts, so the groups add up to the total. A partner
+    marked Saved who churned since retains nothing (the log flags it for correction)."""
+    months = assumptions.months_of_revenue_saved
     groups: dict[str, dict] = {}
     for row in rows:
         g = groups.setdefault(
@@ -115,30 +122,32 @@ def _group_figures(*, group_by: str, assumptions: RoiAssumptions) -> list[dict]:
     return out
 
 
-def roi_breakdown(*, by: str, assumptions: RoiAssumptions | None = None) -> list[dict]:
-    """ROI rows by "tier" or "action", labelled for display."""
-    assumptions = assumptions or roi_assumptions()
+def _breakdown(rows: list[dict], *, by: str, assumptions: RoiAssumptions) -> list[dict]:
     if by == "tier":
-        rows = _group_figures(group_by="partner__tier", assumptions=assumptions)
+        groups = _group_figures(rows, group_by="partner__tier", assumptions=assumptions)
         labels, order = dict(Partner.Tier.choices), list(Partner.Tier.values)
     else:
-        rows = _group_figures(group_by="action", assumptions=assumptions)
+        groups = _group_figures(rows, group_by="action", assumptions=assumptions)
         labels, order = dict(Intervention.Action.choices), list(Intervention.Action.values)
-    for row in rows:
-        row["label"] = labels.get(row["key"], row["key"])
-    return sorted(rows, key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
+    for group in groups:
+        group["label"] = labels.get(group["key"], group["key"])
+    return sorted(groups, key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
 
 
-def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
-    """Realized ROI (value retained by saved partners over cost) next to the predicted ROI."""
-    assumptions = assumptions or roi_assumptions()
-    rows = _group_figures(group_by="action", assumptions=assumptions)
-    total = {k: sum((r[k] for r in rows), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
-    total |= {k: sum(r[k] for r in rows) for k in ("n", "saved", "churned", "pending")}
-    saved = _contacts().filter(outcome=Outcome.SAVED)
-    total["saved_partners"] = saved.filter(RETAINED).values("partner").distinct().count()
-    total["saved_then_churned"] = (
-        saved.filter(partner__status=Partner.Status.CHURNED).values("partner").distinct().count()
+def _totals(rows: list[dict], *, assumptions: RoiAssumptions) -> dict:
+    groups = _group_figures(rows, group_by="action", assumptions=assumptions)
+    total = {k: sum((r[k] for r in groups), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
+    total |= {k: sum(r[k] for r in groups) for k in ("n", "saved", "churned", "pending")}
+    # Both distinct counts in one pass over the saved contacts.
+    total |= (
+        _contacts()
+        .filter(outcome=Outcome.SAVED)
+        .aggregate(
+            saved_partners=Count("partner", distinct=True, filter=RETAINED),
+            saved_then_churned=Count(
+                "partner", distinct=True, filter=Q(partner__status=Partner.Status.CHURNED)
+            ),
+        )
     )
     resolved = total["saved"] + total["churned"]
     total["save_rate"] = total["saved"] / resolved if resolved else None
@@ -146,6 +155,32 @@ def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
     total["predicted_roi"] = float(total["predicted_value"] / total["cost"]) if total["cost"] else None
     total["net"] = total["value"] - total["cost"]
     return total
+
+
+def roi_figures(*, assumptions: RoiAssumptions | None = None) -> dict:
+    """The Outcomes page's ROI figures, "totals", "by_tier" and "by_action", from one grouped
+    pass over the contacts (and one over the saved ones for the distinct partners): each
+    figure computed on its own read the whole history, and the partners it joins, again
+    (three grouped passes, where PostgreSQL hash-joins every partner)."""
+    assumptions = assumptions or roi_assumptions()
+    rows = list(_contact_rows())
+    return {
+        "totals": _totals(rows, assumptions=assumptions),
+        "by_tier": _breakdown(rows, by="tier", assumptions=assumptions),
+        "by_action": _breakdown(rows, by="action", assumptions=assumptions),
+    }
+
+
+def roi_breakdown(*, by: str, assumptions: RoiAssumptions | None = None) -> list[dict]:
+    """ROI rows by "tier" or "action", labelled for display."""
+    assumptions = assumptions or roi_assumptions()
+    return _breakdown(list(_contact_rows()), by=by, assumptions=assumptions)
+
+
+def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
+    """Realized ROI (value retained by saved partners over cost) next to the predicted ROI."""
+    assumptions = assumptions or roi_assumptions()
+    return _totals(list(_contact_rows()), assumptions=assumptions)
 
 
 def outcomes_over_time(*, since: dt.datetime | None = None) -> dict:

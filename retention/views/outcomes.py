@@ -17,9 +17,8 @@ def _outcomes_context(request: AuthedHttpRequest, form=None) -> dict:
     assumptions = roi.roi_assumptions()
     over_time = roi.outcomes_over_time()
     uplift = roi.control_group_uplift()
-    totals = roi.roi_totals(assumptions=assumptions)
-    by_tier = roi.roi_breakdown(by="tier", assumptions=assumptions)
-    by_action = roi.roi_breakdown(by="action", assumptions=assumptions)
+    figures = roi.roi_figures(assumptions=assumptions)
+    totals, by_tier, by_action = figures["totals"], figures["by_tier"], figures["by_action"]
     can_edit = request.user.has_perm("retention.change_roiassumptions")
     pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
     arms = [
