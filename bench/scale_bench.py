@@ -14,19 +14,35 @@ load average (`uptime`) beside it:
 - workers: the nightly chord (`scoring_chord`, the same tasks as the beat's) on 1 and then 2
   real Celery worker processes (one BLAS thread each), wall time from dispatch to the run's
   close, split into the chunks (to the chord's callback) and the close, and both speedups;
-- agent scan: `run_agent --dry-run` (scans and counts, contacts nobody).
-JSON summary last.
+- agent scan: `run_agent --dry-run` (scans and counts, contacts nobody);
+- web, on the same database: VACUUM (ANALYZE) first (this server runs with autovacuum off); a
+  contact history when the seeded world has none (seed_demo logs no interventions: the bench
+  logs one for a fifth of the partners, set-based, so the Outcomes page, the Intervention Log
+  and "not yet contacted" have rows to read); then, per Live Feed variant (each sort and filter,
+  the Retention user's partners, searches by id, one word, two words and a name fragment taken
+  from the seeded names, a deep page), its queries at page 1 and at a deep page (they must be
+  the same), its in-process CPU ms and EXPLAIN (ANALYZE, BUFFERS) of its main queries; then
+  gunicorn (3 workers) with 10 closed-loop clients: the feed's p50/p95/rps, each variant's p95,
+  the admin changelist's beside it, and the Outcomes page, the Intervention Log and the Model
+  page (p95 and queries). Bench helpers from bench/feed_bench.py.
+Each target is printed PASS or FAIL; the JSON summary (figures and targets) is the last line.
+
+Flags compose: --skip-train keeps the active model, --skip-score the current scores, and
+--skip-workers, --skip-agent, --skip-web leave their part out; --web-only is all four skips
+(the seed is skipped anyway when the database already holds N partners).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -134,6 +150,277 @@ def chord_on_workers(*, count: int, chunk_size: int) -> dict:
             "cpu_stages_sum": round(cpu, 2), "stages": stages}  # fmt: skip
 
 
+# Web ------------------------------------------------------------------------------------
+
+FEED_P95_TARGET_MS = 150
+# Requests per client for each variant's own p95 (10 clients: 50 samples a variant).
+PER_VARIANT = 5
+DEEP_PAGE = 20  # 50 rows a page: offset 950, past the feed's deep-offset switch to ids
+
+
+def contact_history() -> dict:
+    """A contact history for a seeded world that has none (seed_demo logs no interventions):
+    every fifth partner contacted once over the last 180 days (a manual action, or an agent
+    email or holdout for a quarter of them), the outcome resolved for the older two thirds
+    (churned when the partner churned), risk and bucket at action from the current score.
+    Set-based and deterministic; nothing when any intervention exists."""
+    from django.db import connection
+
+    from retention.models import Intervention
+
+    if Intervention.objects.exists():
+        return {"logged": 0, "interventions": Intervention.objects.count()}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO retention_intervention (created_at, updated_at, partner_id, action, source, outcome,
+                review_status, note, drivers_at_action, email_subject, email_body, writer, bucket_at_action,
+                risk_at_action, assigned_to_id, outcome_set_at)
+            SELECT now() - (p.id % 180) * interval '1 day', now(), p.id,
+                   CASE WHEN p.id % 20 = 5 THEN 'holdout' WHEN p.id % 20 = 10 THEN 'email_sent'
+                        ELSE (ARRAY['email_sent','call_scheduled','meeting','discount_offered','other'])[1 + p.id % 5]
+                   END,
+                   CASE WHEN p.id % 20 IN (5, 10) THEN 'agent' ELSE 'manual' END,
+                   CASE WHEN p.id % 180 < 60 THEN 'pending' WHEN p.status = 'churned' THEN 'churned'
+                        WHEN p.id % 3 = 0 THEN 'churned' ELSE 'saved' END,
+                   'not_required', 'bench contact history', '[]', '', '', '', coalesce(s.bucket, ''), s.risk,
+                   p.account_owner_id, CASE WHEN p.id % 180 >= 60 THEN now() END
+            FROM retention_partner p LEFT JOIN ml_partnerscore s ON s.partner_id = p.id
+            WHERE p.id % 5 = 0
+            """
+        )
+        logged = cursor.rowcount
+    return {"logged": logged, "interventions": logged}
+
+
+def bench_users() -> tuple[object, object]:
+    """The bench superuser (feed_bench's), and the Retention user whose partners the owner
+    variant shows: seed_demo's `retention` (it owns a share of the partners), else the owner
+    of the most partners."""
+    from django.contrib.auth.models import User
+    from django.db.models import Count
+    from feed_bench import bench_superuser
+
+    from retention.models import Partner
+
+    owner = User.objects.filter(username="retention", owned_partners__isnull=False).first()
+    if owner is None:
+        top = (
+            Partner.objects.exclude(account_owner=None).values("account_owner")
+            .annotate(n=Count("pk")).order_by("-n", "account_owner").first()
+        )  # fmt: skip
+        if top is None:
+            raise SystemExit("no partner has an account owner: the owner variant has nobody to show")
+        owner = User.objects.get(pk=top["account_owner"])
+    return bench_superuser(), owner
+
+
+def feed_variants(*, owner_id: int) -> dict[str, str]:
+    """The Live Feed variants issue 15 names, with ids and names from the seeded world: a
+    scored active partner in the middle of the id range gives the searches (its external id,
+    the first word of its name, the first two, and four letters from inside its second word)."""
+    from retention.models import Partner
+
+    active = Partner.objects.filter(status=Partner.Status.ACTIVE, current_score__isnull=False)
+    n = active.count()
+    if not n:
+        raise SystemExit("no scored active partner: score the database before its web part")
+    partner = active.order_by("pk")[n // 2]
+    words = partner.name.split()
+    two = words[:2] if len(words) > 1 else words
+    inner = two[-1]
+    fragment = (inner[1:5] if len(inner) > 5 else inner).lower()
+    q = urllib.parse.quote_plus
+    return {
+        "default": "/",
+        "sort=urgency": "/?sort=urgency",
+        "sort=risk": "/?sort=risk",
+        "sort=revenue": "/?sort=revenue",
+        "sort=change": "/?sort=change",
+        "tier=gold": "/?tier=gold",
+        "bucket=7d": "/?bucket=7d&sort=risk",
+        "not_contacted": "/?not_contacted=on",
+        "owner (my partners)": f"/?owner={owner_id}",
+        "change=worse": "/?change=worse",
+        "change=new": "/?change=new&sort=risk",
+        "combined": f"/?tier=platinum&not_contacted=on&sort=revenue&owner={owner_id}",
+        "search id": f"/?q={q(partner.external_id)}",
+        "search one word": f"/?q={q(words[0])}",
+        "search two words": f"/?q={q(' '.join(two))}",
+        "search name fragment": f"/?q={q(fragment)}",
+        "deep page": f"/?sort=revenue&page={DEEP_PAGE}",
+        "_search": partner.external_id,  # not a URL: what the id search must find
+    }
+
+
+def queries_of(client, url: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(ctx.captured_queries)
+
+
+def deep(url: str) -> str:
+    """The URL a page deeper: page DEEP_PAGE, or twice as deep as the page it names."""
+    if "page=" in url:
+        base, _, page = url.rpartition("page=")
+        return f"{base}page={2 * int(page)}"
+    return url + ("&" if "?" in url else "?") + f"page={DEEP_PAGE}"
+
+
+def web_part(*, clients: int, requests: int, workers: int) -> dict:
+    from django.db import connection
+    from django.test import Client
+    from feed_bench import (
+        ADMIN_URLS,
+        count_queries,
+        drive,
+        latency_figures,
+        login,
+        p95_per_url,
+        serving,
+        vacuum,
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0]
+    history = contact_history()
+    if history["logged"]:
+        say(f"contact history: the seeded world had no interventions; logged {history['logged']:,} "
+            f"(every fifth partner, set-based)")  # fmt: skip
+    t = time.perf_counter()
+    vacuum()
+    say(f"VACUUM (ANALYZE): {time.perf_counter() - t:.1f} s (autovacuum is {autovacuum} on this server, so "
+        f"the freshly written scores had no visibility map and no statistics until now)")  # fmt: skip
+
+    bench, owner = bench_users()
+    variants = feed_variants(owner_id=owner.pk)
+    must_find = variants.pop("_search")
+    say(f"owner variant: {owner.username} (pk {owner.pk}, {owner.owned_partners.count():,} partners); "
+        f"searches from the seeded names: {', '.join(u for k, u in variants.items() if k.startswith('search'))}")  # fmt: skip
+
+    client = Client()
+    client.force_login(bench)
+    found = client.get(variants["search id"]).content.decode()
+    assert must_find in found, f"the id search did not find {must_find}"
+    # Constant: a deep page costs what a deeper one does (the count does not grow with the
+    # offset), and what page 1 costs is printed beside them.
+    constant = {}
+    for name, url in variants.items():
+        first, far = queries_of(client, url), queries_of(client, deep(url))
+        farther = queries_of(client, deep(deep(url)))
+        constant[name] = {"page_1": first, "deep_page": far, "deeper_page": farther,
+                          "constant": far == farther, "same_as_page_1": first == far}  # fmt: skip
+    # The plans go where the rest of the output goes (feed_bench logs them to stderr).
+    with contextlib.redirect_stderr(sys.stdout):
+        queries, cpu_ms, plans_ms = count_queries(list(variants.values()))
+    print(f"queries per Live Feed variant (page 1 / page {DEEP_PAGE} / page {2 * DEEP_PAGE}), in-process CPU ms "
+          "(median of 7):", flush=True)  # fmt: skip
+    for name, url in variants.items():
+        c = constant[name]
+        flag = "" if c["constant"] else "   GROWS WITH THE PAGE"
+        print(f"  {name:22} {url:55} {c['page_1']:2} / {c['deep_page']:2} / {c['deeper_page']:2} queries"
+              f"  {cpu_ms[url]:6.1f} ms{flag}", flush=True)  # fmt: skip
+
+    admin = [u.replace("P150123", urllib.parse.quote_plus(must_find)) for u in ADMIN_URLS]
+    admin = [u.replace("globex+acme", variants["search two words"].split("q=")[1]) for u in admin]
+    pages = {"outcomes": "/outcomes/", "intervention_log": "/interventions/", "model": "/model/"}
+    with contextlib.redirect_stderr(sys.stdout):
+        page_queries, page_cpu, page_plans = count_queries(
+            list(pages.values()),
+            repeat=3,
+            planned=('"retention_intervention"', '"retention_partner"', '"ml_'),
+        )
+
+    os.environ.update(DEBUG="false", DB_CONN_MAX_AGE="600")
+    feed_urls = list(variants.values())
+    with serving(workers) as port:
+        cookie = login(port)
+        drive(port, cookie, feed_urls + admin + list(pages.values()), clients, 2)  # warm-up
+        results = {}
+        for name, urls in (("live_feed", feed_urls), ("admin_changelist", admin)):
+            t0 = time.monotonic()
+            lat = drive(port, cookie, urls, clients, requests)
+            results[name] = latency_figures(lat, time.monotonic() - t0)
+            say(f"{name}: p50 {results[name]['p50_ms']} ms, p95 {results[name]['p95_ms']} ms, "
+                f"{results[name]['rps']} req/s ({results[name]['requests']} requests, {clients} clients, "
+                f"{workers} gunicorn workers)")  # fmt: skip
+        per_variant = p95_per_url(port, cookie, feed_urls, clients, PER_VARIANT)
+        per_page = {}
+        for name, url in pages.items():
+            t0 = time.monotonic()
+            lat = drive(port, cookie, [url], clients, PER_VARIANT)
+            per_page[name] = latency_figures(lat, time.monotonic() - t0) | {
+                "queries": page_queries[url],
+                "cpu_ms": page_cpu[url],
+                "sql_exec_ms": page_plans[url],
+            }
+    say(f"feed p95 per variant ({clients} clients x {PER_VARIANT}; target <= {FEED_P95_TARGET_MS} ms), "
+        f"admin changelist p95 {results['admin_changelist']['p95_ms']} ms beside it:")  # fmt: skip
+    for name, url in variants.items():
+        mark = "PASS" if per_variant[url] <= FEED_P95_TARGET_MS else "FAIL"
+        print(f"  {mark} {name:22} p95 {per_variant[url]:7.1f} ms   {url}", flush=True)
+    for name, fig in per_page.items():
+        say(f"{name} ({pages[name]}): p95 {fig['p95_ms']} ms, p50 {fig['p50_ms']} ms, {fig['queries']} queries, "
+            f"{fig['cpu_ms']} ms CPU in-process, SQL {sum(fig['sql_exec_ms']):.1f} ms (EXPLAIN ANALYZE)")  # fmt: skip
+    return {
+        "autovacuum": autovacuum,
+        "contact_history": history,
+        "owner": {"username": owner.username, "pk": owner.pk},
+        "variants": variants,
+        "feed_queries": {name: constant[name] for name in variants},
+        "feed_cpu_ms": {name: cpu_ms[url] for name, url in variants.items()},
+        "feed_sql_exec_ms": {name: plans_ms[url] for name, url in variants.items()},
+        "live_feed": results["live_feed"],
+        "admin_changelist": results["admin_changelist"],
+        "feed_p95_per_variant_ms": {name: per_variant[url] for name, url in variants.items()},
+        "pages": per_page,
+        "gunicorn_workers": workers,
+        "clients": clients,
+    }
+
+
+def targets(summary: dict) -> dict:
+    """Issue 15's targets against what this run measured (a part not run has no entry)."""
+    out = {}
+
+    def check(name: str, value, target, ok: bool) -> None:
+        out[name] = {"value": value, "target": target, "ok": ok}
+
+    if "seed" in summary:
+        check("seed_seconds", summary["seed"]["seconds"], "<= 600", summary["seed"]["seconds"] <= 600)
+    if "train" in summary:
+        check("train_seconds", summary["train"]["seconds"], "<= 900", summary["train"]["seconds"] <= 900)
+        check("train_peak_mb", summary["train"]["peak_mb"], "<= 8192", summary["train"]["peak_mb"] <= 8192)
+    if "score" in summary:
+        score = summary["score"]
+        check("score_seconds", score["seconds"], "<= 120", score["seconds"] <= 120)
+        check(
+            "persist_over_copy_floor", score["persist_over_floor"], "<= 2", score["persist_over_floor"] <= 2
+        )
+    if "workers" in summary:
+        check(
+            "speedup_2_workers", summary["workers"]["speedup"], ">= 1.6", summary["workers"]["speedup"] >= 1.6
+        )
+    if "web" in summary:
+        web = summary["web"]
+        worst = max(web["feed_p95_per_variant_ms"].values())
+        check("feed_p95_every_variant_ms", worst, f"<= {FEED_P95_TARGET_MS}", worst <= FEED_P95_TARGET_MS)
+        check("feed_p95_ms", web["live_feed"]["p95_ms"], f"<= {FEED_P95_TARGET_MS}",
+              web["live_feed"]["p95_ms"] <= FEED_P95_TARGET_MS)  # fmt: skip
+        varying = [name for name, c in web["feed_queries"].items() if not c["constant"]]
+        check(
+            "feed_queries_constant", varying or "every variant", "a deep page == a deeper page", not varying
+        )
+        most = max(c["deeper_page"] for c in web["feed_queries"].values())
+        check("feed_max_queries", most, "<= 8", most <= 8)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--partners", type=int, default=100_000)
@@ -142,8 +429,21 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=10_000, help="score_partners' chunk (its default)")
     ap.add_argument("--worker-chunk", type=int, default=4_000, help="chunk of the 1-vs-2-worker chord")
     ap.add_argument("--skip-train", action="store_true", help="keep the active model")
+    ap.add_argument("--skip-score", action="store_true", help="keep the current scores")
     ap.add_argument("--skip-workers", action="store_true")
+    ap.add_argument("--skip-agent", action="store_true")
+    ap.add_argument("--skip-web", action="store_true", help="no Live Feed, admin, Outcomes part")
+    ap.add_argument(
+        "--web-only", action="store_true", help="--skip-train --skip-score --skip-workers --skip-agent"
+    )
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--requests", type=int, default=40, help="per client, for the feed's and the admin's p95")
+    ap.add_argument("--gunicorn-workers", type=int, default=3)
     args = ap.parse_args()
+    if args.web_only:
+        args.skip_train = args.skip_score = args.skip_workers = args.skip_agent = True
+        if args.skip_web:
+            ap.error("--web-only and --skip-web leave nothing to run")
     ensure_database()
 
     import django
@@ -176,21 +476,22 @@ def main() -> None:
         summary["train"] = {"seconds": round(seconds, 1), "peak_mb": round(rss), "n_train": train["n_train"],
                             "roc_auc": train["roc_auc"]}  # fmt: skip
 
-    seconds, rss, out = run_timed(["score_partners", "--chunk-size", str(args.chunk_size)])
-    score = json.loads(out.strip().splitlines()[-1])
-    total = sum(score["stages"].values()) or 1.0
-    shares = ", ".join(f"{k} {v:.1f}s ({v / total:.0%})" for k, v in score["stages"].items())
-    say(f"score_partners: {score['seconds']} s in-command ({seconds:.1f} s with process start), "
-        f"{score['scored']:,} scored, peak memory {rss:.0f} MB")  # fmt: skip
-    print(f"  stages: {shares}", flush=True)
-    floor = copy_floor(run_id=score["run"], chunk_size=args.chunk_size)
-    persist = score["stages"]["persist"]
-    ratio = persist / floor["seconds"] if floor["seconds"] else float("nan")
-    say(f"  persistence {persist:.2f} s vs bare COPY of the same rows {floor['seconds']:.2f} s "
-        f"({floor['history_rows']:,} history + {floor['current_rows']:,} current rows): "
-        f"{ratio:.2f}x (target <= 2x)")  # fmt: skip
-    summary["score"] = {**score, "process_seconds": round(seconds, 1), "peak_mb": round(rss),
-                        "copy_floor": floor, "persist_over_floor": round(ratio, 2)}  # fmt: skip
+    if not args.skip_score:
+        seconds, rss, out = run_timed(["score_partners", "--chunk-size", str(args.chunk_size)])
+        score = json.loads(out.strip().splitlines()[-1])
+        total = sum(score["stages"].values()) or 1.0
+        shares = ", ".join(f"{k} {v:.1f}s ({v / total:.0%})" for k, v in score["stages"].items())
+        say(f"score_partners: {score['seconds']} s in-command ({seconds:.1f} s with process start), "
+            f"{score['scored']:,} scored, peak memory {rss:.0f} MB")  # fmt: skip
+        print(f"  stages: {shares}", flush=True)
+        floor = copy_floor(run_id=score["run"], chunk_size=args.chunk_size)
+        persist = score["stages"]["persist"]
+        ratio = persist / floor["seconds"] if floor["seconds"] else float("nan")
+        say(f"  persistence {persist:.2f} s vs bare COPY of the same rows {floor['seconds']:.2f} s "
+            f"({floor['history_rows']:,} history + {floor['current_rows']:,} current rows): "
+            f"{ratio:.2f}x (target <= 2x)")  # fmt: skip
+        summary["score"] = {**score, "process_seconds": round(seconds, 1), "peak_mb": round(rss),
+                            "copy_floor": floor, "persist_over_floor": round(ratio, 2)}  # fmt: skip
 
     if not args.skip_workers:
         one = chord_on_workers(count=1, chunk_size=args.worker_chunk)
@@ -207,12 +508,23 @@ def main() -> None:
         summary["workers"] = {"one": one, "two": two, "speedup": round(speedup, 2),
                               "chunks_speedup": round(chunks_speedup, 2)}  # fmt: skip
 
-    AgentConfig.objects.update_or_create(pk=1, defaults={"enabled": True})  # a dry run checks Start/Stop too
-    seconds, rss, out = run_timed(["run_agent", "--dry-run"])
-    scan = json.loads(out.strip().splitlines()[-1])
-    say(f"agent scan (run_agent --dry-run): {seconds:.1f} s wall, {scan['scanned']:,} scanned, "
-        f"{scan['eligible']:,} eligible, peak memory {rss:.0f} MB")  # fmt: skip
-    summary["agent_scan"] = {"seconds": round(seconds, 1), "peak_mb": round(rss), **scan}
+    if not args.skip_agent:
+        AgentConfig.objects.update_or_create(
+            pk=1, defaults={"enabled": True}
+        )  # a dry run checks Start/Stop too
+        seconds, rss, out = run_timed(["run_agent", "--dry-run"])
+        scan = json.loads(out.strip().splitlines()[-1])
+        say(f"agent scan (run_agent --dry-run): {seconds:.1f} s wall, {scan['scanned']:,} scanned, "
+            f"{scan['eligible']:,} eligible, peak memory {rss:.0f} MB")  # fmt: skip
+        summary["agent_scan"] = {"seconds": round(seconds, 1), "peak_mb": round(rss), **scan}
+
+    if not args.skip_web:
+        summary["web"] = web_part(clients=args.clients, requests=args.requests, workers=args.gunicorn_workers)
+
+    summary["targets"] = targets(summary)
+    for name, t in summary["targets"].items():
+        say(f"{'PASS' if t['ok'] else 'FAIL'} {name}: {t['value']} (target {t['target']})")
+    summary["all_targets_met"] = all(t["ok"] for t in summary["targets"].values())
     summary["uptime_after"] = uptime()
     print(json.dumps(summary, default=str))
 
