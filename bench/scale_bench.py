@@ -49,14 +49,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 DB = "churnsite_bench_scale"
-os.environ.setdefault("DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DB}")
-os.environ.setdefault("MEDIA_ROOT", str(ROOT / "bench" / "out" / "scale_media"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
-os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
-# The chord's tasks go to the bench's own queue, served only by the bench's workers.
-os.environ["CELERY_QUEUE"] = f"scale-bench-{uuid.uuid4().hex[:8]}"
 
 from ml_bench import run_timed  # noqa: E402  (bench/ml_bench.py: a command's seconds and peak RSS)
+
+
+def environment() -> None:
+    """The bench's settings, before Django starts (in main: tests import this module)."""
+    os.environ.setdefault("DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DB}")
+    os.environ.setdefault("MEDIA_ROOT", str(ROOT / "bench" / "out" / "scale_media"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
+    os.environ.setdefault("SECRET_KEY", "django-insecure-bench-only")  # DEBUG is off here
+    # The chord's tasks go to the bench's own queue, served only by the bench's workers.
+    os.environ["CELERY_QUEUE"] = f"scale-bench-{uuid.uuid4().hex[:8]}"
 
 
 def uptime() -> str:
@@ -440,6 +444,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="per client, for the feed's and the admin's p95")
     ap.add_argument("--gunicorn-workers", type=int, default=3)
     args = ap.parse_args()
+    environment()
     if args.web_only:
         args.skip_train = args.skip_score = args.skip_workers = args.skip_agent = True
         if args.skip_web:
