@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 
 from agent.audit import audit_record
 from agent.models import AuditEvent
@@ -119,3 +120,43 @@ def test_reset_replaces_the_world(capsys, media, demo_debug):
     assert summary["partners"] == Partner.objects.count() == 60
     assert SimulatedWorld.objects.count() == 1
     assert SimulatedWorld.objects.get().seed == 2
+
+
+def _schema() -> list[tuple]:
+    """The partner tables' constraints and indexes as PostgreSQL defines them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = ANY(%(t)s::regclass[]) UNION ALL "
+            "SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) "
+            "FROM pg_index WHERE indrelid = ANY(%(t)s::regclass[]) ORDER BY 1, 2, 3",
+            {"t": ["retention_partner", "retention_monthlyactivity", "retention_invoice"]},
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bulk load is PostgreSQL's")
+def test_the_bulk_load_puts_back_every_index_and_constraint_and_they_hold(capsys, media):
+    before = _schema()
+    assert any("FOREIGN KEY (partner_id)" in d for *_, d in before)
+    seed(capsys, "--partners", "80", "--months", "6")
+    # Dropped for the load, built once after it: the same definitions, under the same names.
+    assert _schema() == before
+    partner = Partner.objects.first()
+    month = MonthlyActivity.objects.filter(partner=partner).values_list("month", flat=True).first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        MonthlyActivity.objects.create(
+            partner=partner, month=month, transactions=1, revenue=1, active_users=1, support_tickets=0
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        # Deferred: the foreign key is checked when the transaction (here the savepoint's
+        # constraint check) ends.
+        MonthlyActivity.objects.create(
+            partner_id=partner.pk + 10**6,
+            month=month,
+            transactions=1,
+            revenue=1,
+            active_users=1,
+            support_tickets=0,
+        )
+        connection.check_constraints()
