@@ -163,6 +163,25 @@ def _staged(run_id: int) -> str | None:
         return name if cur.fetchone()[0] else None
 
 
+def current_stage_vacuum(*, run_id: int) -> float | None:
+    """VACUUM (ANALYZE) the run's staged current scores before the close swaps them in;
+    returns the seconds, or None when there is nothing to vacuum or it cannot run here.
+
+    A fresh table has no visibility map, so until autovacuum reaches it every index-only
+    scan of the feed reads the heap too (and this machine runs with autovacuum off). VACUUM
+    cannot run inside a transaction, so it comes before the close's, on the rows the chunks
+    wrote (the close's carry-over of unscored partners, usually none, comes after); inside an
+    outer transaction (a test's) it is left to autovacuum."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return None
+    if (name := _staged(run_id)) is None:
+        return None
+    started = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute(f"VACUUM (ANALYZE) {name}")
+    return time.perf_counter() - started
+
+
 def current_stage_swap(*, run: ScoringRun) -> float | None:
     """Make the run's staged current scores ml_partnerscore, inside the caller's transaction:
     carry over the live scores of active partners the run did not score, build the live

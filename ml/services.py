@@ -30,7 +30,7 @@ from ml.models import (
     ValidationRun,
 )
 from ml.registry import active_version, artifact_full_path, model_for_version
-from ml.score_store import current_stage_swap, scores_persist
+from ml.score_store import current_stage_swap, current_stage_vacuum, scores_persist
 from ml.signals import scoring_run_succeeded
 from ml.sim.today import scoring_as_of
 from retention.models import Partner
@@ -212,6 +212,9 @@ def scoring_summary_write(*, run: ScoringRun) -> int:
 def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | None = None) -> ScoringRun:
     """Close a run: succeeded (the chord's callback), or failed with `error` (its error
     callback, or the in-process run that raised); audited either way."""
+    # Before the close's transaction (VACUUM runs outside one): the staged scores get their
+    # visibility map, so the feed's index-only scans skip the heap from the first request.
+    vacuum = None if error else current_stage_vacuum(run_id=run_id)
     with transaction.atomic():
         run = ScoringRun.objects.select_for_update().get(pk=run_id)
         if error and run.status == ScoringRun.Status.FAILED:
@@ -227,6 +230,8 @@ def scoring_run_finish(*, run_id: int, stats: dict | None = None, error: str | N
             stages = run.stats.setdefault("stages", {})
             stages["persist"] = round(stages.get("persist", 0.0) + swap, 3)
             run.stats["persist_swap"] = round(swap, 3)
+        if vacuum is not None:
+            run.stats.setdefault("stages", {})["vacuum"] = round(vacuum, 3)
         run.save(update_fields=["finished_at", "scored", "status", "stats", "updated_at"])
         if not error:
             # Partners who churned since their last score leave the feed; history stays.
