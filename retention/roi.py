@@ -122,20 +122,23 @@ def _group_figures(rows: list[dict], *, group_by: str, assumptions: RoiAssumptio
     return out
 
 
-def _breakdown(rows: list[dict], *, by: str, assumptions: RoiAssumptions) -> list[dict]:
+def _grouped(rows: list[dict], *, by: str, assumptions: RoiAssumptions) -> list[dict]:
+    field = "partner__tier" if by == "tier" else "action"
+    return _group_figures(rows, group_by=field, assumptions=assumptions)
+
+
+def _labelled(groups: list[dict], *, by: str) -> list[dict]:
     if by == "tier":
-        groups = _group_figures(rows, group_by="partner__tier", assumptions=assumptions)
         labels, order = dict(Partner.Tier.choices), list(Partner.Tier.values)
     else:
-        groups = _group_figures(rows, group_by="action", assumptions=assumptions)
         labels, order = dict(Intervention.Action.choices), list(Intervention.Action.values)
     for group in groups:
         group["label"] = labels.get(group["key"], group["key"])
     return sorted(groups, key=lambda r: order.index(r["key"]) if r["key"] in order else 99)
 
 
-def _totals(rows: list[dict], *, assumptions: RoiAssumptions) -> dict:
-    groups = _group_figures(rows, group_by="action", assumptions=assumptions)
+def _totals(groups: list[dict]) -> dict:
+    """The sums of one grouping's figures (each contact is in exactly one group)."""
     total = {k: sum((r[k] for r in groups), start=Decimal(0)) for k in ("value", "cost", "predicted_value")}
     total |= {k: sum(r[k] for r in groups) for k in ("n", "saved", "churned", "pending")}
     # Both distinct counts in one pass over the saved contacts.
@@ -164,23 +167,24 @@ def roi_figures(*, assumptions: RoiAssumptions | None = None) -> dict:
     (three grouped passes, where PostgreSQL hash-joins every partner)."""
     assumptions = assumptions or roi_assumptions()
     rows = list(_contact_rows())
+    by_action = _grouped(rows, by="action", assumptions=assumptions)
     return {
-        "totals": _totals(rows, assumptions=assumptions),
-        "by_tier": _breakdown(rows, by="tier", assumptions=assumptions),
-        "by_action": _breakdown(rows, by="action", assumptions=assumptions),
+        "totals": _totals(by_action),
+        "by_tier": _labelled(_grouped(rows, by="tier", assumptions=assumptions), by="tier"),
+        "by_action": _labelled(by_action, by="action"),
     }
 
 
 def roi_breakdown(*, by: str, assumptions: RoiAssumptions | None = None) -> list[dict]:
     """ROI rows by "tier" or "action", labelled for display."""
     assumptions = assumptions or roi_assumptions()
-    return _breakdown(list(_contact_rows()), by=by, assumptions=assumptions)
+    return _labelled(_grouped(list(_contact_rows()), by=by, assumptions=assumptions), by=by)
 
 
 def roi_totals(*, assumptions: RoiAssumptions | None = None) -> dict:
     """Realized ROI (value retained by saved partners over cost) next to the predicted ROI."""
     assumptions = assumptions or roi_assumptions()
-    return _totals(list(_contact_rows()), assumptions=assumptions)
+    return _totals(_grouped(list(_contact_rows()), by="action", assumptions=assumptions))
 
 
 def outcomes_over_time(*, since: dt.datetime | None = None) -> dict:
