@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ml import tree_eval
 from ml.explain import describe, group_contributions
 from ml.levels import AT_RISK_LEVEL
 
@@ -73,15 +74,16 @@ class ChurnModel:
 
     def raw_log_odds(self, X: pd.DataFrame) -> np.ndarray:
         """The tree ensemble's raw output (log-odds before calibration)."""
-        return self.risk_model.decision_function(self._matrix(X))
+        return tree_eval.decision_function(self.risk_model, self._matrix(X))
 
     def predict(self, X: pd.DataFrame, *, at_risk: float = AT_RISK_LEVEL) -> pd.DataFrame:
         """risk, p_7d, p_30d, p_90d, p_later and bucket per row (index kept)."""
-        z = self.raw_log_odds(X)
+        matrix = self._matrix(X)
+        z = tree_eval.decision_function(self.risk_model, matrix)
         risk = sigmoid(self.calib_a * z + self.calib_b)
         out = pd.DataFrame({"risk": risk}, index=X.index)
         if self.bucket_model is not None:
-            q = self.bucket_model.predict_proba(self._matrix(X))
+            q = tree_eval.predict_proba(self.bucket_model, matrix)
             q = _align_classes(q, self.bucket_model.classes_)
         else:
             q = np.tile([1 / 3, 1 / 3, 1 / 3], (len(X), 1))
