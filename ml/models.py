@@ -114,13 +114,19 @@ class RiskScore(ScoreFields):
     # No single-column indexes on partner and run: (partner, scored_at) and the unique
     # (run, partner) lead with them and serve the same lookups and cascades, and every index
     # costs each scoring run one more write per partner (the history is the biggest table).
+    # No database foreign keys: PostgreSQL checks one per row, a trigger call at insert and a
+    # query at commit (the partner's alone was 60% of writing a chunk's history at 1M
+    # partners). A chunk key-share locks its run, its version and its partners in one
+    # statement each instead, as the checks would, and fails if one is gone (ml.score_store);
+    # Django still cascades and protects, and on PostgreSQL a trigger refuses to delete a
+    # partner that still has history (what the partner's key did; migration 0014).
     partner = models.ForeignKey(
-        "retention.Partner", on_delete=models.CASCADE, related_name="risk_scores", db_index=False
+        "retention.Partner",
+        on_delete=models.CASCADE,
+        related_name="risk_scores",
+        db_index=False,
+        db_constraint=False,
     )
-    # No database foreign keys on the version and the run: a chunk writes one of each for all
-    # its rows, and PostgreSQL checked them once per row (20,000 trigger calls per chunk of
-    # 10,000 at commit, a fifth of persisting). The chunk key-share locks the run and its
-    # version once instead (ml.score_store), as a check would; Django still cascades and protects.
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="+", db_constraint=False
     )

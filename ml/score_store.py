@@ -11,6 +11,8 @@ in place rewrote every row and every one of its ten indexes (2 KB of WAL per par
 bare COPY); building them once costs a fraction of that, and the feed reads the old scores
 until the new run's are complete. A write outside a dispatched run (a single chunk, the tests'
 fixtures) upserts in place. Elsewhere (the SQLite demo) the rows go through the ORM.
+The history has no database key on the partner: a chunk key-share locks its partners in one
+statement (`_PARTNERS_LOCK`) rather than PostgreSQL checking each row twice (ml.models).
 `bench/scale_bench.py` prints persistence beside a bare COPY of the same rows (issue 15).
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ml.models import BUCKET_URGENCY_RANK, PartnerScore, RiskScore, ScoringRun
@@ -73,6 +75,14 @@ def copy_rows(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         for row in rows:
             copy.write_row(row)
 
+
+_PARTNERS_LOCK = f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM retention_partner p
+    WHERE p.id BETWEEN %(lo)s AND %(hi)s AND p.id IN (SELECT partner_id FROM {STAGE})
+    FOR KEY SHARE OF p
+) locked
+"""
 
 _HISTORY_INSERT = f"""
 INSERT INTO ml_riskscore (partner_id, model_version_id, run_id, {", ".join(PROBABILITIES)},
@@ -298,6 +308,14 @@ def _persist_copy(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.
             + ", bucket varchar(5), urgency_rank smallint, drivers jsonb) ON COMMIT DROP"
         )
         copy_rows(STAGE, STAGE_COLUMNS, rows)
+        # What the history's foreign key on the partner would do per row, in one statement:
+        # every partner exists and stays until this chunk commits (a delete waits, then fails
+        # on the history this chunk wrote: migration 0014).
+        cur.execute(_PARTNERS_LOCK, params)
+        if (found := cur.fetchone()[0]) < len({r[0] for r in rows}):
+            raise IntegrityError(
+                f"Scoring run {run.pk}: {len({r[0] for r in rows}) - found} of the chunk's partners are gone"
+            )
         cur.execute(_HISTORY_INSERT, params)
         written = cur.rowcount
         staged = _staged(run.pk) if current else None
@@ -315,6 +333,10 @@ def _persist_copy(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.
 def _persist_orm(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.datetime) -> None:
     ids = [r[0] for r in rows]
     revenue = dict(Partner.objects.filter(pk__in=ids).values_list("pk", "monthly_revenue"))
+    if len(revenue) < len(set(ids)):  # the history has no foreign key to say so (ml.models)
+        raise IntegrityError(
+            f"Scoring run {run.pk}: {len(set(ids)) - len(revenue)} of the chunk's partners are gone"
+        )
     previous = _previous_scores(run, ids) if current else {}
     history, now_scores = [], []
     for pid, *probs, bucket, rank, text in rows:

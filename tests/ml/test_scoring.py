@@ -409,3 +409,50 @@ def score_store_open(run) -> bool:
     from ml.score_store import current_stage_open
 
     return current_stage_open(run=run)
+
+
+@pytest.mark.parametrize("writer", ["copy", "staged", "orm"])
+def test_a_chunk_naming_a_partner_that_is_gone_fails_and_writes_nothing(scored_db, db, writer):
+    # The history has no database key on the partner (ml.models): the writer checks instead.
+    from django.db import connection
+
+    from ml import score_store
+    from ml.services import scoring_run_start
+
+    if writer != "orm" and connection.vendor != "postgresql":
+        pytest.skip("the COPY writers are PostgreSQL's")
+    write = score_store._persist_orm if writer == "orm" else score_store._persist_copy
+    run = scoring_run_start()
+    if writer == "staged":
+        assert score_store.current_stage_open(run=run)
+    ids = list(Partner.objects.filter(status=Partner.Status.ACTIVE).values_list("pk", flat=True)[:20])
+    gone = max(Partner.objects.values_list("pk", flat=True)) + 1
+    rows = [(pid, 0.5, 0.1, 0.2, 0.3, 0.4, "30d", 1, None) for pid in [*ids, gone]]
+    with pytest.raises(IntegrityError, match="1 of the chunk's partners are gone"):
+        with transaction.atomic():
+            write(run, rows, current=True, now=run.started_at)
+    assert not RiskScore.objects.filter(run=run).exists()
+    write(run, rows[:-1], current=True, now=run.started_at)  # the chunk without it is written
+    assert RiskScore.objects.filter(run=run).count() == len(ids)
+
+
+def test_on_postgresql_a_partner_with_history_cannot_be_deleted_behind_djangos_back(db):
+    from django.db import connection
+    from django.utils import timezone
+
+    from ml import score_store
+    from tests.factories import PartnerFactory, ScoringRunFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the trigger is PostgreSQL's")
+    partner, run = PartnerFactory(external_id="P-HISTORY-ONLY"), ScoringRunFactory()
+    score_store._persist_copy(
+        run, [(partner.pk, 0.5, 0.1, 0.2, 0.3, 0.4, "30d", 1, None)], current=False, now=timezone.now()
+    )
+    with pytest.raises(IntegrityError, match="still has score history"):
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("DELETE FROM retention_partner WHERE id = %s", [partner.pk])
+    assert Partner.objects.filter(pk=partner.pk).exists()
+    partner.delete()  # Django's delete cascades to the history first, so it goes through
+    assert not RiskScore.objects.filter(partner_id=partner.pk).exists()
+    assert not Partner.objects.filter(pk=partner.pk).exists()
