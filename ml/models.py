@@ -167,8 +167,12 @@ class PartnerScore(ScoreFields):
     class Meta:
         constraints = _probability_checks("partnerscore")
         indexes = [
-            # Live Feed sort by biggest rise since the last run (the sort's NULLS LAST included).
-            models.Index(models.F("risk_change").desc(nulls_last=True), name="partnerscore_change_idx"),
+            # Live Feed sort by biggest rise since the last run (the sort's NULLS LAST included),
+            # then by partner as the sort does: after a first run every change is NULL (and 0 after
+            # a rerun of the same day), and without the tiebreak PostgreSQL sorted all of them.
+            models.Index(
+                models.F("risk_change").desc(nulls_last=True), "partner", name="partnerscore_change_idx"
+            ),
             # Live Feed "New at risk": a few hundred rows of 100k, in urgency order. Built for
             # the default level; a deployment with another AT_RISK_LEVEL reads the urgency index.
             models.Index(

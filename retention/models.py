@@ -248,8 +248,11 @@ class Intervention(TimeStampedModel):
             ),
         ]
         indexes = [
-            # Intervention Log default order and the agent's rolling-hour budget count.
+            # Intervention Log filtered by source, and the agent's rolling-hour budget count.
             models.Index(fields=["source", "created_at"], name="intv_source_created_idx"),
+            # Intervention Log default order, newest first: a page reads 50 rows off its top
+            # instead of sorting the whole history (200k rows: 1 s).
+            models.Index(fields=["-created_at", "-id"], name="intv_log_newest_idx"),
             # Cooldown check and partner timeline: a partner's interventions by date.
             models.Index(fields=["partner", "created_at"], name="intv_partner_created_idx"),
             # Drafts waiting for approval: the Live Feed's strip, the digest, chat alerts.

@@ -1,11 +1,14 @@
 import csv
+import datetime as dt
 import io
 import re
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
 
 from agent.models import AuditEvent
+from retention.models import Intervention
 from retention.services import intervention_set_outcome
 from tests.conftest import htmx
 from tests.factories import InterventionFactory, PartnerFactory, UserFactory
@@ -379,6 +382,22 @@ def test_the_log_page_does_not_query_per_row(retention_client, django_assert_max
     with django_assert_max_num_queries(12):
         response = retention_client.get("/interventions/")
     assert response.content.decode().count('<tr id="intervention-') == 30
+
+
+def test_the_log_pages_newest_first_and_the_later_logged_first_at_the_same_time(retention_client):
+    # The order intv_log_newest_idx serves: created_at descending, then id descending.
+    noon = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    days = {"P1": 1, "P2": 0, "P3": 0, "P4": 2} | {f"Q{n}": 30 for n in range(50)}
+    for ext, ago in days.items():
+        made = InterventionFactory(partner=PartnerFactory(external_id=ext))
+        Intervention.objects.filter(pk=made.pk).update(created_at=noon - dt.timedelta(days=ago))
+
+    first = retention_client.get("/interventions/").content.decode()
+    second = retention_client.get("/interventions/", {"page": 2}).content.decode()
+
+    shown = re.findall(r'href="/partners/(P\d)/"', first)
+    assert list(dict.fromkeys(shown)) == ["P3", "P2", "P1", "P4"]
+    assert 'href="/partners/P' not in second and second.count('<tr id="intervention-') == 4
 
 
 def test_a_held_or_rejected_agent_email_does_not_read_as_sent(retention_client):
