@@ -16,9 +16,9 @@ from retention.forms import (
 def _outcomes_context(request: AuthedHttpRequest, form=None) -> dict:
     assumptions = roi.roi_assumptions()
     over_time = roi.outcomes_over_time()
-    uplift = roi.control_group_uplift()
     figures = roi.roi_figures(assumptions=assumptions)
     totals, by_tier, by_action = figures["totals"], figures["by_tier"], figures["by_action"]
+    uplift = figures["uplift"]
     can_edit = request.user.has_perm("retention.change_roiassumptions")
     pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
     arms = [

@@ -312,7 +312,7 @@ def test_a_partner_marked_saved_who_churned_since_retains_nothing(retention_clie
 
 
 def test_the_outcomes_page_reads_the_history_in_one_grouped_pass_whatever_its_size(retention_client):
-    """The totals and both breakdowns fold from one pass over the contacts and the partners it
+    """The totals, both breakdowns and the uplift fold from one pass over the contacts and the partners it
     joins (each read them again: three passes, every partner hash-joined each, at 1M partners),
     and the page's query count does not grow with the history."""
     from django.db import connection
@@ -335,5 +335,9 @@ def test_the_outcomes_page_reads_the_history_in_one_grouped_pass_whatever_its_si
     # The retained value's sum is in the grouped pass, and only there.
     grouped = [sql for sql in many if 'AS "saved_revenue"' in sql]
     assert len(grouped) == 1
+    # The uplift's arms are folded from it too: the partners are joined by two queries only,
+    # that pass and the distinct saved partners' count.
+    assert 'AS "arm_n"' in grouped[0]
+    assert sum('JOIN "retention_partner"' in sql for sql in many) == 2
     html = retention_client.get("/outcomes/").content.decode()
     assert "Breakdown by tier" in html and "Silver" in html and "Gold" in html
