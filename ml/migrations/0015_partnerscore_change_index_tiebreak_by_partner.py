@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ml", "0013_riskscore_run_version_checked_per_chunk"),
+        ("ml", "0014_riskscore_partner_checked_per_chunk"),
     ]
 
     operations = [
