@@ -10,7 +10,7 @@ from django.db import DatabaseError
 
 from ml.models import Bucket, ModelVersion, PartnerScore, ScoringRun
 from ml.registry import active_version, model_for_version
-from ml.services import partner_features, partner_score_store_drivers
+from ml.services import partner_features, partner_score_store_drivers, risk_histogram_count
 from ml.sim.today import scoring_as_of
 from retention.models import Partner
 
@@ -90,18 +90,10 @@ def latest_run() -> ScoringRun | None:
 
 
 def current_risk_histogram(*, bins: int = 20) -> list[int]:
-    """Counts of current scores per 5-point risk band (one aggregate query)."""
-    from django.db.models import Count, F, IntegerField, Value
-    from django.db.models.functions import Cast, Floor, Least
-
-    rows = (
-        PartnerScore.objects.annotate(
-            band=Least(Cast(Floor(F("risk") * bins), IntegerField()), Value(bins - 1))
-        )
-        .values("band")
-        .annotate(n=Count("pk"))
-    )
-    counts = [0] * bins
-    for r in rows:
-        counts[int(r["band"])] = r["n"]
-    return counts
+    """Counts of current scores per 5-point risk band: as the latest run's close counted them
+    (current scores change at a close), else counted now."""
+    run = latest_run()
+    counted = run.stats.get("risk_histogram") if run else None
+    if isinstance(counted, list) and len(counted) == bins:
+        return counted
+    return risk_histogram_count(bins=bins)

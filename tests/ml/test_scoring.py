@@ -189,6 +189,28 @@ def test_a_partner_who_churned_leaves_the_current_scores_but_keeps_its_history(s
     assert RiskScore.objects.filter(partner=partner).exists()
 
 
+def test_a_run_counts_the_model_pages_risk_histogram_at_its_close_and_the_page_reads_it(
+    scored_db, db, django_assert_num_queries
+):
+    from ml.selectors import current_risk_histogram
+    from ml.services import risk_histogram_count, scoring_run_finish, scoring_run_start
+
+    run = ScoringRun.objects.get(pk=scored_db["score"]["run"])
+    assert run.stats["risk_histogram"] == risk_histogram_count()
+    assert sum(run.stats["risk_histogram"]) == PartnerScore.objects.count() > 0
+    with django_assert_num_queries(1):  # the latest run, not the 1M scores
+        assert current_risk_histogram() == run.stats["risk_histogram"]
+    # A partner who churned leaves the counts at the next close.
+    gone = PartnerScore.objects.select_related("partner").first().partner
+    Partner.objects.filter(pk=gone.pk).update(status="churned", churned_on=gone.joined_on)
+    later = scoring_run_start()
+    score_chunk(run_id=later.pk, partner_ids=[gone.pk])
+    scoring_run_finish(run_id=later.pk)
+    assert (
+        sum(current_risk_histogram()) == PartnerScore.objects.count() == sum(run.stats["risk_histogram"]) - 1
+    )
+
+
 def test_drivers_of_a_score_whose_artifact_is_missing_are_empty_not_an_error(db):
     from tests.factories import PartnerScoreFactory
 
