@@ -34,12 +34,14 @@ class Partner(TimeStampedModel):
     segment = models.CharField(max_length=10, choices=Segment.choices)
     monthly_revenue = models.DecimalField(max_digits=12, decimal_places=2)
     contact_email = models.EmailField()
+    # Indexed by partner_owner_idx (which leads with it) rather than on its own.
     account_owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="owned_partners",
+        db_index=False,
     )
     joined_on = models.DateField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
@@ -74,6 +76,10 @@ class Partner(TimeStampedModel):
             models.Index(fields=["tier", "status"], name="partner_tier_status_idx"),
             # "Did any partner change since the scoring run?" (the Live Feed's free count).
             models.Index(fields=["updated_at"], name="partner_updated_at_idx"),
+            # An owner's partners as ids without their rows (index-only): the desk strip's tasks
+            # due and drafts waiting for an owner hash-join them (bench/feed_bench.py); the Live
+            # Feed's owner filter and the digest read the owner's rows through it.
+            models.Index(fields=["account_owner", "id"], name="partner_owner_idx"),
         ]
 
     def __str__(self) -> str:
