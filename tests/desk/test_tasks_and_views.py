@@ -1,6 +1,7 @@
 """Today's CRM tasks worked inline in the feed, and saved feed views."""
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -37,6 +38,20 @@ def test_the_feed_lists_my_tasks_due_today_or_overdue(retention_client, task):
 
     assert "Call Acme" in html and "Overdue" in html
     assert "Not mine" not in html and later.title not in html
+
+
+def test_the_today_list_shows_the_ten_oldest_due_first_in_the_order_they_were_made(retention_client, task):
+    today = timezone.localdate()
+    # Made in this order; due today, three days ago or yesterday (the fixture's task, "Call Acme").
+    for n, days in enumerate([0, 3, 1, 3, 0, 1, 3, 0, 1, 0, 3]):
+        CrmTask.objects.create(partner=task.partner, kind="meeting", title=f"Task {n:02d}",
+                               due_on=today - dt.timedelta(days=days), idempotency_key=f"t{n}")  # fmt: skip
+
+    html = retention_client.get("/").content.decode()
+
+    shown = [t for t in re.findall(r"(Call Acme|Task \d\d)", html)]
+    assert shown == ["Task 01", "Task 03", "Task 06", "Task 10", "Call Acme", "Task 02", "Task 05", "Task 08",
+                     "Task 00", "Task 04"]  # fmt: skip
 
 
 def test_snoozing_a_task_for_a_week_moves_it_and_is_audited(retention_client, task, retention_user):
