@@ -264,14 +264,29 @@ ADMIN_URLS = [
 PLANNED = ('SELECT "retention_partner".', 'FROM (SELECT "retention_partner".', 'SELECT "ml_scoringrun".')
 
 
+def backend_cpu_ns(pid: int) -> int:
+    """CPU time a PostgreSQL backend on this host has used (ns; /proc/<pid>/schedstat), 0 when unreadable."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def count_queries(
-    urls: list[str], repeat: int = 7, *, planned: tuple[str, ...] = PLANNED
+    urls: list[str],
+    repeat: int = 7,
+    *,
+    planned: tuple[str, ...] = PLANNED,
+    backend_ms: dict | None = None,
 ) -> tuple[dict, dict, dict]:
     """Per Live Feed variant at full size, in-process: its SQL queries, the median CPU time of
     one request (time.process_time(), so other processes' load barely moves it; without the
     query capture, which costs CPU of its own), and EXPLAIN (ANALYZE, BUFFERS) of its strip,
     COUNT and rows queries (those whose first 60 characters hold one of `planned`), printed,
-    with their execution times returned."""
+    with their execution times returned. Given `backend_ms`, it is filled with the median CPU
+    time the request cost the PostgreSQL backend (parsing, planning, executing), when the
+    server runs on this host. The timed requests come after DB_PREPARE_THRESHOLD warm-up
+    requests, so a variant's statements are prepared as in a long-running worker."""
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client
@@ -281,18 +296,34 @@ def count_queries(
     client.force_login(User.objects.get(username="bench"))
     counts, cpu_ms, plans_ms = {}, {}, {}
     for url in urls:
-        with CaptureQueriesContext(connection) as ctx:
-            response = client.get(url)
+        # Counted with client-side binding: prepared (DB_PREPARE_THRESHOLD), a statement's
+        # logged SQL carries $1 placeholders instead of its values, which EXPLAIN cannot run.
+        connection.ensure_connection()
+        threshold = connection.connection.prepare_threshold
+        connection.connection.prepare_threshold = None
+        try:
+            with CaptureQueriesContext(connection) as ctx:
+                response = client.get(url)
+        finally:
+            connection.connection.prepare_threshold = threshold
         assert response.status_code == 200, (url, response.status_code)
         # Copied now: the next request's request_started signal empties connection.queries.
         captured = list(ctx.captured_queries)
         counts[url] = len(captured)
-        times = []
+        for _ in range(threshold or 0):
+            client.get(url)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        times, backend = [], []
         for _ in range(repeat):
-            t0 = time.process_time()
+            t0, b0 = time.process_time(), backend_cpu_ns(pid)
             client.get(url)
             times.append((time.process_time() - t0) * 1000)
+            backend.append((backend_cpu_ns(pid) - b0) / 1e6)
         cpu_ms[url] = round(statistics.median(times), 1)
+        if backend_ms is not None:
+            backend_ms[url] = round(statistics.median(backend), 2)
         plans_ms[url] = []
         for query in captured:
             sql = query["sql"]
@@ -484,9 +515,11 @@ def main() -> None:
 
     owner = User.objects.get(username="owner1").pk
     feed_urls = [u.format(owner=owner) for u in FEED_URLS]
-    queries, cpu_ms, plans_ms = count_queries(feed_urls)
+    backend_ms: dict = {}
+    queries, cpu_ms, plans_ms = count_queries(feed_urls, backend_ms=backend_ms)
     log("queries per Live Feed page: " + ", ".join(f"{u} {c}" for u, c in queries.items()))
     log("in-process CPU ms per Live Feed request (median of 7): " + json.dumps(cpu_ms))
+    log("PostgreSQL backend CPU ms per Live Feed request (median of 7): " + json.dumps(backend_ms))
     log("EXPLAIN ANALYZE execution ms of the strip / COUNT / rows queries: " + json.dumps(plans_ms))
 
     export = export_memory("/feed/export.csv")
@@ -517,6 +550,8 @@ def main() -> None:
         "feed_max_queries": max(queries.values()),
         "feed_queries": queries,
         "feed_cpu_ms_per_variant": cpu_ms,
+        "feed_backend_cpu_ms_per_variant": backend_ms,
+        "db_prepare_threshold": os.environ.get("DB_PREPARE_THRESHOLD") or "default",
         "feed_sql_exec_ms_per_variant": plans_ms,
         "live_feed": results["live_feed"],
         "admin_changelist": results["admin_changelist"],

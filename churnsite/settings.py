@@ -171,6 +171,12 @@ if IS_POSTGRES:
         f" -c max_parallel_workers_per_gather={env_int('PG_MAX_PARALLEL_WORKERS_PER_GATHER', 0)}"
         f" -c jit={'on' if env_bool('PG_JIT', False) else 'off'}"
     )
+    # psycopg prepares a precompiled statement (churnsite.compiled: the feed's, the strip's, the
+    # session's and the user's) once it ran this many times on a connection, so PostgreSQL
+    # stops planning it on every page; Django's own queries are never prepared. 0 = off, e.g.
+    # behind a transaction-pooling PgBouncer that does not track prepared statements.
+    if (prepare_threshold := env_int("DB_PREPARE_THRESHOLD", 5)) > 0:
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = prepare_threshold
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
