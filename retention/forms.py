@@ -2,13 +2,13 @@ from collections.abc import Sequence
 
 from django import forms
 
-from churnsite.forms import AriaLabelledForm, RenderedOnceSelect
+from churnsite.forms import AriaLabelledForm, RenderedOnceCheckbox, RenderedOnceSelect, RenderedOnceTextInput
 from ml.models import Bucket
 from retention.models import Intervention, Partner, RoiAssumptions
 
 
 class PartnerFilterForm(AriaLabelledForm):
-    q = forms.CharField(required=False, label="Search", max_length=100)
+    q = forms.CharField(required=False, label="Search", max_length=100, widget=RenderedOnceTextInput)
     tier = forms.ChoiceField(required=False, choices=[("", "All tiers"), *Partner.Tier.choices])
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Partner.Status.choices])
 
@@ -26,7 +26,7 @@ class FeedFilterForm(AriaLabelledForm):
     ]
     CHANGES = [("", "Any change"), ("new", "New at risk"), ("worse", "Worse")]
 
-    q = forms.CharField(required=False, label="Search", max_length=100)
+    q = forms.CharField(required=False, label="Search", max_length=100, widget=RenderedOnceTextInput)
     sort = forms.ChoiceField(required=False, choices=SORTS, label="Sort by", widget=RenderedOnceSelect)
     tier = forms.ChoiceField(
         required=False, choices=[("", "All tiers"), *Partner.Tier.choices], widget=RenderedOnceSelect
@@ -39,7 +39,7 @@ class FeedFilterForm(AriaLabelledForm):
     )
     # A plain ChoiceField filled from one query: a ModelChoiceField would query again to clean.
     owner = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, widget=RenderedOnceSelect)
-    not_contacted = forms.BooleanField(required=False, label="Not yet contacted")
+    not_contacted = forms.BooleanField(required=False, label="Not yet contacted", widget=RenderedOnceCheckbox)
     change = forms.ChoiceField(
         required=False, choices=CHANGES, label="Since the last run", widget=RenderedOnceSelect
     )
@@ -100,7 +100,7 @@ class DraftEmailForm(forms.Form):
 
 
 class InterventionFilterForm(AriaLabelledForm):
-    q = forms.CharField(required=False, label="Search", max_length=100)
+    q = forms.CharField(required=False, label="Search", max_length=100, widget=RenderedOnceTextInput)
     action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Intervention.Action.choices])
     source = forms.ChoiceField(required=False, choices=[("", "Any source"), *Intervention.Source.choices])
     outcome = forms.ChoiceField(required=False, choices=[("", "Any status"), *Intervention.Outcome.choices])
