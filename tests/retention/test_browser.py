@@ -29,6 +29,8 @@ def test_a_retention_user_triages_the_feed_logs_an_intervention_and_records_it_s
     expect(rows.first).to_contain_text("🔴 P18477 • Risk: 94% • Churn in: ~7 days")
 
     page.get_by_role("link", name=re.compile("P18477 • Risk")).click()
+    # A user acts once the page has loaded: htmx and the deferred scripts are in place by then.
+    page.wait_for_url("**/partners/P18477/")
     expect(page.locator("h1")).to_contain_text("Northwind Traders")
     expect(page.locator("#risk-now")).to_have_text("94%")
 
@@ -40,6 +42,7 @@ def test_a_retention_user_triages_the_feed_logs_an_intervention_and_records_it_s
     intervention = Intervention.objects.get(partner__external_id="P18477")
 
     page.get_by_role("link", name="Interventions").click()
+    page.wait_for_url("**/interventions/")
     expect(page.locator("#summary-line")).to_contain_text("0 saved, 0 churned, 1 pending")
     status = page.get_by_label("Status of P18477")
 
