@@ -116,10 +116,11 @@ class RiskScore(ScoreFields):
     # costs each scoring run one more write per partner (the history is the biggest table).
     # No database foreign keys: PostgreSQL checks one per row, a trigger call at insert and a
     # query at commit (the partner's alone was 60% of writing a chunk's history at 1M
-    # partners). A chunk key-share locks its run, its version and its partners in one
-    # statement each instead, as the checks would, and fails if one is gone (ml.score_store);
-    # Django still cascades and protects, and on PostgreSQL a trigger refuses to delete a
-    # partner that still has history (what the partner's key did; migration 0014).
+    # partners). A chunk key-share locks its run and its version, and holds an advisory
+    # guard that a partner's delete takes alone, then counts its partners, in one statement
+    # each instead, and fails if one is gone (ml.score_store); Django still cascades and
+    # protects, and on PostgreSQL a trigger refuses to delete a partner that still has
+    # history (what the partner's key did; migrations 0014 and 0016).
     partner = models.ForeignKey(
         "retention.Partner",
         on_delete=models.CASCADE,
