@@ -17,7 +17,7 @@ from api.auth import needs
 from churnsite.access import AuthedHttpRequest
 from ml.models import ModelVersion
 from ml.selectors import URGENT_BUCKETS, bucket_partner_ids, partner_drivers
-from retention import roi, selectors
+from retention import log_selectors, roi, selectors
 from retention.models import Intervention, Partner
 
 router = Router()
@@ -299,7 +299,7 @@ class Page(Schema):
 @needs("retention.view_intervention")
 def interventions_list(request: AuthedHttpRequest, filters: Query[InterventionFilters], page: Query[Page]):
     """The Intervention Log, newest first, with its filters; one query per page."""
-    qs = selectors.intervention_list(**filters.selector_kwargs())
+    qs = log_selectors.intervention_list(**filters.selector_kwargs())
     if page.cursor:
         after = decode_cursor(page.cursor)
         try:
@@ -325,7 +325,7 @@ def interventions_list(request: AuthedHttpRequest, filters: Query[InterventionFi
 )
 @needs("retention.view_intervention")
 def intervention_get(request: AuthedHttpRequest, intervention_id: s.ObjectId):
-    return intervention_out(get_object_or_404(selectors.intervention_list(), pk=intervention_id))
+    return intervention_out(get_object_or_404(log_selectors.intervention_list(), pk=intervention_id))
 
 
 @router.get(
@@ -334,7 +334,7 @@ def intervention_get(request: AuthedHttpRequest, intervention_id: s.ObjectId):
 @needs("retention.view_intervention")
 def outcomes_summary(request: AuthedHttpRequest, filters: Query[InterventionFilters]):
     """Saved / churned / pending of the (filtered) log, the ROI and the control group's uplift."""
-    summary = selectors.outcome_summary(**filters.selector_kwargs())
+    summary = log_selectors.outcome_summary(**filters.selector_kwargs())
     return summary | {
         "roi": plain(roi.roi_totals()),
         "control_group": plain(roi.control_group_uplift()),

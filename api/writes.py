@@ -22,7 +22,7 @@ from churnsite.access import AuthedHttpRequest
 from churnsite.broker import enqueue
 from ml import services as ml_services
 from ml.models import ScoringRun
-from retention import selectors, services
+from retention import log_selectors, selectors, services
 from retention.importing import import_job_create, import_job_progress
 from retention.models import ImportJob, Intervention
 from retention.tasks import run_import_job
@@ -55,7 +55,7 @@ def intervention_log(request: AuthedHttpRequest, partner_id: s.PartnerRef, data:
 
 
 def _reload(pk: int) -> Intervention:
-    return selectors.intervention_list().get(pk=pk)
+    return log_selectors.intervention_list().get(pk=pk)
 
 
 @router.post(

@@ -75,6 +75,7 @@ def make_partners(prefix: str, n: int) -> None:
     PartnerScore.objects.bulk_create(
         PartnerScore(
             partner=p,
+            partner_name=p.name,
             model_version=version,
             risk=0.9,
             p_7d=0.5,

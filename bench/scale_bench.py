@@ -81,7 +81,9 @@ def ensure_database() -> None:
 _HISTORY = (
     "partner_id, model_version_id, run_id, risk, p_7d, p_30d, p_90d, p_later, bucket, drivers, scored_at"
 )
-_CURRENT = _HISTORY + ", urgency_rank, revenue_at_risk, previous_risk, previous_as_of, risk_change"
+_CURRENT = (
+    _HISTORY + ", urgency_rank, revenue_at_risk, previous_risk, previous_as_of, risk_change, partner_name"
+)
 
 
 def copy_floor(*, run_id: int, chunk_size: int) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import QuerySet
 
 # How a placeholder's argument goes into its parameter slot.
@@ -96,10 +96,18 @@ class CompiledQuery:
     `rows()` and `count()` add LIMIT and OFFSET (as literals, as Django writes them: a prepared
     statement's generic plan cannot see a LIMIT parameter, plans for 10% of the rows and is never
     chosen, so PostgreSQL would plan the statement again on every run), so the build must not
-    slice."""
+    slice.
 
-    def __init__(self, build: Callable[..., QuerySet], **placeholders: Any) -> None:
+    `planner` holds PostgreSQL planner settings for this statement alone (`{"enable_seqscan":
+    "off"}`): where the planner's estimate of a filter is known to be wrong for the query's
+    purpose. They are set with SET LOCAL in a transaction (a savepoint inside one) that is
+    rolled back after the rows are read, so no other statement plans under them."""
+
+    def __init__(
+        self, build: Callable[..., QuerySet], *, planner: dict[str, str] | None = None, **placeholders: Any
+    ) -> None:
         self.build = build
+        self.planner = planner or {}
         self.placeholders = placeholders
         self._compiled: tuple | None = None
         self._db = "default"
@@ -162,6 +170,17 @@ class CompiledQuery:
         return sql, params, db, compiler, converters
 
     def _execute(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
+        if self.planner and connections[db].vendor == "postgresql":
+            with transaction.atomic(using=db):
+                with _cursor(db) as cursor:
+                    settings = ", ".join("set_config(%s, %s, true)" for _ in self.planner)
+                    cursor.execute(f"SELECT {settings}", [v for item in self.planner.items() for v in item])
+                result = self._fetch(sql, params, db, fetch)
+                transaction.set_rollback(True, using=db)  # read only: undoes the SET LOCALs
+            return result
+        return self._fetch(sql, params, db, fetch)
+
+    def _fetch(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
         with _cursor(db) as cursor:
             cursor.execute(sql, params)
             rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()

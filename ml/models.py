@@ -164,6 +164,11 @@ class PartnerScore(ScoreFields):
     previous_risk = models.FloatField(null=True, blank=True)
     previous_as_of = models.DateField(null=True, blank=True)
     risk_change = models.FloatField(null=True, blank=True, help_text="risk - previous_risk")
+    # The partner's name beside its sort keys, so a Live Feed name search that matches
+    # thousands walks one sort index testing this column instead of looking up every partner
+    # (retention.selectors.LiveFeedQuery). Written by scoring, kept in step with renames by a
+    # trigger on retention_partner (migration 0017); the feed still tests the partner's own name.
+    partner_name = models.CharField(max_length=200, default="", blank=True)
 
     class Meta:
         constraints = _probability_checks("partnerscore")

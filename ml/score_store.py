@@ -107,16 +107,16 @@ _PREV_AS_OF = f"""CASE WHEN {_SAME_RUN} THEN ml_partnerscore.previous_as_of ELSE
     (ml_partnerscore.scored_at AT TIME ZONE %(tz)s)::date) END"""
 _CURRENT_UPSERT = f"""
 INSERT INTO ml_partnerscore (partner_id, model_version_id, run_id, {", ".join(PROBABILITIES)},
-                             bucket, drivers, scored_at, urgency_rank, revenue_at_risk)
+                             bucket, drivers, scored_at, urgency_rank, revenue_at_risk, partner_name)
 SELECT s.partner_id, %(version)s, %(run)s, {", ".join("s." + c for c in PROBABILITIES)},
        s.bucket, s.drivers, %(now)s, s.urgency_rank,
-       ROUND(COALESCE(p.monthly_revenue, 0) * s.risk::numeric, 2)
+       ROUND(COALESCE(p.monthly_revenue, 0) * s.risk::numeric, 2), p.name
 FROM {STAGE} s JOIN retention_partner p ON p.id = s.partner_id
 ON CONFLICT (partner_id) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in PROBABILITIES)},
     bucket = EXCLUDED.bucket, drivers = EXCLUDED.drivers, scored_at = EXCLUDED.scored_at,
     model_version_id = EXCLUDED.model_version_id, urgency_rank = EXCLUDED.urgency_rank,
-    revenue_at_risk = EXCLUDED.revenue_at_risk,
+    revenue_at_risk = EXCLUDED.revenue_at_risk, partner_name = EXCLUDED.partner_name,
     previous_risk = {_PREV_RISK},
     previous_as_of = {_PREV_AS_OF},
     risk_change = EXCLUDED.risk - ({_PREV_RISK}),
@@ -126,7 +126,8 @@ ON CONFLICT (partner_id) DO UPDATE SET
 
 LIVE = "ml_partnerscore"
 CURRENT_COLUMNS = ("partner_id", "model_version_id", "run_id", *PROBABILITIES, "bucket", "drivers", "scored_at",
-                   "urgency_rank", "revenue_at_risk", "previous_risk", "previous_as_of", "risk_change")  # fmt: skip
+                   "urgency_rank", "revenue_at_risk", "previous_risk", "previous_as_of", "risk_change",
+                   "partner_name")  # fmt: skip
 # The run's current scores beside the partner's live one, by the upsert's rules above (the
 # live row is of an earlier run until the swap; of this run only if it wrote in place before).
 _O_SAME = "o.run_id = %(run)s"
@@ -139,7 +140,7 @@ SELECT s.partner_id, %(version)s, %(run)s, {", ".join("s." + c for c in PROBABIL
        {_O_PREV},
        CASE WHEN o.partner_id IS NULL THEN NULL WHEN {_O_SAME} THEN o.previous_as_of
             ELSE COALESCE(r.as_of, (o.scored_at AT TIME ZONE %(tz)s)::date) END,
-       s.risk - ({_O_PREV})
+       s.risk - ({_O_PREV}), p.name
 FROM {STAGE} s
 JOIN retention_partner p ON p.id = s.partner_id AND p.id BETWEEN %(lo)s AND %(hi)s
 LEFT JOIN {LIVE} o ON o.partner_id = s.partner_id AND o.partner_id BETWEEN %(lo)s AND %(hi)s
@@ -253,6 +254,13 @@ def current_stage_swap(*, run: ScoringRun) -> float | None:
                 add_constraint(i, conname, definition)
         # Readers wait here only for the drop and the renames, not for the builds above.
         cur.execute(f"LOCK TABLE {LIVE} IN ACCESS EXCLUSIVE MODE")
+        # A partner renamed after its chunk was written: the rename's trigger (migration 0017)
+        # updated the live row, not this one. Under the lock, so a rename from now on waits
+        # and then updates the swapped-in table.
+        cur.execute(
+            f"UPDATE {name} n SET partner_name = p.name FROM retention_partner p "
+            "WHERE p.id = n.partner_id AND n.partner_name IS DISTINCT FROM p.name"
+        )
         cur.execute(f"DROP TABLE {LIVE}")
         cur.execute(f"ALTER TABLE {name} RENAME TO {LIVE}")
         for kind, temp, final in renames:
@@ -359,10 +367,11 @@ def _history_insert(cur: Any, params: dict[str, Any]) -> int:
 
 def _persist_orm(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.datetime) -> None:
     ids = [r[0] for r in rows]
-    revenue = dict(Partner.objects.filter(pk__in=ids).values_list("pk", "monthly_revenue"))
-    if len(revenue) < len(set(ids)):  # the history has no foreign key to say so (ml.models)
+    partners = {pk: (rev, name) for pk, rev, name in
+                Partner.objects.filter(pk__in=ids).values_list("pk", "monthly_revenue", "name")}  # fmt: skip
+    if len(partners) < len(set(ids)):  # the history has no foreign key to say so (ml.models)
         raise IntegrityError(
-            f"Scoring run {run.pk}: {len(set(ids)) - len(revenue)} of the chunk's partners are gone"
+            f"Scoring run {run.pk}: {len(set(ids)) - len(partners)} of the chunk's partners are gone"
         )
     previous = _previous_scores(run, ids) if current else {}
     history, now_scores = [], []
@@ -373,14 +382,16 @@ def _persist_orm(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.d
         history.append(RiskScore(**common, bucket=bucket, drivers=d, scored_at=now, **fields))
         if not current:
             continue
-        rar = (revenue.get(pid) or Decimal(0)) * Decimal(repr(fields["risk"]))
+        revenue, name = partners[pid]
+        rar = (revenue or Decimal(0)) * Decimal(repr(fields["risk"]))
         prev_risk, prev_as_of = previous.get(pid, (None, None))
         now_scores.append(
             PartnerScore(
                 **common, bucket=bucket, drivers=d, scored_at=now, urgency_rank=rank,
                 revenue_at_risk=rar.quantize(Decimal("0.01")), previous_risk=prev_risk,
                 previous_as_of=prev_as_of,
-                risk_change=None if prev_risk is None else fields["risk"] - prev_risk, **fields,
+                risk_change=None if prev_risk is None else fields["risk"] - prev_risk, partner_name=name,
+                **fields,
             )
         )  # fmt: skip
     with transaction.atomic():
@@ -393,7 +404,7 @@ def _persist_orm(run: ScoringRun, rows: list[tuple], *, current: bool, now: dt.d
             update_fields=[
                 "risk", "p_7d", "p_30d", "p_90d", "p_later", "bucket", "drivers", "scored_at",
                 "model_version", "run", "urgency_rank", "revenue_at_risk", "previous_risk",
-                "previous_as_of", "risk_change",
+                "previous_as_of", "risk_change", "partner_name",
             ],
         )  # fmt: skip
 

@@ -13,8 +13,8 @@ from agent.emails import draft_retention_email
 from agent.models import AuditEvent
 from crm_sim.client import CreateTask, CrmError, TaskQuery, get_crm_client
 from ml.selectors import partner_current_score
+from retention.log_selectors import OUTCOME_EVENTS, UNDO_SECONDS
 from retention.models import Intervention, Partner, RoiAssumptions
-from retention.selectors import OUTCOME_EVENTS, UNDO_SECONDS
 
 _ALLOWED_FROM_PENDING = {Intervention.Outcome.SAVED, Intervention.Outcome.CHURNED}
 CORRECTION_NEEDS_REASON = "A correction of a resolved outcome needs a reason: say why it changes."

@@ -120,6 +120,7 @@ class PartnerScoreFactory(factory.django.DjangoModelFactory):
     bucket = factory.LazyAttribute(lambda o: "7d" if o.risk_value >= 0.5 else "later")
     urgency_rank = factory.LazyAttribute(lambda o: 0 if o.risk_value >= 0.5 else 3)
     revenue_at_risk = factory.LazyAttribute(lambda o: o.partner.monthly_revenue * Decimal(str(o.risk_value)))
+    partner_name = factory.LazyAttribute(lambda o: o.partner.name)  # as scoring writes it
     scored_at = factory.LazyFunction(timezone.now)
     drivers = factory.LazyFunction(
         lambda: [

@@ -64,6 +64,7 @@ def _feed_context(request: AuthedHttpRequest, *, with_tasks: bool = False) -> di
         page=request.GET.get("page"),
         known_count=_counted_by_run(filters, strip),
         read_by_id=selectors.feed_sort_in_memory(filters["sort"]) if filters["search"] else None,
+        run_id=strip["run_id"],
     )
     page = paginator.get_page(request.GET.get("page"))
     unscored: Any = []

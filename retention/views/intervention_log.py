@@ -15,7 +15,7 @@ from django_htmx.http import trigger_client_event
 from churnsite.access import AuthedHttpRequest, permission_required
 from churnsite.csvsafe import csv_cell
 from churnsite.http import partial_template, safe_next
-from retention import selectors, services
+from retention import log_selectors, selectors, services
 from retention.forms import (
     InterventionFilterForm,
     OutcomeForm,
@@ -33,11 +33,13 @@ def _log_filters(request: AuthedHttpRequest) -> InterventionFilterForm:
 def intervention_list(request: AuthedHttpRequest) -> HttpResponse:
     form = _log_filters(request)
     filters = form.selector_kwargs()
-    context = {"form": form, "summary": selectors.outcome_summary(**filters)}
+    context = {"form": form, "summary": log_selectors.outcome_summary(**filters)}
     template = partial_template(request, "retention/intervention_list.html", {"summary", "results"})
     if template.endswith("#summary"):
         return render(request, template, context)
-    context["page"] = Paginator(selectors.intervention_list(**filters), 50).get_page(request.GET.get("page"))
+    context["page"] = Paginator(log_selectors.intervention_list(**filters), 50).get_page(
+        request.GET.get("page")
+    )
     return render(request, template, context)
 
 
@@ -46,11 +48,11 @@ def _log_row(
 ) -> HttpResponse:
     """One Intervention Log row (htmx): with an Undo while the viewer's own change is young, or,
     for a correction, the reason field (`correcting` = the outcome asked for)."""
-    intervention = selectors.intervention_log_rows().get(pk=pk)
+    intervention = log_selectors.intervention_log_rows().get(pk=pk)
     undo = (
         None
         if error or correcting
-        else selectors.outcome_undoable_event(intervention=intervention, actor=request.user)
+        else log_selectors.outcome_undoable_event(intervention=intervention, actor=request.user)
     )
     context = {
         "intervention": intervention,
@@ -58,7 +60,7 @@ def _log_row(
         "correcting": correcting,
         "reason": reason,
         "undo_event": undo,
-        "undo_seconds": selectors.UNDO_SECONDS,
+        "undo_seconds": log_selectors.UNDO_SECONDS,
     }
     return render(request, "retention/intervention_list.html#row", context)
 
@@ -145,7 +147,7 @@ CSV_COLUMNS = [
 @require_GET
 def intervention_export(request: AuthedHttpRequest) -> HttpResponse:
     """The filtered Intervention Log as CSV (all rows, not just the page on screen)."""
-    rows = selectors.intervention_list(**_log_filters(request).selector_kwargs())
+    rows = log_selectors.intervention_list(**_log_filters(request).selector_kwargs())
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="interventions-{stamp}.csv"'

@@ -161,6 +161,7 @@ def make_partners(n: int, *, platinum_every: int = 0) -> list[Partner]:
     PartnerScore.objects.bulk_create(
         PartnerScore(
             partner=p,
+            partner_name=p.name,
             model_version=version,
             risk=0.86 + (i % 100) / 1000,
             p_7d=0.4,

@@ -203,7 +203,7 @@ def later(monkeypatch, seconds: float):
 
     from django.utils import timezone
 
-    from retention import selectors, services
+    from retention import log_selectors, services
 
     class Clock:
         @staticmethod
@@ -211,7 +211,7 @@ def later(monkeypatch, seconds: float):
             return timezone.now() + dt.timedelta(seconds=seconds)
 
     monkeypatch.setattr(services, "timezone", Clock)
-    monkeypatch.setattr(selectors, "timezone", Clock)
+    monkeypatch.setattr(log_selectors, "timezone", Clock)
 
 
 def test_a_change_offers_an_undo_that_reverts_it_through_the_service(retention_client, retention_user):

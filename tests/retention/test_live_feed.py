@@ -2,9 +2,11 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from ml.models import PartnerScore
-from retention.models import Intervention
+from retention.models import Intervention, Partner
 from retention.selectors import partner_live_feed
 from tests.conftest import htmx, scored_partner
 from tests.factories import InterventionFactory, PartnerScoreFactory, ScoringRunFactory, UserFactory
@@ -231,6 +233,82 @@ def test_a_name_search_read_by_id_pages_in_the_feeds_own_order(retention_client,
         f"P{n}" for n in range(8)
     ]
     assert "8 scored partners" in html
+
+
+@pytest.mark.parametrize("sort", ["urgency", "risk", "revenue", "change"])
+def test_a_name_search_with_more_matches_than_it_reads_by_id_walks_the_feed_in_order(
+    retention_client, monkeypatch, sort
+):
+    """Past FEED_READ_BY_ID_CAP matches a name search walks the sort's index testing the
+    score's copy of the name (on PostgreSQL): page after page the rows are the feed's, in its
+    order, a renamed partner included, and a stale copy never lets in a partner whose own name
+    does not match."""
+    monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 3)
+    monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 1)
+    monkeypatch.setattr("retention.selectors.FEED_READ_BY_ID_CAP", 2)
+    monkeypatch.setattr("retention.selectors.FEED_DEEP_OFFSET", 6)  # page 3 reads its ids first
+    for n in range(11):
+        partner = scored_partner(external_id=f"P{n}", name=f"Globex Acme {n}", risk=0.9 - (n // 2) / 10)
+        PartnerScore.objects.filter(partner=partner).update(risk_change=None if n == 5 else n / 100)
+    renamed = scored_partner(external_id="P11", name="Initech", risk=0.55)
+    Partner.objects.filter(pk=renamed.pk).update(name="Globex Acme Renamed")  # the trigger's copy
+    stale = scored_partner(external_id="P12", name="Initech West", risk=0.95)
+    PartnerScore.objects.filter(partner=stale).update(partner_name="Globex Acme Stale")
+    scored_partner(external_id="P99", name="Umbrella", risk=0.99)
+
+    expected = list(partner_live_feed(search="globex acme", sort=sort).values_list("external_id", flat=True))
+    with CaptureQueriesContext(connection) as first_page:
+        html = retention_client.get("/", {"q": "globex acme", "sort": sort}).content.decode()
+    # Read now: the next request starts a fresh query log.
+    walked = [q["sql"] for q in first_page.captured_queries if "partner_name" in q["sql"]]
+    planned = [q["sql"] for q in first_page.captured_queries if "set_config" in q["sql"]]
+    seen = feed_ids(html)
+    for page in (2, 3, 4):  # pages 1-3 walk (their count is capped), page 4 reads by id
+        seen += feed_ids(
+            retention_client.get("/", {"q": "globex acme", "sort": sort, "page": page}).content.decode()
+        )
+
+    assert seen == expected and sorted(expected) == sorted([f"P{n}" for n in range(12)])
+    if connection.vendor == "postgresql":
+        assert len(walked) == 1 and "LIMIT 3" in walked[0]
+        assert len(planned) == 1
+    # The walk's planner settings ended with it: the request's other statements planned as usual.
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW enable_seqscan")
+            assert cursor.fetchone()[0] == "on"
+
+
+def test_a_dense_name_search_is_remembered_for_its_scoring_run_and_pages_the_same(
+    retention_client, monkeypatch
+):
+    """The first view of a dense search counts its keys and remembers it as dense for the
+    feed's scoring run; later views of that run walk without the keys query and show the same
+    rows and count; after a new run it is counted again."""
+    from django.core.cache import cache
+
+    monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 3)
+    monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 1)
+    monkeypatch.setattr("retention.selectors.FEED_READ_BY_ID_CAP", 4)
+    cache.delete_pattern("*retention:feed-dense:*")  # memos of an earlier session's runs
+    ScoringRunFactory()
+    for n in range(9):
+        scored_partner(external_id=f"P{n}", name=f"Globex Acme {n}", risk=0.9 - n / 20)
+    scored_partner(external_id="P99", name="Umbrella", risk=0.99)
+
+    def view() -> tuple[list[str], str, int]:
+        with CaptureQueriesContext(connection) as queries:
+            html = retention_client.get("/", {"q": "globex acme"}).content.decode()
+        keys = [q for q in queries.captured_queries if 'AS "current_score__urgency_rank"' in q["sql"]]
+        return feed_ids(html), re.search(r"Page 1 of [^<]*", html)[0], len(keys)
+
+    first, second = view(), view()
+    ScoringRunFactory()  # a new run: counted again
+    third = view()
+    cache.delete_pattern("*retention:feed-dense:*")
+
+    assert first[:2] == second[:2] == third[:2] == (["P0", "P1", "P2"], "Page 1 of 2+")
+    assert (first[2], second[2], third[2]) == (1, 0, 1)
 
 
 def test_the_htmx_request_gets_only_the_feed_rows(retention_client):

@@ -1,0 +1,68 @@
+"""The partner's name on its current score (issue 15): a Live Feed name search that matches
+thousands of partners ("Ember" at 1M: 2,001+) walked the sort's index looking up each
+partner's row to test its name, 4,502 lookups and 22,699 buffers for a page of 50. Testing a
+copy on the score row reads 2,188. Scoring writes it (ml.score_store); a trigger on the
+partners keeps it in step when a partner is renamed, on PostgreSQL and on SQLite."""
+
+from django.db import migrations, models
+
+PG_TRIGGER = """
+CREATE OR REPLACE FUNCTION ml_partnerscore_partner_renamed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE ml_partnerscore SET partner_name = NEW.name WHERE partner_id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ml_partnerscore_partner_renamed AFTER UPDATE OF name ON retention_partner
+    FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+    EXECUTE FUNCTION ml_partnerscore_partner_renamed();
+"""
+PG_DROP = """
+DROP TRIGGER IF EXISTS ml_partnerscore_partner_renamed ON retention_partner;
+DROP FUNCTION IF EXISTS ml_partnerscore_partner_renamed();
+"""
+SQLITE_TRIGGER = """
+CREATE TRIGGER ml_partnerscore_partner_renamed AFTER UPDATE OF name ON retention_partner
+    WHEN OLD.name IS NOT NEW.name
+BEGIN
+    UPDATE ml_partnerscore SET partner_name = NEW.name WHERE partner_id = NEW.id;
+END
+"""
+SQLITE_DROP = "DROP TRIGGER IF EXISTS ml_partnerscore_partner_renamed"
+
+BACKFILL = {
+    "postgresql": "UPDATE ml_partnerscore s SET partner_name = p.name FROM retention_partner p "
+    "WHERE p.id = s.partner_id",
+    "sqlite": "UPDATE ml_partnerscore SET partner_name = "
+    "(SELECT p.name FROM retention_partner p WHERE p.id = ml_partnerscore.partner_id)",
+}
+
+
+def forwards(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor in BACKFILL:
+        schema_editor.execute(BACKFILL[vendor])
+    if vendor == "postgresql":
+        schema_editor.execute(PG_TRIGGER, params=None)
+    elif vendor == "sqlite":
+        schema_editor.execute(SQLITE_TRIGGER)
+
+
+def backwards(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(PG_DROP, params=None)
+    elif vendor == "sqlite":
+        schema_editor.execute(SQLITE_DROP)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("ml", "0016_riskscore_partner_guard_advisory")]
+
+    operations = [
+        migrations.AddField(
+            model_name="partnerscore",
+            name="partner_name",
+            field=models.CharField(blank=True, default="", max_length=200),
+        ),
+        migrations.RunPython(forwards, backwards),
+    ]
