@@ -150,6 +150,10 @@ LEFT JOIN ml_scoringrun r ON r.id = o.run_id
 # rows: without it each chunk hashed all partners and all live scores (quadratic at 1M).
 
 
+# How far before a run's start its close looks for renamed partners: a rename made in a
+# transaction still open when the run started carries an earlier time.
+RENAME_MARGIN = dt.timedelta(hours=1)
+
 PLANNED_COLUMNS = ("partner_id", "run_id", "risk", "bucket", "urgency_rank", "revenue_at_risk", "previous_risk",
                    "risk_change")  # fmt: skip
 
@@ -256,10 +260,13 @@ def current_stage_swap(*, run: ScoringRun) -> float | None:
         cur.execute(f"LOCK TABLE {LIVE} IN ACCESS EXCLUSIVE MODE")
         # A partner renamed after its chunk was written: the rename's trigger (migration 0017)
         # updated the live row, not this one. Under the lock, so a rename from now on waits
-        # and then updates the swapped-in table.
+        # and then updates the swapped-in table; only partners updated since the run started
+        # (a rename sets updated_at, one step down partner_updated_at_idx): comparing every
+        # name took 1.1 s at 1M partners.
         cur.execute(
             f"UPDATE {name} n SET partner_name = p.name FROM retention_partner p "
-            "WHERE p.id = n.partner_id AND n.partner_name IS DISTINCT FROM p.name"
+            "WHERE p.updated_at >= %s AND p.id = n.partner_id AND n.partner_name IS DISTINCT FROM p.name",
+            [run.started_at - RENAME_MARGIN],
         )
         cur.execute(f"DROP TABLE {LIVE}")
         cur.execute(f"ALTER TABLE {name} RENAME TO {LIVE}")

@@ -15,8 +15,20 @@ END $$;
 CREATE TRIGGER ml_partnerscore_partner_renamed AFTER UPDATE OF name ON retention_partner
     FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
     EXECUTE FUNCTION ml_partnerscore_partner_renamed();
+-- A rename is an update, also through a bare UPDATE: a run's close re-reads the names of the
+-- partners updated since the run started (ml.score_store.current_stage_swap).
+CREATE OR REPLACE FUNCTION retention_partner_renamed_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER retention_partner_renamed_at BEFORE UPDATE OF name ON retention_partner
+    FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+    EXECUTE FUNCTION retention_partner_renamed_at();
 """
 PG_DROP = """
+DROP TRIGGER IF EXISTS retention_partner_renamed_at ON retention_partner;
+DROP FUNCTION IF EXISTS retention_partner_renamed_at();
 DROP TRIGGER IF EXISTS ml_partnerscore_partner_renamed ON retention_partner;
 DROP FUNCTION IF EXISTS ml_partnerscore_partner_renamed();
 """
