@@ -79,7 +79,7 @@ def copy_rows(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 # pg_advisory_xact_lock key of the history guard: chunks share it, a partner's delete takes it
-# alone (its trigger, migration 0016, which has this number written in).
+# alone (its trigger, migration 0016, which has this number written in), and so does a rename (0017).
 HISTORY_GUARD = 0x1A7E_0016
 _PARTNERS_FOUND = f"""
 SELECT count(*) FROM {STAGE} s JOIN retention_partner p ON p.id = s.partner_id AND p.id BETWEEN %(lo)s AND %(hi)s
@@ -149,10 +149,6 @@ LEFT JOIN ml_scoringrun r ON r.id = o.run_id
 # The chunk's id range (chunks are runs of sorted ids) bounds both joins to the chunk's own
 # rows: without it each chunk hashed all partners and all live scores (quadratic at 1M).
 
-
-# How far before a run's start its close looks for renamed partners: a rename made in a
-# transaction still open when the run started carries an earlier time.
-RENAME_MARGIN = dt.timedelta(hours=1)
 
 PLANNED_COLUMNS = ("partner_id", "run_id", "risk", "bucket", "urgency_rank", "revenue_at_risk", "previous_risk",
                    "risk_change")  # fmt: skip
@@ -260,13 +256,13 @@ def current_stage_swap(*, run: ScoringRun) -> float | None:
         cur.execute(f"LOCK TABLE {LIVE} IN ACCESS EXCLUSIVE MODE")
         # A partner renamed after its chunk was written: the rename's trigger (migration 0017)
         # updated the live row, not this one. Under the lock, so a rename from now on waits
-        # and then updates the swapped-in table; only partners updated since the run started
-        # (a rename sets updated_at, one step down partner_updated_at_idx): comparing every
-        # name took 1.1 s at 1M partners.
+        # and then updates the swapped-in table. A rename stamps updated_at after waiting for
+        # the chunks in flight, so it is one of the partners updated since the run started (a
+        # range of partner_updated_at_idx): comparing every name took 1.1 s at 1M partners.
         cur.execute(
             f"UPDATE {name} n SET partner_name = p.name FROM retention_partner p "
             "WHERE p.updated_at >= %s AND p.id = n.partner_id AND n.partner_name IS DISTINCT FROM p.name",
-            [run.started_at - RENAME_MARGIN],
+            [run.started_at],
         )
         cur.execute(f"DROP TABLE {LIVE}")
         cur.execute(f"ALTER TABLE {name} RENAME TO {LIVE}")

@@ -6,29 +6,27 @@ partners keeps it in step when a partner is renamed, on PostgreSQL and on SQLite
 
 from django.db import migrations, models
 
-PG_TRIGGER = """
+# ml.score_store.HISTORY_GUARD, as in 0016.
+GUARD = 0x1A7E_0016
+
+# Before the rename is written: wait for the scoring chunks writing at that moment (they hold
+# the history guard shared until they commit), then update the live copy, and stamp the partner
+# as updated now. A chunk that started first may have copied the old name into a dispatched
+# run's staged scores; the run's close re-reads the partners updated since the run started
+# (ml.score_store.current_stage_swap). A chunk that starts later waits for the rename's commit.
+PG_TRIGGER = f"""
 CREATE OR REPLACE FUNCTION ml_partnerscore_partner_renamed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock({GUARD});
     UPDATE ml_partnerscore SET partner_name = NEW.name WHERE partner_id = NEW.id;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER ml_partnerscore_partner_renamed AFTER UPDATE OF name ON retention_partner
-    FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
-    EXECUTE FUNCTION ml_partnerscore_partner_renamed();
--- A rename is an update, also through a bare UPDATE: a run's close re-reads the names of the
--- partners updated since the run started (ml.score_store.current_stage_swap).
-CREATE OR REPLACE FUNCTION retention_partner_renamed_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
     NEW.updated_at := clock_timestamp();
     RETURN NEW;
 END $$;
-CREATE TRIGGER retention_partner_renamed_at BEFORE UPDATE OF name ON retention_partner
+CREATE TRIGGER ml_partnerscore_partner_renamed BEFORE UPDATE OF name ON retention_partner
     FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
-    EXECUTE FUNCTION retention_partner_renamed_at();
+    EXECUTE FUNCTION ml_partnerscore_partner_renamed();
 """
 PG_DROP = """
-DROP TRIGGER IF EXISTS retention_partner_renamed_at ON retention_partner;
-DROP FUNCTION IF EXISTS retention_partner_renamed_at();
 DROP TRIGGER IF EXISTS ml_partnerscore_partner_renamed ON retention_partner;
 DROP FUNCTION IF EXISTS ml_partnerscore_partner_renamed();
 """

@@ -11,7 +11,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from ml import score_store
-from ml.models import RiskScore
+from ml.models import PartnerScore, RiskScore
 from retention.models import Partner
 from tests.factories import PartnerFactory, ScoringRunFactory
 
@@ -115,3 +115,41 @@ def test_a_chunk_delivered_twice_at_once_keeps_the_first_commits_rows():
     assert list(RiskScore.objects.filter(run=run).values_list("partner_id", "risk", "bucket")) == [
         (partner.pk, 0.5, "30d")
     ]
+
+
+def test_a_partner_renamed_while_a_chunk_writes_waits_for_it_and_the_runs_close_has_the_new_name():
+    """The Live Feed's copy of the name (migration 0017): a rename waits for the chunk in flight,
+    whose staged row keeps the name it read; the run's close re-reads it, so the swapped-in
+    scores carry the new name."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the guard, the trigger and the staged scores are PostgreSQL's")
+    partner = PartnerFactory(name="Old Name Co")
+    run = ScoringRunFactory(status="running", finished_at=None)
+    rows = [(partner.pk, 0.5, 0.1, 0.2, 0.3, 0.4, "30d", 1, None)]
+    assert score_store.current_stage_open(run=run)
+    outcome: dict = {}
+
+    def rename() -> None:
+        try:
+            with transaction.atomic():
+                Partner.objects.filter(pk=partner.pk).update(name="New Name Co")
+            outcome["renamed"] = True
+        finally:
+            connections.close_all()
+
+    renamer = threading.Thread(target=rename)
+    with transaction.atomic():
+        score_store._persist_copy(run, rows, current=True, now=timezone.now())
+        renamer.start()
+        time.sleep(0.5)
+        assert renamer.is_alive(), "the rename waits for the chunk's hold on the history guard"
+    renamer.join(timeout=10)
+    assert outcome == {"renamed": True}
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT partner_name FROM {score_store.current_stage_name(run.pk)}")
+        assert cur.fetchall() == [("Old Name Co",)]  # what the chunk read before the rename
+
+    with transaction.atomic():
+        assert score_store.current_stage_swap(run=run) is not None
+
+    assert PartnerScore.objects.get(partner=partner).partner_name == "New Name Co"
