@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import QuerySet
 
 # How a placeholder's argument goes into its parameter slot.
@@ -100,8 +100,8 @@ class CompiledQuery:
 
     `planner` holds PostgreSQL planner settings for this statement alone (`{"enable_seqscan":
     "off"}`): where the planner's estimate of a filter is known to be wrong for the query's
-    purpose. They are set with SET LOCAL in a transaction (a savepoint inside one) that is
-    rolled back after the rows are read, so no other statement plans under them."""
+    purpose. They hold for this statement only, set and set back around it in the same round
+    trip (see _execute_planned), so no other statement plans under them."""
 
     def __init__(
         self, build: Callable[..., QuerySet], *, planner: dict[str, str] | None = None, **placeholders: Any
@@ -171,14 +171,27 @@ class CompiledQuery:
 
     def _execute(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
         if self.planner and connections[db].vendor == "postgresql":
-            with transaction.atomic(using=db):
-                with _cursor(db) as cursor:
-                    settings = ", ".join("set_config(%s, %s, true)" for _ in self.planner)
-                    cursor.execute(f"SELECT {settings}", [v for item in self.planner.items() for v in item])
-                result = self._fetch(sql, params, db, fetch)
-                transaction.set_rollback(True, using=db)  # read only: undoes the SET LOCALs
-            return result
+            return self._execute_planned(sql, params, db, fetch)
         return self._fetch(sql, params, db, fetch)
+
+    def _execute_planned(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
+        """The statement between two others in one simple query, one round trip: the first saves
+        each setting and sets it for the transaction, the last sets it back. Outside a transaction
+        the three are one implicit transaction, so the settings end with it anyway; inside one they
+        end with the statement. Client-side binding: a prepared statement is one statement."""
+        save = ", ".join(
+            f"set_config('churnsite.walk_{name}', current_setting('{name}'), true), set_config('{name}', %s, true)"
+            for name in self.planner
+        )
+        restore = ", ".join(
+            f"set_config('{name}', current_setting('churnsite.walk_{name}'), true)" for name in self.planner
+        )
+        with connections[db].cursor() as cursor:
+            cursor.execute(f"SELECT {save}; {sql}; SELECT {restore}", [*self.planner.values(), *params])
+            cursor.nextset()
+            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
+            names = [column[0] for column in cursor.description]
+        return [row for row in rows if row is not None], names
 
     def _fetch(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
         with _cursor(db) as cursor:
