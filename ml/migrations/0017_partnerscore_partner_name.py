@@ -47,6 +47,24 @@ BACKFILL = {
 }
 
 
+class AddFieldInPlace(migrations.AddField):
+    """On SQLite an ALTER TABLE ADD COLUMN instead of Django's table remake: the remake builds
+    every index of the model's state, and SQLite cannot build partnerscore_change_idx (DESC NULLS
+    LAST, PostgreSQL only: 0015)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "sqlite":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        schema_editor.execute(
+            "ALTER TABLE ml_partnerscore ADD COLUMN partner_name varchar(200) NOT NULL DEFAULT ''"
+        )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "sqlite":
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
+        schema_editor.execute("ALTER TABLE ml_partnerscore DROP COLUMN partner_name")
+
+
 def forwards(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor in BACKFILL:
@@ -69,7 +87,7 @@ class Migration(migrations.Migration):
     dependencies = [("ml", "0016_riskscore_partner_guard_advisory")]
 
     operations = [
-        migrations.AddField(
+        AddFieldInPlace(
             model_name="partnerscore",
             name="partner_name",
             field=models.CharField(blank=True, default="", max_length=200),
