@@ -263,11 +263,12 @@ def queries_of(client, url: str) -> int:
     """The queries of a first view of `url`: a dense name search remembered by an earlier view
     of the run skips its count (retention.selectors.CappedPaginator), so that memo is dropped
     first and every page is counted at its most."""
-    from django.core.cache import cache
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    cache.delete_pattern("*retention:feed-dense:*")
+    from retention.selectors import feed_dense_memos_forget
+
+    feed_dense_memos_forget()
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(url)
     assert response.status_code == 200, (url, response.status_code)

@@ -78,6 +78,13 @@ def _cursor(db: str) -> Any:
     return connection.cursor()
 
 
+def _read(cursor: Any, fetch: str) -> tuple[list, list[str]]:
+    """The current result's rows (one for `fetch == "one"`) and its columns' names."""
+    rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
+    names = [column[0] for column in cursor.description]
+    return [row for row in rows if row is not None], names
+
+
 class CompiledQuery:
     """`build(**placeholders)` is compiled once; `first(**args)`, `rows(**args)` and
     `count(**args)` run its SQL with each placeholder's parameter replaced by the argument of
@@ -189,16 +196,12 @@ class CompiledQuery:
         with connections[db].cursor() as cursor:
             cursor.execute(f"SELECT {save}; {sql}; SELECT {restore}", [*self.planner.values(), *params])
             cursor.nextset()
-            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
-            names = [column[0] for column in cursor.description]
-        return [row for row in rows if row is not None], names
+            return _read(cursor, fetch)
 
     def _fetch(self, sql: str, params: list, db: str, fetch: str) -> tuple[list, list[str]]:
         with _cursor(db) as cursor:
             cursor.execute(sql, params)
-            rows = [cursor.fetchone()] if fetch == "one" else cursor.fetchall()
-            names = [column[0] for column in cursor.description]
-        return [row for row in rows if row is not None], names
+            return _read(cursor, fetch)
 
     def tuples(self, *, limit: int | None = None, offset: int = 0, **args: Any) -> tuple[list, list[str]]:
         """The rows as tuples in the SELECT list's order, and the columns' names."""

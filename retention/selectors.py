@@ -111,6 +111,7 @@ FEED_READ_BY_ID_CAP = 2_000
 # How long a dense name search is remembered (within its scoring run; see CappedPaginator): a
 # partner renamed or churned meanwhile can make "2,001+" one or two too many, never a wrong row.
 FEED_DENSE_MEMO_SECONDS = 3600
+FEED_DENSE_MEMO_PREFIX = "retention:feed-dense:"
 # From this many rows in, a page reads its ids first and then its rows by id: PostgreSQL runs
 # the SELECT list's last-intervention subquery also for every row OFFSET skips (page 20: 1,000
 # runs, 6,400 buffers and 24 ms for 50 rows, bench/feed_bench.py).
@@ -329,6 +330,8 @@ class LiveFeedQuery:
         start = page.start or 0
         if page.stop <= start:  # an empty first page: nothing to read
             return []
+        # PostgreSQL only: the walk is there to steer its planner, and SQLite (the demo) loses the
+        # copy's rename trigger whenever a migration remakes retention_partner.
         walk = "walk_" if self.dense and connection.vendor == "postgresql" else ""
         if start >= FEED_DEEP_OFFSET:
             ids = self._query(f"{walk}ids").rows(limit=page.stop - start, offset=start, **self.args)
@@ -407,7 +410,7 @@ class CappedPaginator(Paginator):
             return None
         what = (self.feed.shape, sorted(self.feed.args.items()), FEED_READ_BY_ID_CAP)
         digest = hashlib.sha256(repr(what).encode()).hexdigest()
-        return f"retention:feed-dense:{self.run_id}:{digest[:32]}"
+        return f"{FEED_DENSE_MEMO_PREFIX}{self.run_id}:{digest[:32]}"
 
     ids: list[int] | None = None
 
@@ -421,6 +424,11 @@ class CappedPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self.known_count is None and self.count > self.floor
+
+
+def feed_dense_memos_forget() -> None:
+    """Forget every remembered dense search (a bench's first views, a test's clean start)."""
+    cast(Any, cache).delete_pattern(f"*{FEED_DENSE_MEMO_PREFIX}*")  # django-redis only
 
 
 def latest_scoring_run_id() -> int | None:

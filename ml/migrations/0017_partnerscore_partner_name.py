@@ -84,7 +84,12 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ml", "0016_riskscore_partner_guard_advisory")]
+    # After retention 0013: on SQLite its AlterField remakes retention_partner, which drops the
+    # table's triggers, and a fresh `migrate` ran it after this migration.
+    dependencies = [
+        ("ml", "0016_riskscore_partner_guard_advisory"),
+        ("retention", "0013_partner_owner_index_covered"),
+    ]
 
     operations = [
         AddFieldInPlace(

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from ml.models import PartnerScore
 from retention.models import Intervention, Partner
-from retention.selectors import partner_live_feed
+from retention.selectors import feed_dense_memos_forget, partner_live_feed
 from tests.conftest import htmx, scored_partner
 from tests.factories import InterventionFactory, PartnerScoreFactory, ScoringRunFactory, UserFactory
 
@@ -285,12 +285,10 @@ def test_a_dense_name_search_is_remembered_for_its_scoring_run_and_pages_the_sam
     """The first view of a dense search counts its keys and remembers it as dense for the
     feed's scoring run; later views of that run walk without the keys query and show the same
     rows and count; after a new run it is counted again."""
-    from django.core.cache import cache
-
     monkeypatch.setattr("retention.selectors.FEED_PAGE_SIZE", 3)
     monkeypatch.setattr("retention.selectors.FEED_COUNT_CAP", 1)
     monkeypatch.setattr("retention.selectors.FEED_READ_BY_ID_CAP", 4)
-    cache.delete_pattern("*retention:feed-dense:*")  # memos of an earlier session's runs
+    feed_dense_memos_forget()  # memos of an earlier session's runs
     ScoringRunFactory()
     for n in range(9):
         scored_partner(external_id=f"P{n}", name=f"Globex Acme {n}", risk=0.9 - n / 20)
@@ -305,7 +303,7 @@ def test_a_dense_name_search_is_remembered_for_its_scoring_run_and_pages_the_sam
     first, second = view(), view()
     ScoringRunFactory()  # a new run: counted again
     third = view()
-    cache.delete_pattern("*retention:feed-dense:*")
+    feed_dense_memos_forget()
 
     assert first[:2] == second[:2] == third[:2] == (["P0", "P1", "P2"], "Page 1 of 2+")
     assert (first[2], second[2], third[2]) == (1, 0, 1)
