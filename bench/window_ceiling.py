@@ -13,9 +13,13 @@ with the activity rows changed per VARIANT:
 - `truth`: the shipped rows plus the true number of days each partner had been winding down
   at each month's end, read from the hidden state: not observable, a ceiling;
 - `oracle`: no model; the oracle's window F1 on the same holdout rows, and again with the
-  oracle blind to each partner's own wind-down length (42-49 days, drawn at creation): for a
-  partner winding down at the cutoff it knows the very day it will be gone, which no data
-  shows, so this is the part of the oracle's lead that nothing observable can close.
+  oracle blind to each partner's own wind-down length (drawn at creation within
+  `winddown_days`; 42-49 days until 2026-12-04, when it became the same 45-day notice for
+  every partner, so that blind equals exact): for a partner winding down at the cutoff it
+  knows the very day it will be gone, which no data shows.
+
+`weekly` and `truth` weigh a winding-down day at `winddown_level` flat (the wind-down before
+2026-12-04); the shipped one fades out (`winddown_power` 2), so their split is approximate.
 
 Prints the headline figures and the bucket confusion (rows and columns 7d, 30d, 90d, later).
 """

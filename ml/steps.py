@@ -1,7 +1,7 @@
 """When did a partner's transactions step down? A change-point estimate (pure numpy, no Django).
 
 A partner that decides to leave usually moves its volumes elsewhere at once: its daily rate
-of transactions steps down and stays down until it is gone. How long ago that happened says
+of transactions steps down and stays down (or fades further) until it is gone. How long ago that happened says
 when it will be gone, which the monthly totals hide (a step in a month's last fortnight is a
 10-40% dip of one monthly row, inside normal month-to-month noise). The activity file's
 optional counts of a month's last 14 and 7 days cut each of the last two complete months

@@ -63,8 +63,10 @@ def test_on_imported_data_the_desk_pages_work_and_the_model_page_shows_the_basel
     scores = list(PartnerScore.objects.select_related("partner").order_by("partner_id"))
     lines = ["external_id,churned_on,reason"]
     for i, s in enumerate(scores):
-        if s.risk >= 0.3 or i % 9 == 0:
-            lines.append(f"{s.partner.external_id},{end + dt.timedelta(days=5 + i % 96)},left")
+        if s.risk >= 0.3 or i % 9 == 0 or i == len(scores) - 1:
+            # The last partner's event is the latest: 100 days after the scores.
+            days = 100 if i == len(scores) - 1 else 5 + i % 95
+            lines.append(f"{s.partner.external_id},{end + dt.timedelta(days=days)},left")
     (tmp_path / "later").mkdir()
     (tmp_path / "later" / "churn_events.csv").write_text("\n".join(lines) + "\n")
     imported = StringIO()

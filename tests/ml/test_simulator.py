@@ -496,8 +496,9 @@ def test_partners_about_to_leave_show_it_in_their_last_month(world, churn_dates)
     print(
         f"last month vs the 6 before: leavers {soon.median():.2f} (n={len(soon)}), stayers {stay.median():.2f}"
     )
-    # Measured: median 0.35 for the 26 leavers (most winding down), 1.00 for the stayers.
-    assert soon.median() < 0.5 and 0.9 < stay.median() < 1.1
+    # Measured: median 0.02 for the 30 leavers (most at the end of a wind-down), 1.00 for the
+    # stayers (0.35 for 26 before the notice's activity faded out).
+    assert soon.median() < 0.2 and 0.9 < stay.median() < 1.1
 
 
 def test_the_oracle_knows_the_day_of_a_partner_already_winding_down(world):
@@ -577,7 +578,7 @@ def test_a_partner_that_decided_to_leave_late_in_a_month_shows_it_in_that_months
     late, stay = pd.concat(late), pd.concat(stay)
     print(f"last 2 weeks vs the month's start: deciders {late.median():.2f} (n={len(late)}), "
           f"stayers {stay.median():.2f}")  # fmt: skip
-    assert len(late) > 60
+    assert len(late) >= 50  # 60 in this world (a month total under 20 is left out)
     assert late.median() < 0.75 and 0.9 < stay.median() < 1.1
 
 
