@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ml import tree_eval
-from ml.explain import describe, group_contributions
+from ml.explain import NOT_DRIVERS, describe, group_contributions
 from ml.levels import AT_RISK_LEVEL
 
 if TYPE_CHECKING:
@@ -116,12 +116,16 @@ class ChurnModel:
 
     def drivers(self, X: pd.DataFrame, *, top: int = 5) -> list[list[dict]]:
         """Top drivers per row, strongest first, in the agreed dict format (points = signed
-        push on the displayed risk in percentage points; they add up to risk - base risk)."""
+        push on the displayed risk in percentage points; they add up to risk - base risk).
+
+        Inputs that are the same for every partner scored on a day (explain.NOT_DRIVERS: how
+        old the monthly rows are) are part of that day's base, not drivers."""
         base, phi = self.shap_values(X)
+        base, phi = day_base(self.features, base, phi)
         z = base + phi.sum(axis=1)
         base_logit = self.calib_a * base + self.calib_b
         logit = self.calib_a * z + self.calib_b
-        risk, base_risk = sigmoid(logit), float(sigmoid(base_logit))
+        risk, base_risk = sigmoid(logit), sigmoid(base_logit)
         # Map log-odds pushes to probability points with the secant of the sigmoid between
         # the base and the partner's logit: exact in total, proportional per feature.
         delta = logit - base_logit
@@ -152,6 +156,16 @@ class ChurnModel:
 
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         return X[self.features].to_numpy(dtype=float)
+
+
+def day_base(features: list[str], base: float, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row base, SHAP matrix) with the pushes of NOT_DRIVERS moved into the base: base +
+    row sum is unchanged, and those columns are 0."""
+    shared = [j for j, name in enumerate(features) if name in NOT_DRIVERS]
+    phi = np.array(phi, dtype=float, copy=True)
+    row_base = base + phi[:, shared].sum(axis=1)
+    phi[:, shared] = 0.0
+    return row_base, phi
 
 
 def _align_classes(q: np.ndarray, classes) -> np.ndarray:

@@ -70,7 +70,12 @@ FEATURE_LABELS = {
     "transactions_step_days": "Transactions, days since a step down",
     "transactions_step_level": "Transactions, level after a step down",
     "transactions_step_strength": "Transactions, how clear a step down is",
+    "transactions_step_age_days": "Transactions, days since a step down (to the score's date)",
+    "data_age_days": "Days since the last complete month",
 }
+# Inputs that are the same for every partner scored on a day (how old the monthly rows are):
+# they move everybody's risk alike, so they are no reason for one partner and never a driver.
+NOT_DRIVERS = frozenset({"data_age_days"})
 
 
 def feature_label(feature: str) -> str:
@@ -100,7 +105,7 @@ def group_contributions(model, points: np.ndarray, values) -> list[dict]:
             g["points"] += float(points[j])
             if by_name[name] >= 0.5:
                 g["value"] = name.removeprefix("region_")
-        else:
+        elif name not in NOT_DRIVERS:
             grouped[name] = {"feature": name, "value": float(by_name[name]), "points": float(points[j])}
     # Comparisons say against what: a driver's sentence may quote the partner's other values.
     context = {k: float(v) for k, v in by_name.items()}
@@ -210,9 +215,12 @@ def _comparison(feature: str, v: float, ctx: dict[str, float]) -> str | None:
                 f"Transactions {_count(count)} in the last {span} of last month, at {v * 100:.0f}% of the daily rate "
                 f"earlier that month ({_count(max(month - last2w, 0.0))} before its last 2 weeks)"
             )
-        case "transactions_step_days" | "transactions_step_level" | "transactions_step_strength" if (
-            "transactions_step_days" in ctx
-        ):
+        case (
+            "transactions_step_days"
+            | "transactions_step_level"
+            | "transactions_step_strength"
+            | "transactions_step_age_days"
+        ) if "transactions_step_days" in ctx:
             return _step_text(ctx)
         case "transactions_2w_vs_year" if last2w is not None and v > 0:
             usual = max((last2w + 0.5) / v - 0.5, 0.0)
@@ -251,10 +259,11 @@ def _step_text(ctx: dict[str, float]) -> str:
     if days <= 0:
         return "No step down in daily transactions over the last 2 months"
     clear = "clearly" if ctx.get("transactions_step_strength", 0.0) >= 3 else "perhaps"
-    return (
-        f"Daily transactions {clear} stepped down to about {level * 100:.0f}% of their usual rate "
-        f"{days:.0f} days before the end of last month"
-    )
+    when = f"{days:.0f} days before the end of last month"
+    age = ctx.get("transactions_step_age_days", days)
+    if age > days:  # scored after the month's end: say how long ago, counted to the score's date
+        when = f"{age:.0f} days ago ({when})"
+    return f"Daily transactions {clear} stepped down to about {level * 100:.0f}% of their usual rate {when}"
 
 
 def _text(feature: str, v, c: dict) -> str:
@@ -346,6 +355,12 @@ def _text(feature: str, v, c: dict) -> str:
         case "transactions_step_days":
             return (
                 f"Daily transactions stepped down {v:.0f} days before the end of last month"
+                if v > 0
+                else "No step down in daily transactions over the last 2 months"
+            )
+        case "transactions_step_age_days":
+            return (
+                f"Daily transactions stepped down {v:.0f} days ago"
                 if v > 0
                 else "No step down in daily transactions over the last 2 months"
             )

@@ -107,6 +107,12 @@ FEATURES = [
     "transactions_step_days",
     "transactions_step_level",
     "transactions_step_strength",
+    # The desk scores every day, but the rows are monthly: how old the last complete month is at
+    # the cutoff (0 at a month end), and the step's age counted to the cutoff rather than to
+    # that month's end. A step 20 days before a month end is 35 days old on the 15th: for a
+    # 45-day notice, days from leaving, not weeks. Training sees every age (ml.training).
+    "transactions_step_age_days",
+    "data_age_days",
 ]
 # Optional activity columns: of the month's transactions, those of its last 14 and 7 days.
 TAIL_COLUMNS = ("transactions_last_14d", "transactions_last_7d")
@@ -133,6 +139,12 @@ def last_complete_month(cutoff) -> int:
     """Ordinal (year*12 + month-1) of the last month that ended on or before ``cutoff``."""
     c = pd.Timestamp(cutoff) + pd.Timedelta(days=1)
     return c.year * 12 + c.month - 1 - 1
+
+
+def month_end_day(ordinal: int) -> int:
+    """The last day of month ``ordinal`` (year*12 + month-1), in days since the epoch."""
+    first_of_next = np.datetime64(f"{(ordinal + 1) // 12:04d}-{(ordinal + 1) % 12 + 1:02d}-01", "D")
+    return int(first_of_next.astype(np.int64)) - 1
 
 
 def active_at(partners: pd.DataFrame, cutoff, key: str = "external_id") -> pd.DataFrame:
@@ -246,6 +258,8 @@ def build_features(
         f[f"region_{r}"] = (regions == r).astype(float)
 
     anchor = last_complete_month(cutoff)
+    age = float(c - month_end_day(anchor))
+    f["data_age_days"] = age
     rev12 = _window(activity, keys, anchor, "revenue", key)
     tx12 = _window(activity, keys, anchor, "transactions", key)
     # Most features look at the last 6 months (columns 0..5, 5 = the last complete month).
@@ -305,6 +319,8 @@ def build_features(
             tickets[:, 5] - np.nanmean(tickets12[:, :-1], axis=1), nan=0.0
         )
     f = f.join(_tail_features(activity, keys, anchor, tx12, key))
+    step = f["transactions_step_days"].to_numpy()
+    f["transactions_step_age_days"] = np.where(step > 0, step + age, 0.0)
     f["transactions_trend_3m"] = _trend(tx)
     f["revenue_trend_3m"] = _trend(rev)
     f["active_users_trend_3m"] = _trend(users)

@@ -62,7 +62,7 @@ class SimulatorParams:
 
     The defaults are tuned so that, at cutoffs in the second half of a 24-month history,
     about 5-6% of active partners churn within 90 days, the oracle ROC AUC is ~0.89-0.90, and
-    the product's model reaches 0.99 of the oracle's AUC and 0.92 of its churn-window F1 at
+    the product's model reaches 0.99 of the oracle's AUC and 0.91 of its churn-window F1 at
     20k partners (docs/simulator.md, "Measured figures").
     """
 

@@ -70,6 +70,15 @@ def test_the_last_fortnight_and_a_step_down_say_against_what():
     assert driver["text"] == (
         "Daily transactions clearly stepped down to about 30% of their usual rate 10 days before the end of last month"
     )
+    # Scored after the month's end (the desk scores every day), it also says how long ago.
+    context["transactions_step_age_days"] = 25.0
+    driver = describe(
+        {"feature": "transactions_step_age_days", "value": 25.0, "points": 5.0, "context": context}
+    )
+    assert driver["text"] == (
+        "Daily transactions clearly stepped down to about 30% of their usual rate 25 days ago "
+        "(10 days before the end of last month)"
+    )
     context["transactions_step_days"] = 0.0
     driver = describe(
         {"feature": "transactions_step_strength", "value": 0.0, "points": -1.0, "context": context}

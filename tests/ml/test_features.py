@@ -197,3 +197,17 @@ def test_without_the_optional_columns_the_weeks_read_as_usual_and_the_step_as_co
     assert f["transactions_last_2w"] == pytest.approx(f["transactions_1m"] * 14 / 31)
     # Two monthly stretches only (February and March): the step is still seen, in February.
     assert 31 < f["transactions_step_days"] <= 59 and f["transactions_step_strength"] > 3
+
+
+def test_scored_mid_month_the_step_is_dated_to_the_scoring_day_and_the_rows_age_is_known():
+    """The desk scores every day on monthly rows: on April 15 March's rows are 15 days old, and a
+    step 10 days before March's end happened 25 days before the score."""
+    frames = _steady_then_step(10)
+    at_end = F.build_features(*frames, CUTOFF).loc["P1"]
+    later = F.build_features(*frames, CUTOFF + dt.timedelta(days=15)).loc["P1"]
+    assert at_end["data_age_days"] == 0 and later["data_age_days"] == 15
+    assert at_end["transactions_step_age_days"] == at_end["transactions_step_days"]
+    assert later["transactions_step_days"] == at_end["transactions_step_days"]  # the same March rows
+    assert later["transactions_step_age_days"] == at_end["transactions_step_days"] + 15
+    steady = F.build_features(*_steady_then_step(None), CUTOFF + dt.timedelta(days=15)).loc["P1"]
+    assert steady["transactions_step_age_days"] == 0  # no step: no age either

@@ -1,6 +1,7 @@
 """The trained model on a small simulated world: consistency, SHAP additivity, drivers, artifacts."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ml import features as F
@@ -70,7 +71,10 @@ def test_drivers_are_three_to_five_sentences_whose_points_add_up_to_the_risk(tra
         assert all(isinstance(x["text"], str) and x["text"] for x in d)
     # With every feature listed, the points add up to risk - base risk (in points).
     everything = model.drivers(rows, top=100)
-    base, _ = model.shap_values(rows)
+    assert not any(x["feature"] == "data_age_days" for d in everything for x in d)
+    # ... to the risk less that day's base: the base with the rows' age (the same for all) in it.
+    base, phi = model.shap_values(rows)
+    base = base + phi[:, model.features.index("data_age_days")]
     base_risk = 1 / (1 + np.exp(-(model.calib_a * base + model.calib_b)))
     risk = model.predict(rows)["risk"].to_numpy()
     total = np.array([sum(x["points"] for x in d) for d in everything])
@@ -94,3 +98,23 @@ def test_an_artifact_loads_only_with_its_checksum(trained, holdout, tmp_path):
     np.testing.assert_allclose(loaded.predict(holdout)["risk"], model.predict(holdout)["risk"])
     with pytest.raises(ArtifactChecksumError):
         load_model(path, sha256="0" * 64)
+
+
+def test_training_takes_every_age_of_the_monthly_rows_and_no_label_reaches_the_holdout(small_world):
+    """The desk scores every day, so training partner-months are taken 0-25 days after their month
+    end (one row per partner-month still), and no 90-day label window reaches the first test cutoff."""
+    from ml.training import TRAIN_PHASE_DAYS, phased_training_table, plan_cutoffs
+
+    w = small_world
+    first = w.activity["month"].min().date()
+    ends, test = plan_cutoffs(first, w.today)
+    table = phased_training_table(w.partners, w.activity, w.invoices, ends, labels_before=test[0])
+    ages = np.where(table["cutoff"].dt.is_month_end, 0, table["cutoff"].dt.day)
+    assert set(np.unique(ages)) == set(TRAIN_PHASE_DAYS)
+    assert (table["data_age_days"].to_numpy() == ages).all()
+    assert (table["cutoff"] + pd.Timedelta(days=F.HORIZON_DAYS) <= pd.Timestamp(test[0])).all()
+    month_end = table["cutoff"] - pd.to_timedelta(table["data_age_days"], unit="D")
+    assert set(month_end.dt.date) <= set(ends)
+    assert not pd.DataFrame({"p": table["external_id"], "m": month_end}).duplicated().any()
+    whole = F.build_training_table(w.partners, w.activity, w.invoices, ends)
+    assert abs(len(table) - len(whole)) < 0.05 * len(whole)  # about as many rows as month ends alone
