@@ -120,8 +120,8 @@ class ChurnModel:
 
         Inputs that are the same for every partner scored on a day (explain.NOT_DRIVERS: how
         old the monthly rows are) are part of that day's base, not drivers."""
-        base, phi = self.shap_values(X)
-        base, phi = day_base(self.features, base, phi)
+        base_all, phi_all = self.shap_values(X)
+        base, phi = day_base(self.features, base_all, phi_all)
         z = base + phi.sum(axis=1)
         base_logit = self.calib_a * base + self.calib_b
         logit = self.calib_a * z + self.calib_b
