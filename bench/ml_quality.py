@@ -22,9 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ml import features as F  # noqa: E402
-from ml.churn_model import _hash_share  # noqa: E402
 from ml.sim import simulator  # noqa: E402
-from ml.training import _with_churn_table, evaluate, oracle_metrics, train_and_evaluate  # noqa: E402
+from ml.training import (  # noqa: E402
+    _with_churn_table,
+    evaluate,
+    holdout_partners,
+    oracle_metrics,
+    train_and_evaluate,
+)
 
 TODAY = dt.date(2026, 11, 20)
 
@@ -70,9 +75,9 @@ def main() -> None:
 
 
 def scored_later(world, model, report, oracle) -> dict:
-    """The holdout partners (train_and_evaluate's: seed 0 + 7, 20%) scored `days` after each
-    test month end, as the desk scores them on those days."""
-    tested = _hash_share(world.partners.external_id.to_numpy(), 7) < 0.2
+    """The holdout partners scored `days` after each test month end, as the desk scores them
+    on those days."""
+    tested = holdout_partners(world.partners)
     ends = [dt.date.fromisoformat(c[:10]) for c in report["test_cutoffs"]]
     out = {}
     for days in (5, 10, 15, 20, 25):

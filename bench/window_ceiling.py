@@ -38,9 +38,9 @@ import pandas as pd  # noqa: E402
 
 from ml import features as F  # noqa: E402
 from ml import steps  # noqa: E402
-from ml.churn_model import _hash_share, bucket_from_probabilities, bucket_metrics  # noqa: E402
+from ml.churn_model import bucket_from_probabilities, bucket_metrics  # noqa: E402
 from ml.sim import simulator as S  # noqa: E402
-from ml.training import plan_cutoffs, train_and_evaluate  # noqa: E402
+from ml.training import holdout_partners, plan_cutoffs, train_and_evaluate  # noqa: E402
 
 
 def daily_weights(world: S.World, act: pd.DataFrame):
@@ -127,7 +127,7 @@ def oracle_without_length(world: S.World) -> None:
     st, p = world.state, world.state.params
     first = pd.to_datetime(world.activity["month"]).min().date()
     _, test_cut = plan_cutoffs(first, world.today)
-    tested = _hash_share(world.partners.external_id.to_numpy(), 7) < 0.2  # train_and_evaluate's holdout
+    tested = holdout_partners(world.partners)
     test = F.build_training_table(world.partners[tested], world.activity, world.invoices, test_cut)
     lengths = np.arange(p.winddown_days[0], p.winddown_days[1] + 1)
     parts = []

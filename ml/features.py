@@ -143,7 +143,7 @@ def last_complete_month(cutoff) -> int:
 
 def month_end_day(ordinal: int) -> int:
     """The last day of month ``ordinal`` (year*12 + month-1), in days since the epoch."""
-    first_of_next = np.datetime64(f"{(ordinal + 1) // 12:04d}-{(ordinal + 1) % 12 + 1:02d}-01", "D")
+    first_of_next = np.datetime64(ordinal + 1 - 1970 * 12, "M").astype("datetime64[D]")
     return int(first_of_next.astype(np.int64)) - 1
 
 

@@ -88,9 +88,9 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     first_month = pd.to_datetime(activity["month"]).min().date()
     train_cut, test_cut = plan_cutoffs(first_month, today, test_cutoffs=test_cutoffs)
-    is_test_partner = pd.Series(_hash_share(partners[key].to_numpy(), seed + 7) < test_share)
-    train_partners = partners[~is_test_partner.to_numpy()]
-    test_partners = partners[is_test_partner.to_numpy()]
+    is_test_partner = holdout_partners(partners, key=key, seed=seed, test_share=test_share)
+    train_partners = partners[~is_test_partner]
+    test_partners = partners[is_test_partner]
 
     train = phased_training_table(
         train_partners, activity, invoices, train_cut, labels_before=test_cut[0], key=key, seed=seed
@@ -150,6 +150,13 @@ def train_and_evaluate(
     return model, report
 
 
+def holdout_partners(
+    partners: pd.DataFrame, *, key: str = "external_id", seed: int = 0, test_share: float = 0.2
+) -> np.ndarray:
+    """Which partners train_and_evaluate holds out (a stable hash of the id): a boolean mask."""
+    return _hash_share(partners[key].to_numpy(), seed + 7) < test_share
+
+
 def phased_training_table(
     partners: pd.DataFrame,
     activity: pd.DataFrame,
@@ -164,7 +171,8 @@ def phased_training_table(
     month end, i rotating with the partner's group and the month: one row per partner-month
     as before (same size, same fit time) over every age of the monthly data. A shifted cutoff
     whose 90-day label would reach ``labels_before`` stays at its month end. Each group's
-    history is sliced out once, so the features cost what one pass over all partners did."""
+    history is sliced out once, so every row's features are computed once; the six times as
+    many calls cost some fixed overhead (features 23.6 -> 34.3 s at 100k partners)."""
     phases = len(TRAIN_PHASE_DAYS)
     group = np.minimum((_hash_share(partners[key].to_numpy(), seed + 3) * phases).astype(int), phases - 1)
     horizon = dt.timedelta(days=F.HORIZON_DAYS)
